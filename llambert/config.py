@@ -1,0 +1,228 @@
+"""All of llambert's settings, in one validated place.
+
+Settings come from (later wins): the defaults below, a YAML file (``llambert.yaml`` in the
+project root, or the file named by ``LLAMBERT_CONFIG``), then a few environment variables
+(``LLAMBERT_HOME``, ``LLAMBERT_DATA_DIR``, ``LLAMBERT_TEACHER``, ``LLAMBERT_STUDENT``,
+``LLAMBERT_SAMPLE_SIZE``). Errors name the setting and say what to do, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it and says how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusSource(_Strict):
+    """One input to raw.corpus: a file or folder, and how to read it."""
+
+    name: str = Field(description="Source name stored in raw.corpus.source.")
+    path: str = Field(description="File or folder; relative paths are resolved against data_dir.")
+    format: Literal["auto", "parquet", "csv", "jsonl", "aclimdb"] = "auto"
+    split: str | None = Field(None, description="Split for every row; None: a 'split' column or the file stem.")
+    text_column: str = "text"
+    id_column: str | None = "id"
+    label_column: str | None = "label"
+
+
+class TeacherConfig(_Strict):
+    model: str = Field("qwen2.5-coder-1.5b-instruct", description="Registry name, local directory or hub id.")
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    mode: Literal["generate", "choice"] = Field(
+        "generate", description="generate: free text + the task's parser (the paper); choice: score each label."
+    )
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(4, ge=1, le=512)
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
+    top_k: int = Field(0, ge=0)
+    max_prompt_tokens: int = Field(640, ge=32, description="Reviews are cut so that the prompt fits.")
+    commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")
+    few_shot: int = Field(0, ge=0, description="Number of the task's examples to put before each prompt.")
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    base_urls: list[str] = Field(default_factory=list, description="openai backend: servers to spread load over.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: env var holding the key (never stored).")
+    concurrency: int = Field(8, ge=1)
+
+
+class StudentConfig(_Strict):
+    model: str = Field("all-minilm-l6-v2", description="Registry name, local directory or hub id.")
+    recipe: Literal["baseline", "llambert", "llambert_extra", "combined"] = "llambert"
+    max_length: int = Field(256, ge=8, le=8192)
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    seed: int = 42
+    bf16: bool = True
+    truncation: Literal["head", "head_tail"] = "head"
+    infer_batch_size: int = Field(64, ge=1)
+    infer_max_length: int = Field(256, ge=8, le=8192)
+    chunk_rows: int = Field(4096, ge=64, description="Rows per DuckDB write during whole-corpus labeling.")
+    champion_metric: Literal["val_accuracy", "val_f1"] = "val_accuracy"
+
+
+class SampleConfig(_Strict):
+    size: int = Field(1000, ge=1)
+    seed: int = 0
+    pool_splits: list[str] = Field(default_factory=lambda: ["train", "unsup"])
+    exclude_splits: list[str] = Field(default_factory=lambda: ["test"], description="Never sampled.")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "SampleConfig":
+        both = set(self.pool_splits) & set(self.exclude_splits)
+        if both:
+            raise ValueError(f"split(s) {sorted(both)} are both in pool_splits and exclude_splits")
+        return self
+
+
+class CheckConfig(_Strict):
+    min_minority_share: float = Field(0.3, ge=0.0, le=0.5)
+    max_discard_rate: float = Field(0.05, ge=0.0, le=1.0)
+    max_balance_shift: float = Field(0.15, ge=0.0, le=1.0)
+    min_teacher_gold_accuracy: float = Field(0.7, ge=0.0, le=1.0)
+    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0)
+
+
+class Settings(_Strict):
+    home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, model cache, Dagster home.")
+    data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data" / "imdb")
+    task: str = Field("imdb_sentiment", description="A task name shipped in llambert/tasks or a YAML path.")
+    eval_split: str = "test"
+    sources: list[CorpusSource] | None = Field(
+        None, description="None: the IMDb parquet files (train, test, unsup) in data_dir."
+    )
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    checks: CheckConfig = Field(default_factory=CheckConfig)
+    threads: int | None = Field(None, ge=1, description="torch threads; None: all cores.")
+
+    @field_validator("home", "data_dir", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return Path(os.path.expandvars(str(v))).expanduser() if v is not None else v
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.home / "inbox"
+
+    def corpus_sources(self) -> list[CorpusSource]:
+        """The configured sources, or the IMDb default."""
+        if self.sources is not None:
+            return self.sources
+        return [
+            CorpusSource(name="imdb", path=f"{split}.parquet", format="parquet", split=split)
+            for split in ("train", "test", "unsup")
+        ]
+
+    def resolve_source_path(self, source: CorpusSource) -> Path:
+        p = Path(os.path.expandvars(source.path)).expanduser()
+        return p if p.is_absolute() else self.data_dir / p
+
+    def check_ready(self) -> None:
+        """Fail before any work starts if the data or task cannot be found."""
+        from llambert.tasks import load_task
+
+        load_task(self.task)
+        for src in self.corpus_sources():
+            path = self.resolve_source_path(src)
+            if not path.exists():
+                raise ConfigError(
+                    f"corpus source '{src.name}': {path} does not exist. Set data_dir in llambert.yaml "
+                    f"or LLAMBERT_DATA_DIR to the folder that holds it (the IMDb default needs "
+                    f"train.parquet, test.parquet, unsup.parquet)."
+                )
+
+
+_ENV_OVERRIDES = {
+    "LLAMBERT_HOME": ("home",),
+    "LLAMBERT_DATA_DIR": ("data_dir",),
+    "LLAMBERT_TASK": ("task",),
+    "LLAMBERT_TEACHER": ("teacher", "model"),
+    "LLAMBERT_TEACHER_MODE": ("teacher", "mode"),
+    "LLAMBERT_STUDENT": ("student", "model"),
+    "LLAMBERT_SAMPLE_SIZE": ("sample", "size"),
+}
+
+
+def _set_path(d: dict, keys: tuple[str, ...], value: Any) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get("LLAMBERT_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.exists():
+            raise ConfigError(f"LLAMBERT_CONFIG points at {p}, which does not exist.")
+        return p
+    p = PROJECT_ROOT / "llambert.yaml"
+    return p if p.exists() else None
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
+    """Read settings from YAML + environment + ``overrides`` (a nested dict), validated."""
+    raw: dict = {}
+    path = Path(path) if path else default_config_path()
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, not {type(raw).__name__}.")
+        base = Path(path).resolve().parent
+        for key in ("home", "data_dir"):
+            if key in raw and raw[key] is not None and not Path(os.path.expandvars(str(raw[key]))).expanduser().is_absolute():
+                raw[key] = str(base / os.path.expandvars(str(raw[key])))
+    for env, keys in _ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            _set_path(raw, keys, os.environ[env])
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  setting '{loc}': {err['msg']} (got {err.get('input')!r})")
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid llambert configuration{where}:\n" + "\n".join(lines)) from None
