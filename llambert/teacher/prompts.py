@@ -1,0 +1,42 @@
+"""Turning a task and a document into the messages a chat model sees."""
+
+from __future__ import annotations
+
+from llambert.tasks import Task
+
+
+def build_messages(task: Task, text: str, few_shot: int = 0) -> list[dict[str, str]]:
+    """System prompt, optional few-shot turns from the task file, then the document."""
+    messages: list[dict[str, str]] = []
+    if task.system_prompt:
+        messages.append({"role": "system", "content": task.system_prompt})
+    for ex in task.examples[:few_shot]:
+        messages.append({"role": "user", "content": task.user_template.format(text=ex.text)})
+        messages.append({"role": "assistant", "content": ex.label})
+    messages.append({"role": "user", "content": task.user_template.format(text=text)})
+    return messages
+
+
+def truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
+    """Cut a document to at most ``max_tokens`` tokens, at a token boundary."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False)
+
+
+def render_chat(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
+    """The exact string the model reads: the model's own chat template, generation prompt on.
+
+    The document is cut so the whole prompt stays within ``max_prompt_tokens``.
+    """
+    empty = tokenizer.apply_chat_template(
+        build_messages(task, "", few_shot), tokenize=False, add_generation_prompt=True
+    )
+    overhead = len(tokenizer(empty, add_special_tokens=False)["input_ids"])
+    budget = max(16, max_prompt_tokens - overhead)
+    return tokenizer.apply_chat_template(
+        build_messages(task, truncate_tokens(tokenizer, text, budget), few_shot),
+        tokenize=False,
+        add_generation_prompt=True,
+    )

@@ -1,0 +1,107 @@
+"""The DuckDB warehouse: connections, schemas, and running the dbt-style SQL models in sql/.
+
+A model file is plain DuckDB SQL named after the table it builds (``sql/labeling/sample.sql``
+builds ``labeling.sample``). Parameters reach SQL as DuckDB variables (``getvariable('seed')``),
+so the files run unchanged in the duckdb CLI after a ``SET VARIABLE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from llambert.config import PROJECT_ROOT
+
+SQL_DIR = PROJECT_ROOT / "sql"
+SCHEMAS = ("raw", "labeling", "students", "predictions", "evaluation", "ops")
+
+
+def connect(path: str | Path, read_only: bool = False, retries: int = 60) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        raise FileNotFoundError(f"no warehouse at {path}: run `make run` (or `llambert run`) first")
+    for attempt in range(retries):
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or attempt == retries - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def open_warehouse(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        if not read_only:
+            ensure_schemas(con)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    for schema in SCHEMAS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    run_model(con, "ddl")
+
+
+def model_path(name: str) -> Path:
+    """``labeling.sample`` -> sql/labeling/sample.sql; ``ddl`` -> sql/ddl.sql."""
+    p = SQL_DIR.joinpath(*name.split(".")).with_suffix(".sql")
+    if not p.exists():
+        raise FileNotFoundError(f"no SQL model {name} (expected {p})")
+    return p
+
+
+def set_variables(con: duckdb.DuckDBPyConnection, variables: Mapping[str, Any]) -> None:
+    for key, value in variables.items():
+        con.execute(f"SET VARIABLE {key} = ?", [value])
+
+
+def run_model(
+    con: duckdb.DuckDBPyConnection, name: str, variables: Mapping[str, Any] | None = None
+) -> None:
+    """Run every statement of one SQL model inside a transaction."""
+    if variables:
+        set_variables(con, variables)
+    sql = model_path(name).read_text()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(sql)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """(Re)create every saved view in sql/views/; returns their names."""
+    names = []
+    for p in sorted((SQL_DIR / "views").glob("*.sql")):
+        con.execute(p.read_text())
+        names.append(p.stem)
+    return names
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    schema, table = qualified.split(".")
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def count(con: duckdb.DuckDBPyConnection, qualified: str, where: str = "") -> int:
+    return int(con.execute(f"SELECT count(*) FROM {qualified} {('WHERE ' + where) if where else ''}").fetchone()[0])

@@ -1,0 +1,138 @@
+-- The warehouse's durable tables. Models in the folders beside this file fill them; tables
+-- that a model rebuilds whole (CREATE OR REPLACE) are declared in that model instead.
+
+-- One row per distinct text (doc_id = md5 of the exact UTF-8 text). `batch` is the Dagster
+-- partition the text first arrived in; a text seen again is counted in raw.occurrences.
+CREATE TABLE IF NOT EXISTS raw.corpus (
+    doc_id      VARCHAR PRIMARY KEY,
+    batch       VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    split       VARCHAR NOT NULL,
+    text        VARCHAR NOT NULL,
+    gold_label  BIGINT,
+    n_copies    INTEGER NOT NULL,
+    gold_conflict BOOLEAN NOT NULL DEFAULT false,
+    ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Every input row that was accepted, with the doc_id its text maps to.
+CREATE TABLE IF NOT EXISTS raw.occurrences (
+    batch       VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row  BIGINT NOT NULL,
+    source_id   VARCHAR,
+    split       VARCHAR NOT NULL,
+    doc_id      VARCHAR NOT NULL,
+    gold_label  BIGINT
+);
+
+-- Input rows that could not be used, kept whole with the reason.
+CREATE TABLE IF NOT EXISTS raw.rejected (
+    batch       VARCHAR NOT NULL,
+    source      VARCHAR,
+    source_file VARCHAR,
+    source_row  BIGINT,
+    source_id   VARCHAR,
+    split       VARCHAR,
+    text        VARCHAR,
+    gold_label  BIGINT,
+    reason      VARCHAR NOT NULL,
+    rejected_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Every answer ever paid for, keyed by (model identity, decoding parameters, rendered prompt).
+CREATE TABLE IF NOT EXISTS labeling.llm_cache (
+    cache_key         VARCHAR PRIMARY KEY,
+    model_identity    VARCHAR NOT NULL,
+    backend           VARCHAR NOT NULL,
+    mode              VARCHAR NOT NULL,
+    decoding          VARCHAR NOT NULL,
+    prompt_hash       VARCHAR NOT NULL,
+    raw_text          VARCHAR,
+    label_probs       MAP(VARCHAR, DOUBLE),
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    latency_s         DOUBLE,
+    run_id            VARCHAR,
+    created_at        TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Which cache entry answers which document under the current teacher configuration.
+CREATE TABLE IF NOT EXISTS labeling.llm_requests (
+    doc_id         VARCHAR NOT NULL,
+    cache_key      VARCHAR NOT NULL,
+    model_identity VARCHAR NOT NULL,
+    prompt_version VARCHAR NOT NULL,
+    prompt_hash    VARCHAR NOT NULL,
+    decoding       VARCHAR NOT NULL,
+    PRIMARY KEY (doc_id, cache_key)
+);
+
+-- One row per teacher run: what it cost and what labeling everything would cost.
+CREATE TABLE IF NOT EXISTS labeling.llm_runs (
+    run_id            VARCHAR PRIMARY KEY,
+    model_identity    VARCHAR NOT NULL,
+    backend           VARCHAR NOT NULL,
+    mode              VARCHAR NOT NULL,
+    requested         INTEGER NOT NULL,
+    cached            INTEGER NOT NULL,
+    prompts           INTEGER NOT NULL,
+    prompt_tokens     BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    seconds           DOUBLE NOT NULL,
+    prompts_per_s     DOUBLE,
+    started_at        TIMESTAMP NOT NULL,
+    finished_at       TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- One row per fine-tuned student.
+CREATE TABLE IF NOT EXISTS students.checkpoints (
+    checkpoint_id  VARCHAR PRIMARY KEY,
+    task           VARCHAR NOT NULL,
+    base_model     VARCHAR NOT NULL,
+    recipe         VARCHAR NOT NULL,
+    label_source   VARCHAR NOT NULL,
+    n_train        INTEGER NOT NULL,
+    n_val          INTEGER NOT NULL,
+    training_config JSON NOT NULL,
+    metrics        JSON NOT NULL,
+    val_accuracy   DOUBLE,
+    val_f1         DOUBLE,
+    path           VARCHAR NOT NULL,
+    train_seconds  DOUBLE NOT NULL,
+    created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Per-epoch training curve of each checkpoint.
+CREATE TABLE IF NOT EXISTS students.training_log (
+    checkpoint_id VARCHAR NOT NULL,
+    epoch         INTEGER NOT NULL,
+    train_loss    DOUBLE,
+    val_loss      DOUBLE,
+    val_accuracy  DOUBLE,
+    val_f1        DOUBLE,
+    seconds       DOUBLE
+);
+
+-- The student's label for every document, per checkpoint.
+CREATE TABLE IF NOT EXISTS predictions.labels (
+    doc_id        VARCHAR NOT NULL,
+    batch         VARCHAR NOT NULL,
+    checkpoint_id VARCHAR NOT NULL,
+    label         BIGINT NOT NULL,
+    probability   DOUBLE NOT NULL,
+    predicted_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (doc_id, checkpoint_id)
+);
+
+-- Seconds and rows of each stage of each run, for the report and the cost views.
+CREATE TABLE IF NOT EXISTS ops.stage_runs (
+    stage      VARCHAR NOT NULL,
+    partition  VARCHAR,
+    rows       BIGINT,
+    seconds    DOUBLE NOT NULL,
+    details    JSON,
+    run_id     VARCHAR,
+    finished_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);

@@ -1,0 +1,52 @@
+-- evaluation.report: how good and how costly each step was, one metric per row.
+-- Teacher: its parsed labels against gold where the sampled document has gold.
+-- Student: the champion's predictions against gold on every row of the evaluation split.
+CREATE OR REPLACE TABLE evaluation.report AS
+WITH champion AS (
+    SELECT checkpoint_id FROM students.champion
+), teacher AS (
+    SELECT label AS pred, gold_label AS gold FROM labeling.parsed_labels WHERE gold_label IS NOT NULL
+), student AS (
+    SELECT p.label AS pred, o.gold_label AS gold
+    FROM raw.occurrences o
+    JOIN predictions.labels p ON p.doc_id = o.doc_id AND p.checkpoint_id = (SELECT checkpoint_id FROM champion)
+    WHERE o.split = getvariable('eval_split') AND o.gold_label IS NOT NULL
+), agreement AS (
+    SELECT (t.label = p.label)::INTEGER AS agree
+    FROM labeling.parsed_labels t
+    JOIN predictions.labels p ON p.doc_id = t.doc_id AND p.checkpoint_id = (SELECT checkpoint_id FROM champion)
+), labels AS (
+    SELECT label_id FROM labeling.task_labels
+), per_label AS (
+    SELECT 'teacher' AS who, l.label_id,
+           count(*) FILTER (WHERE pred = l.label_id AND gold = l.label_id) AS tp,
+           count(*) FILTER (WHERE pred = l.label_id AND gold <> l.label_id) AS fp,
+           count(*) FILTER (WHERE pred <> l.label_id AND gold = l.label_id) AS fn
+    FROM teacher, labels l GROUP BY l.label_id
+    UNION ALL
+    SELECT 'student', l.label_id,
+           count(*) FILTER (WHERE pred = l.label_id AND gold = l.label_id),
+           count(*) FILTER (WHERE pred = l.label_id AND gold <> l.label_id),
+           count(*) FILTER (WHERE pred <> l.label_id AND gold = l.label_id)
+    FROM student, labels l GROUP BY l.label_id
+), f1 AS (
+    SELECT who, avg(CASE WHEN 2 * tp + fp + fn = 0 THEN 0 ELSE 2.0 * tp / (2 * tp + fp + fn) END) AS macro_f1
+    FROM per_label GROUP BY who
+), metrics AS (
+    SELECT 'teacher' AS subject, 'accuracy_vs_gold' AS metric, avg((pred = gold)::INTEGER) AS value, count(*) AS n FROM teacher
+    UNION ALL SELECT 'teacher', 'macro_f1_vs_gold', (SELECT macro_f1 FROM f1 WHERE who = 'teacher'), (SELECT count(*) FROM teacher)
+    UNION ALL SELECT 'teacher', 'discard_rate',
+        (SELECT count(*) FROM labeling.discarded) / nullif((SELECT count(*) FROM labeling.llm_responses), 0),
+        (SELECT count(*) FROM labeling.llm_responses)
+    UNION ALL SELECT 'student', 'accuracy_vs_gold', avg((pred = gold)::INTEGER), count(*) FROM student
+    UNION ALL SELECT 'student', 'macro_f1_vs_gold', (SELECT macro_f1 FROM f1 WHERE who = 'student'), (SELECT count(*) FROM student)
+    UNION ALL SELECT 'student', 'agreement_with_teacher', avg(agree), count(*) FROM agreement
+    UNION ALL SELECT 'corpus', 'documents', count(*), count(*) FROM raw.corpus
+    UNION ALL SELECT 'corpus', 'documents_labeled', count(*), count(*) FROM predictions.labels
+        WHERE checkpoint_id = (SELECT checkpoint_id FROM champion)
+)
+SELECT subject, metric, value, n, NULL::DOUBLE AS seconds FROM metrics
+UNION ALL
+SELECT 'stage', stage, sum(rows), count(*), sum(seconds)
+FROM (SELECT DISTINCT ON (stage) * FROM ops.stage_runs ORDER BY stage, finished_at DESC)
+GROUP BY stage;
