@@ -638,6 +638,8 @@ def _prepare_offline(
             except ImportError:  # pragma: no cover
                 pass
             _write_json_atomic(tmp / MANIFEST_NAME, manifest)
+            for f in tmp.rglob("*"):  # some writers create 0600 files; the cache is meant to be shared
+                f.chmod(0o755 if f.is_dir() else 0o644)
             if final.exists():  # stale or incomplete (no valid manifest): replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)

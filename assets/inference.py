@@ -1,0 +1,34 @@
+"""predictions.labels: the champion student labels every document of a batch."""
+
+import dagster as dg
+
+from dagster_project.partitions import batches_partitions
+from dagster_project.resources import LlambertResource
+from llambert import pipeline
+from llambert.reporting import dict_table
+
+
+@dg.asset(
+    key=["predictions", "labels"],
+    deps=[dg.AssetKey(["raw", "corpus"]), dg.AssetKey(["students", "checkpoints"])],
+    partitions_def=batches_partitions,
+    group_name="inference",
+    kinds={"duckdb", "pytorch"},
+    code_version="1",
+    description="The champion student's label and probability for every document of the batch. Only documents "
+    "without a prediction from the current champion are computed.",
+)
+def labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
+    with llambert.warehouse() as con:
+        stats = pipeline.predict_batch(con, llambert.settings(), context.partition_key)
+        dist = dict(con.execute(
+            "SELECT label, count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? GROUP BY 1 ORDER BY 1",
+            [context.partition_key, stats["checkpoint_id"]],
+        ).fetchall())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": stats["rows"],
+            **{k: v for k, v in stats.items() if v is not None},
+            "label_distribution": dg.MetadataValue.md(dict_table(dist, "label", "documents")),
+        }
+    )

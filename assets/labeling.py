@@ -1,0 +1,86 @@
+"""The teacher's half: the sample, the LLM's raw answers, and their parsing."""
+
+import dagster as dg
+
+from dagster_project.resources import LlambertResource
+from llambert import pipeline
+from llambert.reporting import dict_table, markdown_table
+from llambert.tasks import load_task
+
+
+@dg.asset(
+    key=["labeling", "sample"],
+    deps=[dg.AssetKey(["raw", "corpus"])],
+    group_name="labeling",
+    kinds={"duckdb", "sql"},
+    code_version="1",
+    description="A seeded random sample of the pool (train + unsup by default, never test) for the LLM to label. "
+    "Growing it keeps every document already chosen.",
+)
+def sample(llambert: LlambertResource) -> dg.MaterializeResult:
+    with llambert.warehouse() as con:
+        stats = pipeline.build_sample(con, llambert.settings())
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": stats["rows"], "by_split": dg.MetadataValue.md(dict_table(stats["by_split"], "split", "rows"))}
+    )
+
+
+@dg.asset(
+    key=["labeling", "llm_responses"],
+    deps=[sample],
+    group_name="labeling",
+    kinds={"duckdb", "pytorch"},
+    code_version="1",
+    description="The teacher's raw answer for every sampled document, with model identity, prompt version, "
+    "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for.",
+)
+def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
+    with llambert.warehouse() as con:
+        stats = pipeline.label_sample(con, llambert.settings())
+        preview = con.execute(
+            "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
+        ).pl()
+    context.log.info(f"teacher asked {stats['asked']} prompts, {stats['from_cache']} came from the cache")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": stats["rows"],
+            **{k: v for k, v in stats.items() if k not in ("rows",) and v is not None},
+            "preview": dg.MetadataValue.md(markdown_table(preview)),
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["labeling", "parsed_labels"], deps=[llm_responses], group_name="labeling", kinds={"duckdb", "sql"},
+            code_version="1", description="Answers that name exactly one of the task's labels: the student's training data.",
+        ),
+        dg.AssetSpec(
+            ["labeling", "discarded"], deps=[llm_responses], group_name="labeling", kinds={"duckdb", "sql"},
+            code_version="1", description="Answers that name no label or several, with the raw answer and the reason.",
+        ),
+    ],
+)
+def parsed_and_discarded(llambert: LlambertResource):
+    settings = llambert.settings()
+    with llambert.warehouse() as con:
+        stats = pipeline.parse_labels(con, settings)
+        balance = pipeline.label_balance(con, load_task(settings.task))
+        discarded = con.execute("SELECT doc_id, raw_text, reason FROM labeling.discarded LIMIT 10").pl()
+    yield dg.MaterializeResult(
+        asset_key=["labeling", "parsed_labels"],
+        metadata={
+            "dagster/row_count": stats["parsed"],
+            "discard_rate": stats["discard_rate"],
+            "label_balance": dg.MetadataValue.md(dict_table(balance, "label", "rows")),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=["labeling", "discarded"],
+        metadata={
+            "dagster/row_count": stats["discarded"],
+            "reasons": dg.MetadataValue.md(dict_table(stats["discard_reasons"] or {"(none)": 0}, "reason", "rows")),
+            "examples": dg.MetadataValue.md(markdown_table(discarded)),
+        },
+    )

@@ -1,0 +1,27 @@
+"""The project's own Dagster instance folder (persistent runs, dynamic partitions, no telemetry)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+"""
+
+
+def ensure_dagster_home(home: Path) -> Path:
+    """Create ``home`` with a dagster.yaml and point DAGSTER_HOME at it (unless already set)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or home)
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

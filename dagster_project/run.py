@@ -1,0 +1,100 @@
+"""Run the whole LlamBERT pipeline through Dagster, in order, and print a summary.
+
+``python -m dagster_project.run`` (what ``make run`` calls): ingest the initial batch, label the
+sample with the LLM, parse, train a student, label the corpus, evaluate. Each step is a job
+run on the project's persistent instance, so every run shows up in ``make ui``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import yaml
+
+from dagster_project.instance import ensure_dagster_home
+from llambert.config import ConfigError, load_settings
+
+STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", True), ("evaluate", False)]
+
+
+def run_pipeline(
+    config_path: str | None = None, overrides: dict | None = None, batch: str = "initial", log_level: str = "WARNING"
+) -> int:
+    settings = load_settings(config_path, overrides)
+    settings.check_ready()
+    ensure_dagster_home(settings.home / "dagster_home")
+
+    import dagster as dg
+
+    from dagster_project.definitions import build_definitions
+    from dagster_project.partitions import BATCHES
+    from dagster_project.resources import LlambertResource
+    from llambert import pipeline
+    from llambert.reporting import summary_lines
+    from llambert.warehouse import open_warehouse
+
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(BATCHES, batch):
+        instance.add_dynamic_partitions(BATCHES, [batch])
+    resource = LlambertResource(config_path=config_path, overrides_yaml=yaml.safe_dump(overrides) if overrides else "")
+    defs = build_definitions(resource)
+    t_all = time.perf_counter()
+    for job_name, partitioned in STEPS:
+        print(f"[llambert] {job_name}{f' (batch {batch})' if partitioned else ''} ...", file=sys.stderr, flush=True)
+        t_job = time.perf_counter()
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=batch if partitioned else None, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        if not result.success:
+            failed = [e for e in result.all_events if e.is_failure or e.event_type_value == "ASSET_CHECK_EVALUATION"]
+            for e in failed:
+                if e.is_failure:
+                    print(f"[llambert] step failed: {e.message}", file=sys.stderr)
+            for ev in result.get_asset_check_evaluations():
+                if not ev.passed:
+                    print(f"[llambert] check {ev.check_name} on {ev.asset_key.to_user_string()} failed: {ev.description}", file=sys.stderr)
+            print(f"[llambert] job {job_name} failed (run {result.run_id}); see `make ui` for the full log.", file=sys.stderr)
+            return 1
+        print(f"[llambert] {job_name} done in {time.perf_counter() - t_job:.1f}s (run {result.run_id[:8]})", file=sys.stderr)
+    with open_warehouse(settings.warehouse_path) as con:
+        report = pipeline.build_report(con, settings)
+        stages = con.execute(
+            "SELECT stage, rows, seconds FROM (SELECT DISTINCT ON (stage, partition) * FROM ops.stage_runs "
+            "ORDER BY stage, partition, finished_at DESC) ORDER BY CASE stage WHEN 'ingest' THEN 1 WHEN 'sample' THEN 2 "
+            "WHEN 'teacher' THEN 3 WHEN 'parse' THEN 4 WHEN 'train' THEN 5 WHEN 'predict' THEN 6 ELSE 7 END"
+        ).fetchall()
+    stages.append(("total (this run)", 0, time.perf_counter() - t_all))
+    print("\n".join(summary_lines(report, str(settings.warehouse_path), stages)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dagster_project.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="llambert YAML file (default: LLAMBERT_CONFIG or ./llambert.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set sample.size=200 --set teacher.model=qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--batch", default="initial", help="the corpus batch (partition) to ingest and label")
+    args = ap.parse_args(argv)
+    overrides: dict = {}
+    for item in args.set:
+        if "=" not in item:
+            ap.error(f"--set needs KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        node = overrides
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        return run_pipeline(args.config, overrides or None, args.batch)
+    except ConfigError as e:
+        print(f"llambert: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
