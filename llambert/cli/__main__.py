@@ -1,0 +1,5 @@
+import sys
+
+from llambert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""Every asset materialized through a real Dagster instance into a real DuckDB file."""
+
+from __future__ import annotations
+
+import duckdb
+import yaml
+
+from tests.conftest import tiny_settings_dict
+
+TABLES = [
+    "raw.corpus", "raw.occurrences", "labeling.sample", "labeling.llm_responses",
+    "labeling.parsed_labels", "students.checkpoints", "students.champion",
+    "predictions.labels", "evaluation.report",
+]
+
+
+def _config(tmp_path, small_corpus, tiny_models, **over):
+    cfg = tmp_path / "llambert.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, **over)))
+    return cfg
+
+
+def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    from dagster_project.run import run_pipeline
+
+    cfg = _config(tmp_path, small_corpus, tiny_models)
+    assert run_pipeline(str(cfg)) == 0
+    out = capsys.readouterr().out
+    assert "student accuracy on test split" in out
+
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    for table in TABLES:
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
+    assert con.execute("SELECT count(*) FROM raw.rejected").fetchone()[0] == 0  # the table exists, nothing bad here
+    n_docs = con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
+    assert n_docs == 160
+    # Every document has exactly one prediction from the champion.
+    assert con.execute(
+        "SELECT count(DISTINCT doc_id) FROM predictions.labels WHERE checkpoint_id = (SELECT checkpoint_id FROM students.champion)"
+    ).fetchone()[0] == n_docs
+    # Never test: no sampled document occurs in the test split.
+    assert con.execute(
+        "SELECT count(*) FROM labeling.sample WHERE doc_id IN (SELECT doc_id FROM raw.occurrences WHERE split = 'test')"
+    ).fetchone()[0] == 0
+    parsed, discarded, responses = con.execute(
+        "SELECT (SELECT count(*) FROM labeling.parsed_labels), (SELECT count(*) FROM labeling.discarded), "
+        "(SELECT count(*) FROM labeling.llm_responses)"
+    ).fetchone()
+    assert parsed + discarded == responses == 40
+    report = dict(con.execute("SELECT subject || '.' || metric, value FROM evaluation.report").fetchall())
+    assert 0.0 <= report["student.accuracy_vs_gold"] <= 1.0
+    assert report["corpus.documents_labeled"] == n_docs
+    con.close()
+
+    # A second run pays for nothing again: every answer comes from the cache.
+    assert run_pipeline(str(cfg)) == 0
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    last = con.execute("SELECT prompts, cached FROM labeling.llm_runs ORDER BY finished_at DESC LIMIT 1").fetchone()
+    assert last == (0, 40)
+    assert con.execute("SELECT count(*) FROM labeling.llm_cache").fetchone()[0] == 40
+    con.close()
+
+
+def test_blocking_check_stops_training(tmp_path, small_corpus, tiny_models, monkeypatch, capsys):
+    """An impossible discard-rate bound fails the check, and no student is trained on bad labels."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    from dagster_project.run import run_pipeline
+
+    cfg = _config(tmp_path, small_corpus, tiny_models, checks={"min_minority_share": 0.5, "max_discard_rate": 0.0},
+                  teacher={"model": str(tiny_models["teacher"]), "max_new_tokens": 1})
+    assert run_pipeline(str(cfg)) == 1
+    err = capsys.readouterr().err
+    assert "label_balance" in err
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM students.checkpoints").fetchone()[0] == 0
+    con.close()
