@@ -355,7 +355,7 @@ def _not_installed_error(entry: OfflineModel, missing: list[PackageFile], role: 
         f"({names}; ~{entry.download_mb} MB). Install them with:\n"
         f"  {install_command(entry.name)}\n"
         f"(into the environment that runs llambert: {sys.executable} -m pip ...), "
-        f"or `make models`, or pick a local directory or hub id instead."
+        f"or use a local directory or hub id instead."
     )
 
 
@@ -561,19 +561,19 @@ def _prepare_offline(
     entry_dir = (Path(cache_dir) / entry.name).resolve()
     final = entry_dir / "hf"
 
-    def done(m: dict) -> ResolvedModel:
+    def done() -> ResolvedModel:
         return ResolvedModel(entry.name, final, "offline-package", _identity(entry.name, entry.sha256), entry.sha256)
 
-    if (m := _manifest_ok(final, entry)) is not None:
-        return done(m)
+    if _manifest_ok(final, entry) is not None:
+        return done()
     missing = _missing(entry)
     if missing:
         raise _not_installed_error(entry, missing, role)
 
     entry_dir.mkdir(parents=True, exist_ok=True)
     with _file_lock(entry_dir / ".lock", entry.name):
-        if (m := _manifest_ok(final, entry)) is not None:  # another process finished meanwhile
-            return done(m)
+        if _manifest_ok(final, entry) is not None:  # another process finished meanwhile
+            return done()
         _clean_leftovers(entry_dir)
         t_start = time.perf_counter()
         parts = [p for p in (_locate(s) for s in entry.parts) if p is not None]
@@ -631,12 +631,8 @@ def _prepare_offline(
                 "info": info or {},
                 "files": _file_sizes(tmp),
             }
-            try:
-                import transformers
-
-                manifest["transformers_version"] = transformers.__version__
-            except ImportError:  # pragma: no cover
-                pass
+            with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+                manifest["transformers_version"] = importlib_metadata.version("transformers")
             _write_json_atomic(tmp / MANIFEST_NAME, manifest)
             for f in tmp.rglob("*"):  # some writers create 0600 files; the cache is meant to be shared
                 f.chmod(0o755 if f.is_dir() else 0o644)
@@ -650,7 +646,7 @@ def _prepare_offline(
             if assembled is not None:
                 assembled.unlink(missing_ok=True)
         _log(f"{entry.name}: ready at {final} (total {time.perf_counter() - t_start:.1f} s)")
-        return done(manifest)
+        return done()
 
 
 def _resolve_package_dir(entry: OfflineModel, cache_dir: Path, role: str) -> ResolvedModel:
