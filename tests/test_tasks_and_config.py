@@ -1,0 +1,83 @@
+"""Task specs and settings: validated, with errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from llambert.config import ConfigError, load_settings
+from llambert.tasks import available_tasks, load_task
+
+
+def test_shipped_tasks_load():
+    assert {"imdb_sentiment", "umls_related"} <= set(available_tasks())
+    imdb = load_task("imdb_sentiment")
+    assert imdb.label_names == ["negative", "positive"] and imdb.label_ids == [0, 1]
+    assert imdb.system_prompt == "Please answer with 'positive' or 'negative' only!"
+    assert imdb.user_template.startswith("Decide if the following movie review is positive or negative: \n{text}\n")
+    yes_no = load_task("umls_related")
+    assert yes_no.label_names == ["no", "yes"] and yes_no.match == "word"
+
+
+def test_task_version_changes_with_prompt(tmp_path):
+    base = yaml.safe_load(open(load_task.__globals__["TASKS_DIR"] / "imdb_sentiment.yaml"))
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(base))
+    v1 = load_task(p).version
+    base["system_prompt"] = "Answer in one word."
+    p.write_text(yaml.safe_dump(base))
+    assert load_task(p).version != v1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"user_template": "no slot here"}, "{text} slot"),
+        ({"labels": [{"id": 0, "name": "a"}]}, "labels"),
+        ({"labels": [{"id": 0, "name": "a"}, {"id": 0, "name": "b"}]}, "distinct"),
+        ({"labels": [{"id": 0, "name": "a", "words": ["x"]}, {"id": 1, "name": "b", "words": ["x"]}]}, "two labels"),
+        ({"examples": [{"text": "t", "label": "maybe"}]}, "not one of"),
+    ],
+)
+def test_bad_task_files_are_rejected_with_reason(tmp_path, change, message):
+    spec = {"name": "t", "labels": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}], "user_template": "Q: {text}"}
+    spec.update(change)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match=message):
+        load_task(p)
+
+
+def test_unknown_task_lists_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="imdb_sentiment"):
+        load_task("no_such_task")
+
+
+def test_settings_defaults_and_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLAMBERT_CONFIG", raising=False)
+    monkeypatch.setenv("LLAMBERT_SAMPLE_SIZE", "123")
+    monkeypatch.setenv("LLAMBERT_HOME", str(tmp_path))
+    s = load_settings()
+    assert s.sample.size == 123 and s.home == tmp_path
+    assert s.teacher.model == "qwen2.5-coder-1.5b-instruct" and s.student.model == "all-minilm-l6-v2"
+    assert s.warehouse_path == tmp_path / "warehouse.duckdb"
+
+
+def test_invalid_settings_name_the_setting(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("sample: {size: 0}\nteacher: {mode: guess}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert "sample.size" in str(e.value) and "teacher.mode" in str(e.value)
+    p.write_text("sample: {pool_splits: [train, test]}\n")
+    with pytest.raises(ConfigError, match="both in pool_splits and exclude_splits"):
+        load_settings(p)
+    p.write_text("nonsense_key: 1\n")
+    with pytest.raises(ConfigError, match="nonsense_key"):
+        load_settings(p)
+
+
+def test_missing_data_dir_fails_before_work(tmp_path):
+    s = load_settings(overrides={"data_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="LLAMBERT_DATA_DIR"):
+        s.check_ready()
