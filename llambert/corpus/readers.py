@@ -175,7 +175,7 @@ def _normalise(
             [f"label_out_of_task: column '{label_col}' value {v!r}" if b else None for v, b in zip(frame[label_col].to_list(), bad.to_list())],
             dtype=pl.Utf8,
         )
-    invalid = frame["_invalid_utf8"] if "_invalid_utf8" in frame.columns else pl.Series([False] * n)
+    invalid = frame["_invalid_utf8"] if "_invalid_utf8" in frame.columns else pl.Series([False] * n, dtype=pl.Boolean)
     out = out.with_columns(gold_label=gold, _label_reason=label_reason, _invalid=invalid)
     text_e = pl.col("text")
     out = out.with_columns(
