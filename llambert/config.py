@@ -99,6 +99,32 @@ class CheckConfig(_Strict):
     min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0)
 
 
+class InboxConfig(_Strict):
+    """Where new reviews arrive and how their files are read (see README "Labeling new reviews")."""
+
+    dir: Path | None = Field(None, description="Folder watched for new files; None: <home>/inbox.")
+    poll_seconds: int = Field(30, ge=1, description="How often the Dagster sensor looks at the folder.")
+    settle_seconds: float = Field(2.0, ge=0, description="A file is taken only once unchanged this long (still being written otherwise).")
+    max_files_per_tick: int = Field(20, ge=1, description="At most this many new files become partitions per sensor tick.")
+    split: str | None = Field("inbox", description="Split of every new row; None: a 'split' column or the file stem. "
+                              "The default keeps new reviews out of the LLM sample pool and out of the evaluation split.")
+    text_column: str = "text"
+    id_column: str | None = "id"
+    label_column: str | None = "label"
+
+
+class AuditConfig(_Strict):
+    """Per-batch LLM audit of the student and when to ask for a retrain."""
+
+    enabled: bool = Field(False, description="Send the student's least confident documents of each new batch to the teacher.")
+    k: int = Field(32, ge=1, description="Documents audited per batch (the least confident ones).")
+    audit_initial: bool = Field(False, description="Audit the initial batch too (its sample is labeled by the LLM already).")
+    retrain_min_new_labels: int = Field(200, ge=1, description="Request a retrain once this many audit labels are newer than the champion.")
+    retrain_min_agreement: float = Field(0.8, ge=0.0, le=1.0, description="Request a retrain when a batch's student-teacher agreement is below this.")
+    min_audited_for_agreement: int = Field(8, ge=1, description="Agreement on fewer parsed answers than this never triggers a retrain.")
+    auto_retrain: bool = Field(False, description="A sensor launches the train_student job when a retrain is requested.")
+
+
 class Settings(_Strict):
     home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, model cache, Dagster home.")
     data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data" / "imdb")
@@ -111,6 +137,8 @@ class Settings(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     checks: CheckConfig = Field(default_factory=CheckConfig)
+    inbox: InboxConfig = Field(default_factory=InboxConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     threads: int | None = Field(None, ge=1, description="torch threads; None: all cores.")
 
     @field_validator("home", "data_dir", mode="before")
@@ -132,6 +160,9 @@ class Settings(_Strict):
 
     @property
     def inbox_dir(self) -> Path:
+        if self.inbox.dir is not None:  # relative: under home
+            d = Path(os.path.expandvars(str(self.inbox.dir))).expanduser()
+            return d if d.is_absolute() else self.home / d
         return self.home / "inbox"
 
     def corpus_sources(self) -> list[CorpusSource]:
