@@ -136,3 +136,66 @@ CREATE TABLE IF NOT EXISTS ops.stage_runs (
     run_id     VARCHAR,
     finished_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+
+-- Inbox files that became batches (partitions): the file, its content hash, and what ingesting
+-- it gave. Written by the raw.inbox_files asset; re-running a batch replaces its row.
+CREATE TABLE IF NOT EXISTS raw.inbox_files (
+    batch           VARCHAR PRIMARY KEY,
+    file_sha256     VARCHAR NOT NULL,
+    file_name       VARCHAR NOT NULL,
+    stored_path     VARCHAR NOT NULL,
+    bytes           BIGINT NOT NULL,
+    detected_at     TIMESTAMP NOT NULL,
+    input_rows      BIGINT NOT NULL,
+    rejected_rows   BIGINT NOT NULL,
+    new_documents   BIGINT NOT NULL,
+    known_documents BIGINT NOT NULL,
+    ingested_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- The teacher's labels for the student's least confident documents of a batch (the audit).
+-- Parsed labels (label NOT NULL) join the student's training pool. Re-auditing a batch replaces its rows.
+CREATE TABLE IF NOT EXISTS labeling.audit_labels (
+    batch               VARCHAR NOT NULL,
+    doc_id              VARCHAR NOT NULL,
+    checkpoint_id       VARCHAR NOT NULL,
+    student_label       BIGINT NOT NULL,
+    student_probability DOUBLE NOT NULL,
+    model_identity      VARCHAR NOT NULL,
+    prompt_version      VARCHAR NOT NULL,
+    raw_text            VARCHAR,
+    label               BIGINT,
+    label_name          VARCHAR,
+    discard_reason      VARCHAR,
+    audited_at          TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (batch, doc_id)
+);
+
+-- One row per audited batch: student-teacher agreement on its least confident documents.
+CREATE TABLE IF NOT EXISTS labeling.audit_runs (
+    batch             VARCHAR PRIMARY KEY,
+    checkpoint_id     VARCHAR NOT NULL,
+    model_identity    VARCHAR NOT NULL,
+    k                 INTEGER NOT NULL,
+    audited           INTEGER NOT NULL,
+    parsed            INTEGER NOT NULL,
+    agreed            INTEGER NOT NULL,
+    agreement         DOUBLE,
+    teacher_prompts   INTEGER NOT NULL,
+    teacher_cached    INTEGER NOT NULL,
+    retrain_requested BOOLEAN NOT NULL,
+    seconds           DOUBLE NOT NULL,
+    audited_at        TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- A retrain asked for by an audit (enough new labels, or agreement below the bound); one per
+-- (champion, batch). It is answered once a checkpoint newer than the request exists.
+CREATE TABLE IF NOT EXISTS students.retrain_requests (
+    checkpoint_id VARCHAR NOT NULL,
+    batch         VARCHAR NOT NULL,
+    reason        VARCHAR NOT NULL,
+    new_labels    INTEGER NOT NULL,
+    agreement     DOUBLE,
+    requested_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (checkpoint_id, batch)
+);
