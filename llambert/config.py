@@ -55,6 +55,8 @@ class TeacherConfig(_Strict):
     base_urls: list[str] = Field(default_factory=list, description="openai backend: servers to spread load over.")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: env var holding the key (never stored).")
     concurrency: int = Field(8, ge=1)
+    price_per_1m_input_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
+    price_per_1m_output_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
 
 
 class StudentConfig(_Strict):
