@@ -44,6 +44,7 @@ def open_warehouse(path: str | Path, read_only: bool = False) -> Iterator[duckdb
     try:
         if not read_only:
             ensure_schemas(con)
+            create_views(con)
         yield con
     finally:
         con.close()
@@ -85,10 +86,18 @@ def run_model(
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """(Re)create every saved view in sql/views/; returns their names."""
+    """(Re)create the saved views in sql/views/ (schema ``views``); returns the names created.
+
+    A view whose tables do not exist yet (a fresh warehouse before the first run) is skipped:
+    every later write connection tries again, so the views appear as soon as their tables do.
+    """
+    con.execute("CREATE SCHEMA IF NOT EXISTS views")
     names = []
     for p in sorted((SQL_DIR / "views").glob("*.sql")):
-        con.execute(p.read_text())
+        try:
+            con.execute(p.read_text())
+        except duckdb.CatalogException:
+            continue
         names.append(p.stem)
     return names
 

@@ -1,0 +1,173 @@
+"""`llambert sql`: run SQL on the warehouse and print an aligned table, CSV or JSON.
+
+Read-only by default (a DuckDB read-only connection, so a typo cannot drop a table, and it can
+run beside a pipeline that is writing); ``--write`` opens it for writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import decimal
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+EXAMPLES = """\
+examples:
+  llambert sql "SELECT label, count(*) FROM predictions.labels GROUP BY label"
+  llambert sql "FROM views.stage_costs"
+  llambert sql "FROM views.least_confident_predictions LIMIT 20" --format csv > review.csv
+  llambert sql -f my_query.sql --format json
+  llambert sql --write "DELETE FROM labeling.llm_cache WHERE raw_text IS NULL"
+
+saved views (schema views): teacher_student_disagreements, least_confident_predictions,
+discard_reasons, label_balance_by_batch, stage_costs, confusion_matrix.
+`llambert sql "SHOW ALL TABLES"` lists every table and view.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sql", help="run SQL on the warehouse (read-only unless --write) and print a table, CSV or JSON",
+        description="Run SQL on the DuckDB warehouse. Read-only unless --write is given.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", nargs="?", help="the SQL to run ('-' reads it from standard input)")
+    p.add_argument("-f", "--file", type=Path, help="read the SQL from this file instead")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table: aligned columns for people (default); csv or json: for other programs")
+    p.add_argument("--write", action="store_true",
+                   help="open the warehouse for writing (default: read-only, writes are refused)")
+    p.add_argument("--max-rows", type=int, default=100, metavar="N",
+                   help="table format: show at most N rows (default 100; 0 = all). CSV/JSON print every row")
+    p.add_argument("--max-width", type=int, default=60, metavar="CHARS",
+                   help="table format: cut cells longer than this (default 60)")
+    p.add_argument("--warehouse", type=Path, help="a DuckDB file (default: the configured warehouse)")
+    p.set_defaults(func=_sql)
+
+
+def _read_query(args: argparse.Namespace) -> str:
+    if args.file and args.query:
+        raise ValueError("give the SQL either as an argument or with --file, not both")
+    if args.file:
+        return args.file.read_text()
+    if args.query == "-" or (args.query is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if not args.query:
+        raise ValueError('no SQL given: llambert sql "SELECT ..." (or -f FILE, or - for standard input)')
+    return args.query
+
+
+def _sql(args: argparse.Namespace) -> int:
+    query = _read_query(args)
+    if args.warehouse:
+        path = args.warehouse
+    else:
+        from llambert.config import load_settings
+
+        path = load_settings(args.config).warehouse_path
+    columns, rows = run_sql(path, query, write=args.write)
+    if columns is None:
+        print("ok", file=sys.stderr)
+        return 0
+    if args.format == "csv":
+        write_csv(columns, rows, sys.stdout)
+    elif args.format == "json":
+        write_json(columns, rows, sys.stdout)
+    else:
+        print(format_table(columns, rows, args.max_rows, args.max_width))
+    return 0
+
+
+def run_sql(path: Path, query: str, write: bool = False) -> tuple[list[str] | None, list[tuple]]:
+    """Run ``query`` (one or more statements); the result of the last one that returns rows."""
+    import duckdb
+
+    from llambert.warehouse import connect, open_warehouse
+
+    if write:
+        ctx = open_warehouse(path)
+        con = ctx.__enter__()
+    else:
+        con = connect(path, read_only=True)
+        ctx = None
+    try:
+        try:
+            rel = con.sql(query)
+        except duckdb.InvalidInputException as e:
+            if "read-only" in str(e).lower():
+                raise PermissionError(f"the warehouse is opened read-only: add --write to change it ({e})") from None
+            raise
+        if rel is None:
+            return None, []
+        return list(rel.columns), rel.fetchall()
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+        else:
+            con.close()
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (dt.date, dt.datetime, dt.time, dt.timedelta)):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def write_json(columns: Sequence[str], rows: Sequence[tuple], out: TextIO) -> None:
+    json.dump([{c: _plain(v) for c, v in zip(columns, row)} for row in rows], out, default=str, ensure_ascii=False)
+    out.write("\n")
+
+
+def write_csv(columns: Sequence[str], rows: Sequence[tuple], out: TextIO) -> None:
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow(["" if v is None else (json.dumps(_plain(v)) if isinstance(v, (dict, list)) else v) for v in row])
+
+
+def _cell(v: Any, width: int) -> str:
+    if v is None:
+        s = "NULL"
+    elif isinstance(v, float):
+        s = f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e15 else f"{v:g}"
+    else:
+        s = str(v)
+    s = s.replace("\n", " ").replace("\t", " ")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def format_table(columns: Sequence[str], rows: Sequence[tuple], max_rows: int = 100, max_width: int = 60) -> str:
+    """Aligned columns, numbers right-aligned, long cells cut; says how many rows were left out."""
+    shown = rows if max_rows <= 0 else rows[:max_rows]
+    cells = [[_cell(v, max_width) for v in row] for row in shown]
+    numeric = [
+        all(isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
+            for row in shown if row[i] is not None) and any(row[i] is not None for row in shown)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(list(columns)), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    n = len(rows)
+    tail = f"({n} row{'s' if n != 1 else ''}"
+    if len(shown) < n:
+        tail += f", first {len(shown)} shown; --max-rows 0 shows all"
+    out.append(tail + ")")
+    return "\n".join(out)
