@@ -207,6 +207,12 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
     llm = con.execute(
         "SELECT c.text, p.label FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) ORDER BY p.sample_rank"
     ).fetchall()
+    # Per-batch audit labels (llambert/audit.py) join the LLM pool; a text that is also in the
+    # sample keeps its sample label. Empty until an audit has run (audit.enabled).
+    llm += con.execute(
+        "SELECT c.text, a.label FROM labeling.audit_labels a JOIN raw.corpus c USING (doc_id) WHERE a.label IS NOT NULL "
+        "AND a.doc_id NOT IN (SELECT doc_id FROM labeling.parsed_labels) ORDER BY a.batch, a.doc_id"
+    ).fetchall()
     gold = con.execute(
         "SELECT c.text, c.gold_label FROM raw.corpus c WHERE c.split = 'train' AND c.gold_label IS NOT NULL "
         "AND NOT c.gold_conflict ORDER BY md5(c.doc_id)"
