@@ -36,6 +36,9 @@ class CorpusSource(_Strict):
     text_column: str = "text"
     id_column: str | None = "id"
     label_column: str | None = "label"
+    max_text_bytes: int = Field(
+        1_000_000, ge=1, description="Longer texts go to raw.rejected (reason too_long): no model reads that much."
+    )
 
 
 class TeacherConfig(_Strict):
