@@ -97,11 +97,22 @@ class SampleConfig(_Strict):
 
 
 class CheckConfig(_Strict):
-    min_minority_share: float = Field(0.3, ge=0.0, le=0.5)
-    max_discard_rate: float = Field(0.05, ge=0.0, le=1.0)
-    max_balance_shift: float = Field(0.15, ge=0.0, le=1.0)
-    min_teacher_gold_accuracy: float = Field(0.7, ge=0.0, le=1.0)
-    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0)
+    """Bounds of the data contracts (llambert/contracts.py, data_contracts/); see README "Data contracts"."""
+
+    min_minority_share: float = Field(0.3, ge=0.0, le=0.5, description="Blocking: the rarest label's share of "
+                                      "the parsed LLM labels (and of a batch's predictions) is at least this.")
+    max_discard_rate: float = Field(0.05, ge=0.0, le=1.0, description="Blocking: share of LLM answers the parser discards.")
+    max_balance_shift: float = Field(0.15, ge=0.0, le=1.0, description="Blocking: the largest change of any label's "
+                                     "share against the previous run (parsed labels) or the other batches (predictions).")
+    min_teacher_gold_accuracy: float = Field(0.7, ge=0.0, le=1.0, description="Warning: the teacher's accuracy on the "
+                                             "sampled documents that have a gold label (the gold probe).")
+    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0, description="Warning: the champion's agreement "
+                                                 "with the teacher on held-out LLM labels and on a batch's sampled documents.")
+    max_rejected_share: float = Field(0.05, ge=0.0, le=1.0, description="Warning: share of a batch's input rows that "
+                                      "went to raw.rejected.")
+    max_validated_rows: int = Field(200_000, ge=1_000, description="Row-level expectations (great_expectations) see at "
+                                    "most this many rows of a table or partition (a seeded sample beyond); keys, "
+                                    "coverage and the statistical gates always run in SQL over every row.")
 
 
 class InboxConfig(_Strict):
@@ -184,11 +195,33 @@ class Settings(_Strict):
         return p if p.is_absolute() else self.data_dir / p
 
     def check_ready(self) -> None:
-        """Fail before any work starts if the data or task cannot be found."""
+        """Fail before any work starts: unknown task or model, impossible bounds, missing data.
+
+        Every message names the setting and what to do; nothing here loads a model or reads data.
+        """
         from llambert.tasks import load_task
 
-        load_task(self.task)
-        for src in self.corpus_sources():
+        try:
+            task = load_task(self.task)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"setting 'task': {e}") from None
+        n_labels = len(task.labels)
+        if self.checks.min_minority_share > 1 / n_labels:
+            raise ConfigError(
+                f"setting 'checks.min_minority_share' = {self.checks.min_minority_share} is impossible: task "
+                f"'{task.name}' has {n_labels} labels, so the rarest has at most {1 / n_labels:.3f} of them. "
+                f"Lower it (0 turns the gate off)."
+            )
+        for role, cfg in (("teacher", self.teacher), ("student", self.student)):
+            _check_model_name(role, cfg.model, self.models_dir)
+        if self.sources is None and not self.data_dir.is_dir():
+            raise ConfigError(
+                f"setting 'data_dir': {self.data_dir} is not a folder. Set data_dir in llambert.yaml or "
+                f"LLAMBERT_DATA_DIR to the folder with train.parquet, test.parquet and unsup.parquet."
+            )
+        from llambert.corpus.readers import ReaderError, detect_format
+
+        for i, src in enumerate(self.corpus_sources()):
             path = self.resolve_source_path(src)
             if not path.exists():
                 raise ConfigError(
@@ -196,6 +229,24 @@ class Settings(_Strict):
                     f"or LLAMBERT_DATA_DIR to the folder that holds it (the IMDb default needs "
                     f"train.parquet, test.parquet, unsup.parquet)."
                 )
+            try:
+                detect_format(path, src.format)
+            except ReaderError as e:
+                raise ConfigError(f"setting 'sources[{i}]' ({src.name}): {e}") from None
+
+
+def _check_model_name(role: str, name: str, models_dir: Path) -> None:
+    """An unknown registry name or a missing local directory is a typo: say so before any work."""
+    from llambert.models import ModelNotAvailable, lookup_offline, offline_requirements
+
+    if lookup_offline(name) is not None or Path(name).expanduser().is_dir():
+        return
+    try:
+        offline_requirements([name])  # raises for a plain name that is no registry entry, path or hub id
+    except ModelNotAvailable as e:
+        raise ConfigError(f"setting '{role}.model': {e}\n(`llambert models` lists them and how to install each)") from None
+    if name.startswith(("/", "./", "../", "~")) or name.endswith("/"):
+        raise ConfigError(f"setting '{role}.model': the directory {name} does not exist.")
 
 
 _ENV_OVERRIDES = {

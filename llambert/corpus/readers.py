@@ -1,12 +1,19 @@
 """Corpus readers: parquet, CSV, JSONL and the original aclImdb folder layout, into one shape.
 
 Every reader returns a polars DataFrame with the columns of ``CORPUS_COLUMNS``. Rows that
-cannot be used are not dropped: they come back in a second frame with a reason, so the
-ingest step can keep them in ``raw.rejected``.
+cannot be used are never dropped: they come back in a second frame with a reason that names
+the column (file and row are columns of their own), so the ingest step keeps them in
+``raw.rejected``. One bad row never sinks its file: CSV that polars refuses as a whole (invalid
+UTF-8, ragged rows) is re-read row by row, and JSONL is always decoded line by line.
+A file that cannot be read at all raises :class:`ReaderError` naming the file and what to fix.
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +33,24 @@ CORPUS_SCHEMA = {
 }
 CORPUS_COLUMNS = list(CORPUS_SCHEMA)
 REJECTED_SCHEMA = {**CORPUS_SCHEMA, "reason": pl.Utf8}
+# The reason codes rows are rejected with (the text before the first ':' of raw.rejected.reason).
+REJECT_REASONS = (
+    "invalid_utf8", "invalid_json", "malformed_row", "missing_text", "text_not_string", "empty_text",
+    "nul_byte", "too_long", "label_out_of_task", "id_conflict",
+)
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _ACLIMDB_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
+_REASON = "_reader_reason"  # per-row problem found while reading (before the column checks)
+_MAGIC = {
+    b"\x1f\x8b": "a gzip-compressed file (gunzip it first)",
+    b"PK\x03\x04": "a zip archive (unzip it first)",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"SQLite format 3": "an SQLite database",
+    b"\xff\xfe": "a UTF-16 text file (re-encode it as UTF-8)",
+    b"\xfe\xff": "a UTF-16 text file (re-encode it as UTF-8)",
+}
 
 
 class ReaderError(ValueError):
@@ -59,11 +81,32 @@ def detect_format(path: Path, declared: str = "auto") -> str:
 def _sniff(path: Path, fmt: str) -> None:
     """Catch a file that is not what its extension says before a confusing parser error."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    if fmt == "parquet" and head != b"PAR1":
-        raise ReaderError(f"{path}: not a parquet file (no PAR1 magic bytes); is it really .parquet?")
-    if fmt in ("csv", "jsonl") and head == b"PAR1":
+        head = f.read(512)
+    if not head:
+        raise ReaderError(f"{path}: the file is empty (0 bytes); remove it from the sources or fill it")
+    if fmt == "parquet":
+        if head[:4] != b"PAR1":
+            what = next((w for m, w in _MAGIC.items() if head.startswith(m)), None)
+            guess = what or ("JSON text" if head.lstrip()[:1] in (b"{", b"[") else "text (CSV?)" if b"," in head else None)
+            raise ReaderError(
+                f"{path}: not a parquet file (no PAR1 magic bytes{'; it looks like ' + guess if guess else ''}). "
+                f"Rename it to its real extension or set the source's format."
+            )
+        return
+    if head[:4] == b"PAR1":
         raise ReaderError(f"{path}: this is a parquet file; rename it .parquet or set format: parquet")
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise ReaderError(f"{path}: expected {fmt} text but this is {what}")
+    if head.count(b"\x00") > len(head) // 4:
+        raise ReaderError(f"{path}: expected {fmt} text but this is a binary file ({head.count(0)} NUL bytes in the first {len(head)})")
+    if fmt == "jsonl":
+        first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        if first not in (b"{", b"["):
+            raise ReaderError(
+                f"{path}: not JSON lines (the first record starts with {first!r}, not '{{'). "
+                f"Is it CSV? Rename it .csv or set the source's format."
+            )
 
 
 def read_source(source: CorpusSource, path: Path, labels: dict[str, int] | None = None) -> ReadResult:
@@ -78,18 +121,138 @@ def read_source(source: CorpusSource, path: Path, labels: dict[str, int] | None 
         frame = _read_aclimdb(path)
         return _normalise(frame, source, path, "text", "id", "label", labels, split_from_frame=True)
     _sniff(path, fmt)
-    try:
-        if fmt == "parquet":
+    if fmt == "parquet":
+        try:
             frame = pl.read_parquet(path)
-        elif fmt == "csv":
-            frame = pl.read_csv(path, infer_schema_length=0, quote_char='"')
-        else:
-            frame = pl.read_ndjson(path, infer_schema_length=None)
-    except Exception as e:  # polars raises several types; the message is what matters
-        raise ReaderError(f"{path}: cannot be read as {fmt}: {e}") from e
+        except Exception as e:  # polars raises several types; the message is what matters
+            raise ReaderError(f"{path}: cannot be read as parquet: {e}") from e
+    elif fmt == "csv":
+        frame = _read_csv(path)
+    else:
+        frame = _read_jsonl(path, source)
     return _normalise(frame, source, path, source.text_column, source.id_column, source.label_column, labels)
 
 
+# -- CSV ---------------------------------------------------------------------------------------
+def _read_csv(path: Path) -> pl.DataFrame:
+    """polars first (fast); if it refuses the whole file, the careful row-by-row reader."""
+    try:
+        return pl.read_csv(path, infer_schema_length=0, quote_char='"')
+    except pl.exceptions.NoDataError as e:
+        raise ReaderError(f"{path}: no CSV header or rows ({e})") from e
+    except Exception:  # invalid UTF-8 or a ragged row somewhere: find which rows, keep the rest
+        return _read_csv_careful(path)
+
+
+def _fix_utf8(value: str) -> tuple[str, bool]:
+    """A cell decoded with surrogateescape -> (printable text, was it valid UTF-8)."""
+    try:
+        value.encode("utf-8")
+        return value, True
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
+
+
+def _read_csv_careful(path: Path) -> pl.DataFrame:
+    """RFC 4180 CSV (quoted fields may hold newlines and "" quotes), one record at a time."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ReaderError(f"{path}: no CSV header") from None
+    header = [_fix_utf8(h)[0] for h in header]
+    cols: dict[str, list] = {h: [] for h in header}
+    reasons: list[str | None] = []
+    n = len(header)
+    try:
+        for record in reader:
+            if not record:  # a blank line: polars skips it too
+                continue
+            line = reader.line_num
+            reason = None
+            if len(record) != n:
+                reason = f"malformed_row: line {line} has {len(record)} fields, the header has {n}"
+                record = (record + [None] * n)[:n]
+            fixed = []
+            for h, cell in zip(header, record):
+                if cell is None:
+                    fixed.append(None)
+                    continue
+                value, ok = _fix_utf8(cell)
+                if not ok and reason is None:
+                    reason = f"invalid_utf8: column '{h}' is not valid UTF-8 (line {line})"
+                fixed.append(value)
+            for h, v in zip(header, fixed):
+                cols[h].append(v)
+            reasons.append(reason)
+    except csv.Error as e:
+        raise ReaderError(f"{path}: CSV cannot be parsed near line {reader.line_num}: {e}") from e
+    frame = pl.DataFrame({h: pl.Series(v, dtype=pl.Utf8) for h, v in cols.items()})
+    return frame.with_columns(pl.Series(_REASON, reasons, dtype=pl.Utf8))
+
+
+# -- JSONL -------------------------------------------------------------------------------------
+def _read_jsonl(path: Path, source: CorpusSource) -> pl.DataFrame:
+    """JSON lines decoded one line at a time, so an invalid line is rejected alone.
+
+    A file whose first character is '[' is read as one JSON array of objects.
+    Only the columns the source uses are kept; values become strings (labels are parsed later).
+    """
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    records: list[tuple[int, object, str | None]] = []  # (line, object, reason)
+    if data.lstrip()[:1] == b"[":
+        try:
+            array = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ReaderError(f"{path}: a JSON array that cannot be parsed: {e}") from e
+        records = [(i + 1, obj, None) for i, obj in enumerate(array)]
+    else:
+        for i, raw in enumerate(data.split(b"\n")):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                text = raw.decode("utf-8", "replace")
+                records.append((i + 1, {"__raw__": text}, f"invalid_utf8: line {i + 1} is not valid UTF-8 (byte {e.start})"))
+                continue
+            try:
+                records.append((i + 1, json.loads(line), None))
+            except json.JSONDecodeError as e:
+                records.append((i + 1, {"__raw__": line}, f"invalid_json: line {i + 1}: {e.msg} at column {e.colno}"))
+    if not records:
+        raise ReaderError(f"{path}: no JSON records")
+    present = {k for _, obj, _ in records if isinstance(obj, dict) for k in obj} - {"__raw__"}
+    if source.text_column not in present and any(r is None for _, _, r in records):
+        raise _missing_column_error(path, source, source.text_column, sorted(present), "text_column")
+    wanted = [c for c in (source.text_column, source.id_column, source.label_column, "split") if c]
+    cols: dict[str, list] = {c: [] for c in wanted if c in present}
+    reasons: list[str | None] = []
+    for line, obj, reason in records:
+        if not isinstance(obj, dict):
+            reason = reason or f"malformed_row: line {line} is a JSON {type(obj).__name__}, not an object"
+            obj = {}
+        for c in cols:
+            v = obj.get(c)
+            cols[c].append(v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+        raw_text = obj.get("__raw__")
+        if raw_text is not None and wanted and wanted[0] in cols:
+            cols[wanted[0]][-1] = raw_text  # keep the undecodable line itself in raw.rejected
+        if reason is None and wanted and wanted[0] in present and not isinstance(obj.get(wanted[0], ""), str | type(None)):
+            reason = f"text_not_string: column '{wanted[0]}' holds a JSON {type(obj[wanted[0]]).__name__} (line {line})"
+        reasons.append(reason)
+    frame = pl.DataFrame({c: pl.Series(v, dtype=pl.Utf8) for c, v in cols.items()})
+    if not cols:
+        frame = pl.DataFrame({"_line": [line for line, _, _ in records]})
+    return frame.with_columns(pl.Series(_REASON, reasons, dtype=pl.Utf8))
+
+
+# -- aclImdb -----------------------------------------------------------------------------------
 def _read_aclimdb(root: Path) -> pl.DataFrame:
     """The Stanford release: {split}/{pos,neg,unsup}/{id}_{rating}.txt."""
     records = []
@@ -103,11 +266,10 @@ def _read_aclimdb(root: Path) -> pl.DataFrame:
             for f in sorted(folder.glob("*.txt"), key=lambda p: p.name):
                 m = _ACLIMDB_NAME.match(f.name)
                 file_id = int(m.group(1)) if m else f.stem
-                raw = f.read_bytes()
                 records.append(
                     {
                         "id": f"{split}/{sub}/{file_id}" if split else f"{sub}/{file_id}",
-                        "text": raw,
+                        "text": f.read_bytes(),
                         "label": label,
                         "split": "unsup" if sub == "unsup" else (split or sub),
                         "file": str(f.relative_to(root)),
@@ -115,21 +277,34 @@ def _read_aclimdb(root: Path) -> pl.DataFrame:
                 )
     if not records:
         raise ReaderError(f"{root}: no .txt reviews found in the aclImdb layout")
-    texts = []
+    texts, reasons = [], []
     for r in records:
         try:
             texts.append(r["text"].decode("utf-8"))
-        except UnicodeDecodeError:
-            texts.append(None)  # rejected below with reason invalid_utf8
+            reasons.append(None)
+        except UnicodeDecodeError as e:
+            texts.append(r["text"].decode("utf-8", "replace"))
+            reasons.append(f"invalid_utf8: column 'text' of {r['file']} is not valid UTF-8 (byte {e.start})")
     return pl.DataFrame(
         {
             "id": [r["id"] for r in records],
             "text": texts,
             "label": [r["label"] for r in records],
             "split": [r["split"] for r in records],
-            "_invalid_utf8": [t is None for t in texts],
+            _REASON: reasons,
         },
-        schema_overrides={"label": pl.Int64},
+        schema_overrides={"label": pl.Int64, _REASON: pl.Utf8},
+    )
+
+
+# -- one shape, with reasons -------------------------------------------------------------------
+def _missing_column_error(path: Path, source: CorpusSource, column: str, columns: list[str], setting: str) -> ReaderError:
+    real = [c for c in columns if c != _REASON]
+    close = difflib.get_close_matches(column, real, n=2, cutoff=0.5) or [c for c in real if c.lower() == column.lower()]
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ReaderError(
+        f"{path}: no {setting.replace('_', ' ')} '{column}' (columns: {real}).{hint} "
+        f"Set {setting} for source '{source.name}' in llambert.yaml."
     )
 
 
@@ -144,10 +319,7 @@ def _normalise(
     split_from_frame: bool = False,
 ) -> ReadResult:
     if text_col not in frame.columns:
-        raise ReaderError(
-            f"{path}: no text column '{text_col}' (columns: {frame.columns}). "
-            f"Set text_column for source '{source.name}'."
-        )
+        raise _missing_column_error(path, source, text_col, frame.columns, "text_column")
     n = frame.height
     out = pl.DataFrame(
         {
@@ -171,23 +343,59 @@ def _normalise(
     label_reason = pl.Series([None] * n, dtype=pl.Utf8)
     if label_col and label_col in frame.columns:
         gold, bad = _parse_labels(frame[label_col], labels)
+        allowed = sorted(labels.items(), key=lambda kv: kv[1]) if labels else []
         label_reason = pl.Series(
-            [f"label_out_of_task: column '{label_col}' value {v!r}" if b else None for v, b in zip(frame[label_col].to_list(), bad.to_list())],
+            [f"label_out_of_task: column '{label_col}' value {v!r} is not one of the task's labels {allowed}" if b else None
+             for v, b in zip(frame[label_col].to_list(), bad.to_list())],
             dtype=pl.Utf8,
         )
-    invalid = frame["_invalid_utf8"] if "_invalid_utf8" in frame.columns else pl.Series([False] * n, dtype=pl.Boolean)
-    out = out.with_columns(gold_label=gold, _label_reason=label_reason, _invalid=invalid)
+    reader_reason = frame[_REASON] if _REASON in frame.columns else pl.Series([None] * n, dtype=pl.Utf8)
+    out = out.with_columns(gold_label=gold, _label_reason=label_reason, _reader=reader_reason)
     text_e = pl.col("text")
+    limit = source.max_text_bytes
     out = out.with_columns(
-        reason=pl.when(pl.col("_invalid")).then(pl.lit(f"invalid_utf8: column '{text_col}' is not valid UTF-8"))
+        reason=pl.when(pl.col("_reader").is_not_null()).then(pl.col("_reader"))
         .when(text_e.is_null()).then(pl.lit(f"missing_text: column '{text_col}' is null"))
         .when(text_e.str.strip_chars().str.len_chars() == 0).then(pl.lit(f"empty_text: column '{text_col}' is empty or whitespace"))
         .when(text_e.str.contains("\x00", literal=True)).then(pl.lit(f"nul_byte: column '{text_col}' contains a NUL byte"))
+        .when(text_e.str.len_bytes() > limit).then(
+            pl.format(f"too_long: column '{text_col}' has {{}} bytes, above max_text_bytes={limit} of source "
+                      f"'{source.name}' (raise it in llambert.yaml to accept)", text_e.str.len_bytes()))
         .otherwise(pl.col("_label_reason"))
-    ).drop("_label_reason", "_invalid")
+    ).drop("_label_reason", "_reader")
+    out = _flag_id_conflicts(out)
     good = out.filter(pl.col("reason").is_null()).drop("reason").select(CORPUS_COLUMNS)
     rejected = out.filter(pl.col("reason").is_not_null()).select(list(REJECTED_SCHEMA))
     return ReadResult(rows=good.cast(CORPUS_SCHEMA), rejected=rejected.cast(REJECTED_SCHEMA))
+
+
+def _flag_id_conflicts(out: pl.DataFrame) -> pl.DataFrame:
+    """One source id with different texts in one file: every version is rejected (which is right is unknown).
+
+    The same id with the same text is a plain duplicate (counted in raw.corpus.n_copies).
+    Ids are compared within a file: IMDb's ids, for one, restart in every split file.
+    """
+    usable = out.filter(pl.col("reason").is_null() & pl.col("source_id").is_not_null())
+    if usable.is_empty():
+        return out
+    bad = (
+        usable.group_by("source_id")
+        .agg(n_texts=pl.col("text").n_unique(), rows=pl.col("source_row").sort())
+        .filter(pl.col("n_texts") > 1)
+    )
+    if bad.is_empty():
+        return out
+    bad = bad.with_columns(
+        conflict=pl.format("id_conflict: column 'source_id' value '{}' has {} different texts in this file (rows {})",
+                           pl.col("source_id"), pl.col("n_texts"),
+                           pl.col("rows").list.head(10).cast(pl.List(pl.Utf8)).list.join(", "))
+    ).select("source_id", "conflict")
+    return (
+        out.join(bad, on="source_id", how="left")
+        .with_columns(reason=pl.when(pl.col("reason").is_null()).then(pl.col("conflict")).otherwise(pl.col("reason")))
+        .drop("conflict")
+        .sort("source_row")
+    )
 
 
 def _parse_labels(col: pl.Series, labels: dict[str, int] | None) -> tuple[pl.Series, pl.Series]:
@@ -200,6 +408,7 @@ def _parse_labels(col: pl.Series, labels: dict[str, int] | None) -> tuple[pl.Ser
         return pl.select(pl.when(bad).then(None).otherwise(ids)).to_series(), bad
     values: list[int | None] = []
     bad: list[bool] = []
+    lowered = {k.lower(): i for k, i in labels.items()} if labels else {}
     for v in col.to_list():
         if v is None or (isinstance(v, str) and not v.strip()):
             values.append(None)
@@ -214,10 +423,12 @@ def _parse_labels(col: pl.Series, labels: dict[str, int] | None) -> tuple[pl.Ser
             parsed = int(v)
         elif isinstance(v, str):
             s = v.strip()
-            if labels and s.lower() in {k.lower() for k in labels}:
-                parsed = next(i for k, i in labels.items() if k.lower() == s.lower())
+            if s.lower() in lowered:
+                parsed = lowered[s.lower()]
             elif s.lstrip("-").isdigit():
                 parsed = int(s)
+            elif re.fullmatch(r"-?\d+\.0*", s):
+                parsed = int(float(s))
         ok = parsed is not None and (allowed_ids is None or parsed in allowed_ids)
         values.append(parsed if ok else None)
         bad.append(not ok)
