@@ -35,4 +35,13 @@ unpartitioned_pipeline_job = dg.define_asset_job(
     description="The LLM labels the sample and a student is trained on its labels.",
 )
 
-JOBS = [ingest_job, label_sample_job, train_student_job, label_corpus_job, report_job, unpartitioned_pipeline_job]
+# A new batch end to end (what the inbox sensor launches): ingest, record the file, label its
+# documents with the champion, audit the least confident ones (when audit.enabled).
+ingest_and_label_job = dg.define_asset_job(
+    "ingest_and_label_batch",
+    selection=dg.AssetSelection.assets(CORPUS, ["raw", "inbox_files"], PREDICTIONS, ["labeling", "audit_labels"]),
+    partitions_def=batches_partitions,
+    description="Ingest one batch, label exactly its new documents with the champion student, audit it.",
+)
+
+JOBS = [ingest_job, label_sample_job, train_student_job, label_corpus_job, report_job, unpartitioned_pipeline_job, ingest_and_label_job]
