@@ -103,6 +103,15 @@ CREATE TABLE IF NOT EXISTS students.checkpoints (
     train_seconds  DOUBLE NOT NULL,
     created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+-- Added by the recipes issue (ALTER keeps warehouses made before it). fingerprint: base model +
+-- training config + hash of the training (doc_id, label) lists; equal fingerprint = reuse, no retraining.
+-- probe_*: score on students.gold_probe (probe_set = hash of its doc ids), the fair comparison.
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS fingerprint VARCHAR;
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS data_sizes JSON;
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_set VARCHAR;
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_n INTEGER;
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_accuracy DOUBLE;
+ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_f1 DOUBLE;
 
 -- Per-epoch training curve of each checkpoint.
 CREATE TABLE IF NOT EXISTS students.training_log (
