@@ -35,8 +35,12 @@ def sample(llambert: LlambertResource) -> dg.MaterializeResult:
     "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for.",
 )
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
+    from llambert.teacher.accounting import project_costs, projection_markdown
+
+    settings = llambert.settings()
     with llambert.warehouse() as con:
-        stats = pipeline.label_sample(con, llambert.settings())
+        stats = pipeline.label_sample(con, settings)
+        cost = project_costs(con, settings, load_task(settings.task), stats["run_id"])
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
@@ -45,6 +49,8 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
         metadata={
             "dagster/row_count": stats["rows"],
             **{k: v for k, v in stats.items() if k not in ("rows",) and v is not None},
+            "discard_rate": float(cost.get("discard_rate") or 0.0),
+            "projection": dg.MetadataValue.md(projection_markdown(cost)),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
         }
     )

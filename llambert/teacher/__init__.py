@@ -20,17 +20,38 @@ def decoding_params(settings: Settings) -> DecodingParams:
 
 
 def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
-    """Resolve the configured model and start the configured backend."""
+    """Resolve the configured model and start the configured backend (heavy imports happen here)."""
     from llambert.models import resolve_model
 
     t = settings.teacher
-    if t.backend != "transformers":
-        raise NotImplementedError(f"teacher backend '{t.backend}' is not available yet; use 'transformers'")
+    decoding = decoding_params(settings)
+    if t.backend == "openai":
+        from llambert.teacher.openai_backend import OpenAITeacher
+
+        tokenizer, identity = None, None
+        try:  # a model we also have locally: same document cuts, same weights identity
+            resolved = resolve_model(t.model, settings.models_dir, role="teacher")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
+            identity = resolved.identity
+        except Exception:  # a remote-only model (e.g. gpt-4o-mini): cut by characters
+            pass
+        decoding.extra["engine"] = "openai"
+        return OpenAITeacher(
+            t.model, task, decoding, base_urls=t.base_urls, api_key_env=t.api_key_env,
+            concurrency=t.concurrency, model_identity=identity, tokenizer=tokenizer,
+        )
     resolved = resolve_model(t.model, settings.models_dir, role="teacher")
+    if t.backend == "vllm":
+        from llambert.teacher.vllm_backend import VLLMTeacher
+
+        decoding.extra["engine"] = "vllm"
+        return VLLMTeacher(str(resolved.path), resolved.identity, task, decoding, dtype=t.dtype)
     from llambert.teacher.hf_backend import TransformersTeacher
 
     return TransformersTeacher(
-        str(resolved.path), resolved.identity, task, decoding_params(settings), dtype=t.dtype, threads=settings.threads
+        str(resolved.path), resolved.identity, task, decoding, dtype=t.dtype, threads=settings.threads
     )
 
 

@@ -25,18 +25,23 @@ def truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False)
 
 
-def render_chat(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
-    """The exact string the model reads: the model's own chat template, generation prompt on.
-
-    The document is cut so the whole prompt stays within ``max_prompt_tokens``.
-    """
+def fit_document(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
+    """The document cut so that the whole prompt (template, instructions, examples) fits."""
     empty = tokenizer.apply_chat_template(
         build_messages(task, "", few_shot), tokenize=False, add_generation_prompt=True
     )
     overhead = len(tokenizer(empty, add_special_tokens=False)["input_ids"])
     budget = max(16, max_prompt_tokens - overhead)
+    return truncate_tokens(tokenizer, text, budget)
+
+
+def render_chat(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
+    """The exact string the model reads: the model's own chat template, generation prompt on.
+
+    The document is cut so the whole prompt stays within ``max_prompt_tokens``.
+    """
     return tokenizer.apply_chat_template(
-        build_messages(task, truncate_tokens(tokenizer, text, budget), few_shot),
+        build_messages(task, fit_document(tokenizer, task, text, few_shot, max_prompt_tokens), few_shot),
         tokenize=False,
         add_generation_prompt=True,
     )
