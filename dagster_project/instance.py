@@ -13,6 +13,12 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 2
+    # DuckDB has one writing process per file: runs tagged as warehouse writers queue instead
+    # of failing on the lock (see README, "Labeling new reviews").
+    tag_concurrency_limits:
+      - key: llambert/warehouse
+        value: write
+        limit: 1
 """
 
 

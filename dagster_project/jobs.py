@@ -41,6 +41,7 @@ ingest_and_label_job = dg.define_asset_job(
     "ingest_and_label_batch",
     selection=dg.AssetSelection.assets(CORPUS, ["raw", "inbox_files"], PREDICTIONS, ["labeling", "audit_labels"]),
     partitions_def=batches_partitions,
+    tags={"llambert/warehouse": "write"},  # one warehouse writer at a time (dagster_project/instance.py)
     description="Ingest one batch, label exactly its new documents with the champion student, audit it.",
 )
 

@@ -78,6 +78,7 @@ def build_sensors(resource: LlambertResource) -> list[dg.SensorDefinition]:
         if not llambert.settings().audit.auto_retrain:
             return dg.SkipReason(f"retrain requested ({meta.get('retrain_reason')}) but audit.auto_retrain is off")
         return dg.RunRequest(run_key=f"retrain-after-{meta.get('newest_checkpoint')}",
-                             tags={"llambert/retrain_reason": str(meta.get("retrain_reason"))[:200]})
+                             tags={"llambert/retrain_reason": str(meta.get("retrain_reason"))[:200],
+                                   "llambert/warehouse": "write"})
 
     return [inbox_sensor, retrain_sensor]
