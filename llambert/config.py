@@ -64,7 +64,12 @@ class TeacherConfig(_Strict):
 
 class StudentConfig(_Strict):
     model: str = Field("all-minilm-l6-v2", description="Registry name, local directory or hub id.")
-    recipe: Literal["baseline", "llambert", "llambert_extra", "combined"] = "llambert"
+    recipe: Literal["baseline", "llambert", "llambert_extra", "combined"] = Field(
+        "llambert_extra",
+        description="The paper's set-ups. baseline: gold labels of the train split; llambert: LLM labels of the "
+        "sampled train-split documents; llambert_extra: LLM labels of every sampled document (train + extra "
+        "pool); combined: first llambert_extra's LLM labels, then continue on the gold train labels.",
+    )
     max_length: int = Field(256, ge=8, le=8192)
     epochs: int = Field(3, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
@@ -79,7 +84,16 @@ class StudentConfig(_Strict):
     infer_batch_size: int = Field(64, ge=1)
     infer_max_length: int = Field(256, ge=8, le=8192)
     chunk_rows: int = Field(4096, ge=64, description="Rows per DuckDB write during whole-corpus labeling.")
-    champion_metric: Literal["val_accuracy", "val_f1"] = "val_accuracy"
+    champion_metric: Literal["probe_accuracy", "probe_f1", "val_accuracy", "val_f1"] = Field(
+        "probe_accuracy",
+        description="How checkpoints compete for champion. probe_*: on the fixed gold probe, the same documents "
+        "for every checkpoint (falls back to val_* when the corpus has no gold train labels); val_*: on each "
+        "checkpoint's own validation split (not comparable across label sources).",
+    )
+    probe_size: int = Field(
+        500, ge=0, description="Gold train documents held out of every recipe's training to compare checkpoints "
+        "on (at most a fifth of the gold documents; 0: no probe).",
+    )
 
 
 class SampleConfig(_Strict):

@@ -199,57 +199,156 @@ def label_balance(con: duckdb.DuckDBPyConnection, task: Task) -> dict[str, int]:
 
 
 # -- 5. students.checkpoints ------------------------------------------------------------------
+_RECIPE_SOURCE = {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}
+# Settings that change only how a checkpoint is used or compared, never its weights.
+_NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size"}
+
+
+def ensure_gold_probe(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+    """Build students.gold_probe once per (seed, size); return its identity and size.
+
+    Kept while the settings are unchanged, so a growing corpus does not move documents
+    in or out of it (a checkpoint's probe score stays comparable with the next one's).
+    """
+    cfg = settings.student
+    params = f"seed={cfg.seed};size={cfg.probe_size}"
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'students' AND table_name = 'gold_probe'"
+    ).fetchone()[0]
+    current = con.execute("SELECT any_value(probe_params), count(*) FROM students.gold_probe").fetchone() if exists else None
+    if current is None or current[0] != params or current[1] == 0:
+        run_model(con, "students.gold_probe", {"probe_params": params, "probe_seed": cfg.seed, "probe_size": cfg.probe_size})
+    n, probe_set = con.execute(
+        "SELECT count(*), md5(coalesce(string_agg(doc_id || ':' || gold_label, ',' ORDER BY doc_id), '')) FROM students.gold_probe"
+    ).fetchone()
+    return {"n": int(n), "probe_set": probe_set if n else None}
+
+
 def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
-    """The labeled examples for the configured recipe (see the paper's four set-ups)."""
+    """The labeled examples for the configured recipe (the paper's four set-ups), phase by phase.
+
+    Returns (phases, label_source, sizes). The set work is ``sql/students/training_examples.sql``.
+    """
     from llambert.student.train import Phase
 
     recipe = settings.student.recipe
-    llm = con.execute(
-        "SELECT c.text, p.label FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) ORDER BY p.sample_rank"
-    ).fetchall()
-    # Per-batch audit labels (llambert/audit.py) join the LLM pool; a text that is also in the
-    # sample keeps its sample label. Empty until an audit has run (audit.enabled).
-    llm += con.execute(
-        "SELECT c.text, a.label FROM labeling.audit_labels a JOIN raw.corpus c USING (doc_id) WHERE a.label IS NOT NULL "
-        "AND a.doc_id NOT IN (SELECT doc_id FROM labeling.parsed_labels) ORDER BY a.batch, a.doc_id"
-    ).fetchall()
-    gold = con.execute(
-        "SELECT c.text, c.gold_label FROM raw.corpus c WHERE c.split = 'train' AND c.gold_label IS NOT NULL "
-        "AND NOT c.gold_conflict ORDER BY md5(c.doc_id)"
-    ).fetchall()
-    llm_phase = Phase("llm", [t for t, _ in llm], [y for _, y in llm])
-    gold_phase = Phase("gold", [t for t, _ in gold], [y for _, y in gold])
-    if recipe == "baseline":
-        return [gold_phase], "gold"
-    if recipe in ("llambert", "llambert_extra"):
-        return [llm_phase], "llm"
-    return [llm_phase, gold_phase], "llm+gold"
+    ensure_gold_probe(con, settings)
+    run_model(con, "students.training_examples", {"recipe": recipe})
+    rows = con.execute(
+        "SELECT e.phase, e.doc_id, e.label, e.origin, e.split, c.text FROM students.training_examples e "
+        "JOIN raw.corpus c USING (doc_id) ORDER BY e.phase_order, e.ord"
+    ).pl()
+    phases = []
+    for name in ("llm", "gold"):
+        part = rows.filter(pl.col("phase") == name)
+        if part.height:
+            phases.append(Phase(name, part["text"].to_list(), part["label"].to_list(), part["doc_id"].to_list()))
+    sizes = {f"{r['phase']}_{r['origin']}_{r['split']}": r["n"] for r in
+             rows.group_by("phase", "origin", "split").len("n").sort("phase", "origin", "split").to_dicts()}
+    needed = {"baseline": ["gold"], "llambert": ["llm"], "llambert_extra": ["llm"], "combined": ["llm", "gold"]}[recipe]
+    missing = [n for n in needed if n not in {p.name for p in phases}]
+    if missing:
+        what = {
+            "gold": "gold labels in split 'train' of raw.corpus (outside students.gold_probe)",
+            "llm": "parsed LLM labels (labeling.parsed_labels)"
+            + (" of documents in split 'train' (the paper's llambert recipe; use llambert_extra to train on the "
+               "extra pool too)" if recipe == "llambert" else ""),
+        }
+        raise ValueError(f"student.recipe '{recipe}' needs " + " and ".join(what[m] for m in missing)
+                         + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
+    return phases, _RECIPE_SOURCE[recipe], sizes
+
+
+def training_fingerprint(base_identity: str, task: Task, settings: Settings, phases) -> str:
+    """Same base model + training settings + the same (doc_id, label) lists => the same checkpoint."""
+    import hashlib
+
+    cfg = {k: v for k, v in settings.student.model_dump().items() if k not in _NOT_TRAINING and k != "model"}
+    h = hashlib.sha256()
+    h.update(json.dumps({"base": base_identity, "task": task.name, "task_version": task.version,
+                         "label_ids": task.label_ids, "config": cfg}, sort_keys=True).encode())
+    for p in phases:
+        h.update(f"\x1e{p.name}\x1f".encode())
+        for d, y in zip(p.doc_ids, p.labels):
+            h.update(f"{d}:{y}\x1f".encode())
+    return h.hexdigest()
+
+
+def score_on_probe(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path) -> dict | None:
+    """Accuracy / macro-F1 of a checkpoint folder on students.gold_probe (None without a probe)."""
+    from llambert.metrics import classification_metrics
+    from llambert.student.predict import StudentPredictor
+
+    probe = con.execute(
+        "SELECT g.doc_id, g.gold_label, c.text FROM students.gold_probe g JOIN raw.corpus c USING (doc_id) ORDER BY g.doc_id"
+    ).pl()
+    if probe.height == 0:
+        return None
+    cfg = settings.student
+    pred = StudentPredictor(str(path), cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, bf16=cfg.bf16,
+                            threads=settings.threads)
+    labels, _ = pred.predict(probe["text"].to_list())
+    task = load_task(settings.task)
+    m = classification_metrics(probe["gold_label"].to_list(), labels, task.label_ids)
+    return {"probe_accuracy": m["accuracy"], "probe_f1": m["macro_f1"], "probe_n": probe.height}
 
 
 def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+    """Fine-tune the student for the configured recipe, unless this exact training was done before."""
     from llambert.models import resolve_model
     from llambert.student.train import train_student
 
     t0 = time.perf_counter()
     task = load_task(settings.task)
     cfg = settings.student
-    phases, label_source = training_phases(con, settings)
+    phases, label_source, sizes = training_phases(con, settings)
+    probe = ensure_gold_probe(con, settings)
     base = resolve_model(cfg.model, settings.models_dir, role="student")
+    fingerprint = training_fingerprint(base.identity, task, settings, phases)
+    prior = con.execute(
+        "SELECT checkpoint_id, path, n_train, n_val, metrics, probe_set FROM students.checkpoints "
+        "WHERE fingerprint = ? ORDER BY created_at DESC", [fingerprint]
+    ).fetchall()
+    prior = next((r for r in prior if (Path(r[1]) / "config.json").exists()), None)
+    if prior is not None:
+        checkpoint_id, out = prior[0], Path(prior[1])
+        if prior[5] != probe["probe_set"]:  # the probe was rebuilt (other settings): score on the new one
+            _store_probe_score(con, checkpoint_id, probe, score_on_probe(con, settings, out))
+        champion = choose_champion(con, settings)
+        m = json.loads(prior[4])
+        stats = {"checkpoint_id": checkpoint_id, "path": str(out), "reused": True, "fingerprint": fingerprint[:16],
+                 "n_train": prior[2], "n_val": prior[3], "recipe": cfg.recipe, "label_source": label_source,
+                 **{k: v for k, v in m.items() if k.startswith(("val_", "probe_"))},
+                 "history": [], "champion": champion["checkpoint_id"],
+                 "is_champion": champion["checkpoint_id"] == checkpoint_id, "champion_reason": champion["reason"]}
+        record_stage(con, "train", None, 0, time.perf_counter() - t0, {k: v for k, v in stats.items() if k != "history"})
+        return stats
+
     checkpoint_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     out = settings.checkpoints_dir / checkpoint_id
-    result = train_student(
-        str(base.path), task.label_names, task.label_ids, phases, cfg, out,
-        model_card={"title": f"llambert student for {task.name}", "task": task.name, "base model": base.identity,
-                    "recipe": cfg.recipe, "label source": label_source, "checkpoint": checkpoint_id},
-        threads=settings.threads,
-    )
-    m = result.metrics
+    card = {"title": f"llambert student for {task.name}", "task": task.name, "labels": ", ".join(task.label_names),
+            "base model": base.identity, "recipe": cfg.recipe, "label source": label_source,
+            "training data": ", ".join(f"{k}: {v}" for k, v in sizes.items()), "checkpoint": checkpoint_id,
+            "fingerprint": fingerprint}
+    result = train_student(str(base.path), task.label_names, task.label_ids, phases, cfg, out, model_card=card,
+                           threads=settings.threads)
+    m = dict(result.metrics)
+    scored = score_on_probe(con, settings, out)
+    if scored:
+        m |= scored
+        from llambert.student.train import append_to_model_card
+
+        append_to_model_card(out, {"gold probe accuracy": f"{scored['probe_accuracy']:.4f} on {scored['probe_n']} "
+                                   "held-out gold train documents", "gold probe macro-F1": f"{scored['probe_f1']:.4f}"})
+    sizes |= {"train": result.n_train, "val": result.n_val, "probe": probe["n"]}
     con.execute(
         "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
-        "training_config, metrics, val_accuracy, val_f1, path, train_seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "training_config, metrics, val_accuracy, val_f1, path, train_seconds, fingerprint, data_sizes, probe_set, "
+        "probe_n, probe_accuracy, probe_f1) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [checkpoint_id, task.name, base.identity, cfg.recipe, label_source, result.n_train, result.n_val,
          json.dumps(cfg.model_dump()), json.dumps(m | {"train_examples_per_s": result.train_examples_per_s}),
-         m.get("val_accuracy"), m.get("val_f1"), str(out), result.seconds],
+         m.get("val_accuracy"), m.get("val_f1"), str(out), result.seconds, fingerprint, json.dumps(sizes),
+         probe["probe_set"] if scored else None, m.get("probe_n"), m.get("probe_accuracy"), m.get("probe_f1")],
     )
     log = pl.DataFrame(
         [{"checkpoint_id": checkpoint_id, "epoch": r["epoch"], "train_loss": r["train_loss"],
@@ -261,23 +360,50 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict
     con.unregister("staged_log")
     champion = choose_champion(con, settings)
     stats = {
-        "checkpoint_id": checkpoint_id, "path": str(out), "n_train": result.n_train, "n_val": result.n_val,
+        "checkpoint_id": checkpoint_id, "path": str(out), "reused": False, "fingerprint": fingerprint[:16],
+        "recipe": cfg.recipe, "label_source": label_source, "n_train": result.n_train, "n_val": result.n_val,
         "best_epoch": result.best_epoch, **{k: v for k, v in m.items() if k != "best_epoch"},
         "train_examples_per_s": round(result.train_examples_per_s, 2), "history": result.history,
         "champion": champion["checkpoint_id"], "is_champion": champion["checkpoint_id"] == checkpoint_id,
+        "champion_reason": champion["reason"],
     }
     record_stage(con, "train", None, result.n_train, time.perf_counter() - t0,
                  {k: v for k, v in stats.items() if k != "history"})
     return stats
 
 
+def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
+    if scored:
+        con.execute("UPDATE students.checkpoints SET probe_set = ?, probe_n = ?, probe_accuracy = ?, probe_f1 = ? "
+                    "WHERE checkpoint_id = ?", [probe["probe_set"], scored["probe_n"], scored["probe_accuracy"],
+                                                scored["probe_f1"], checkpoint_id])
+
+
 def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
-    run_model(con, "students.champion", {"champion_metric": settings.student.champion_metric,
-                                          "task": load_task(settings.task).name})
-    row = con.execute("SELECT checkpoint_id, path, reason FROM students.champion").fetchone()
+    """Rebuild students.champion: best checkpoint of the task by the configured metric (see champion.sql).
+
+    probe_* metrics compare checkpoints on the same gold documents; without a gold probe (a corpus
+    with no gold train labels) the val_* counterpart is used, and the reason says so.
+    """
+    metric = settings.student.champion_metric
+    task = load_task(settings.task).name
+    probe_set = None
+    if metric.startswith("probe_"):
+        probe = ensure_gold_probe(con, settings)
+        probe_set = probe["probe_set"]
+        if probe_set is None:
+            metric = metric.replace("probe_", "val_")
+        else:  # checkpoints of the task not yet scored on this probe are scored now (fair comparison)
+            for cid, path in con.execute(
+                "SELECT checkpoint_id, path FROM students.checkpoints WHERE task = ? AND probe_set IS DISTINCT FROM ?",
+                [task, probe_set]).fetchall():
+                if (Path(path) / "config.json").exists():
+                    _store_probe_score(con, cid, probe, score_on_probe(con, settings, path))
+    run_model(con, "students.champion", {"champion_metric": metric, "task": task, "probe_set": probe_set})
+    row = con.execute("SELECT checkpoint_id, path, reason, metric, score FROM students.champion").fetchone()
     if row is None:
         raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
-    return {"checkpoint_id": row[0], "path": row[1], "reason": row[2]}
+    return {"checkpoint_id": row[0], "path": row[1], "reason": row[2], "metric": row[3], "score": row[4]}
 
 
 # -- 6. predictions.labels --------------------------------------------------------------------

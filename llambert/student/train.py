@@ -28,6 +28,7 @@ class Phase:
     name: str
     texts: list[str]
     labels: list[int]
+    doc_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +82,8 @@ def train_student(
     """Train through ``phases`` in order; keep the epoch with the best validation metric.
 
     Labels are task label ids; internally they become 0..n-1 indexes. Without an explicit
-    ``val`` phase, ``cfg.val_fraction`` of the first phase is held out.
+    ``val`` phase, ``cfg.val_fraction`` of the last phase is held out: the labels the final model
+    is meant to fit (gold, for the combined recipe).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -94,10 +96,11 @@ def train_student(
     if not phases:
         raise ValueError("no training examples: the label source is empty (see labeling.parsed_labels)")
     if val is None:
-        first = phases[0]
-        tr, va = split_validation(len(first.texts), cfg.val_fraction, cfg.seed)
-        val = Phase("val", [first.texts[i] for i in va], [first.labels[i] for i in va])
-        phases[0] = Phase(first.name, [first.texts[i] for i in tr], [first.labels[i] for i in tr])
+        last = phases[-1]
+        tr, va = split_validation(len(last.texts), cfg.val_fraction, cfg.seed)
+        val = Phase("val", [last.texts[i] for i in va], [last.labels[i] for i in va])
+        phases[-1] = Phase(last.name, [last.texts[i] for i in tr], [last.labels[i] for i in tr],
+                           [last.doc_ids[i] for i in tr] if last.doc_ids else [])
     val_ids = encode(tok, val.texts, cfg.max_length, cfg.truncation) if val.texts else []
     val_y = [to_index[y] for y in val.labels]
 
@@ -146,7 +149,7 @@ def train_student(
                 preds, _, vloss = _predict_ids(model, tok, val_ids, cfg, val_y)
                 m = classification_metrics(val_y, preds, list(range(len(label_ids))))
                 row |= {"val_loss": vloss, "val_accuracy": m["accuracy"], "val_f1": m["macro_f1"]}
-                score = row[cfg.champion_metric]
+                score = row["val_f1" if cfg.champion_metric.endswith("f1") else "val_accuracy"]
             else:
                 score = -row["train_loss"]
             history.append(row)
@@ -172,6 +175,15 @@ def train_student(
         seconds=time.perf_counter() - t_start,
         train_examples_per_s=seen / train_seconds if train_seconds else 0.0,
     )
+
+
+def append_to_model_card(out_dir: Path, rows: dict) -> None:
+    """Add rows to the card's field table (e.g. the gold-probe score measured after saving)."""
+    card = out_dir / "README.md"
+    lines = card.read_text().split("\n")
+    at = lines.index("## Training configuration") - 1
+    lines[at:at] = [f"| {k} | {v} |" for k, v in rows.items()]
+    card.write_text("\n".join(lines))
 
 
 def _predict_ids(model, tok, ids: list[list[int]], cfg: StudentConfig, y: list[int] | None = None):

@@ -1,0 +1,185 @@
+"""The student end to end through the pipeline functions, with tiny models on a real DuckDB:
+the paper's four recipes, checkpoint reuse, the champion, inference resume, pipeline-loadable
+checkpoints and head+tail truncation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llambert import pipeline
+from llambert.config import load_settings
+from llambert.warehouse import open_warehouse
+from tests.conftest import tiny_settings_dict
+
+
+def _settings(home: Path, small_corpus, tiny_models, **student):
+    return load_settings(overrides=tiny_settings_dict(
+        home, small_corpus, tiny_models, student={"epochs": 1, **student}))
+
+
+@pytest.fixture(scope="module")
+def labeled_home(tmp_path_factory, small_corpus, tiny_models) -> Path:
+    """A warehouse with the corpus ingested and the sample labeled by the tiny teacher."""
+    home = tmp_path_factory.mktemp("student_home")
+    settings = _settings(home, small_corpus, tiny_models)
+    with open_warehouse(settings.warehouse_path) as con:
+        pipeline.ingest_batch(con, settings)
+        pipeline.build_sample(con, settings)
+        pipeline.label_sample(con, settings)
+        pipeline.parse_labels(con, settings)
+    return home
+
+
+def _examples(con) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for phase, doc_id in con.execute("SELECT phase, doc_id FROM students.training_examples").fetchall():
+        out.setdefault(phase, set()).add(doc_id)
+    return out
+
+
+def test_four_recipes_reuse_and_champion(labeled_home, small_corpus, tiny_models):
+    rows = {}
+    with open_warehouse(labeled_home / "warehouse.duckdb") as con:
+        for recipe in ("baseline", "llambert", "llambert_extra", "combined"):
+            settings = _settings(labeled_home, small_corpus, tiny_models, recipe=recipe)
+            stats = pipeline.train_checkpoint(con, settings)
+            assert stats["reused"] is False
+            ex = _examples(con)
+            probe = {r[0] for r in con.execute("SELECT doc_id FROM students.gold_probe").fetchall()}
+            gold_train = {r[0] for r in con.execute(
+                "SELECT doc_id FROM raw.corpus WHERE split = 'train' AND gold_label IS NOT NULL").fetchall()}
+            parsed = {r[0]: r[1] for r in con.execute(
+                "SELECT p.doc_id, c.split FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id)").fetchall()}
+            # The probe: a fifth of the 60 gold train reviews, never trained on by any recipe.
+            assert len(probe) == 12 and probe <= gold_train
+            assert not (set().union(*ex.values()) & probe)
+            if recipe == "baseline":
+                assert set(ex) == {"gold"} and ex["gold"] == gold_train - probe
+            elif recipe == "llambert":  # the paper: LLM labels of the train split only
+                assert set(ex) == {"llm"} and ex["llm"] == {d for d, s in parsed.items() if s == "train"} - probe
+            elif recipe == "llambert_extra":  # LLM labels of the extra pool too
+                assert set(ex) == {"llm"} and ex["llm"] == set(parsed) - probe
+                assert any(parsed[d] == "unsup" for d in ex["llm"])
+            else:  # combined: LLM labels first, then gold
+                assert set(ex) == {"llm", "gold"} and ex["llm"] == set(parsed) - probe and ex["gold"] == gold_train - probe
+                assert [p["phase"] for p in stats["history"]] == ["llm", "gold"]
+            row = con.execute(
+                "SELECT recipe, label_source, n_train, n_val, data_sizes, probe_n, probe_accuracy, fingerprint "
+                "FROM students.checkpoints WHERE checkpoint_id = ?", [stats["checkpoint_id"]]).fetchone()
+            assert row[0] == recipe
+            assert row[1] == {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}[recipe]
+            assert row[2] + row[3] == sum(len(v) for v in ex.values())
+            sizes = json.loads(row[4])
+            assert sizes["train"] == row[2] and sizes["probe"] == 12
+            assert row[5] == 12 and 0.0 <= row[6] <= 1.0
+            rows[recipe] = (stats["checkpoint_id"], row[6], row[7])
+            # The model card names the task, label source, recipe and metrics.
+            card = (Path(stats["path"]) / "README.md").read_text()
+            for needle in ("imdb_sentiment", f"| recipe | {recipe} |", f"| label source | {row[1]} |",
+                           "gold probe accuracy", "val_accuracy"):
+                assert needle in card, needle
+        assert len({fp for _, _, fp in rows.values()}) == 4
+
+        # Nothing changed: materializing again reuses the checkpoint instead of retraining.
+        n_before = con.execute("SELECT count(*) FROM students.checkpoints").fetchone()[0]
+        again = pipeline.train_checkpoint(con, _settings(labeled_home, small_corpus, tiny_models, recipe="combined"))
+        assert again["reused"] is True and again["checkpoint_id"] == rows["combined"][0]
+        assert con.execute("SELECT count(*) FROM students.checkpoints").fetchone()[0] == n_before
+        # A changed training setting is new work.
+        other = pipeline.train_checkpoint(
+            con, _settings(labeled_home, small_corpus, tiny_models, recipe="combined", learning_rate=1e-4))
+        assert other["reused"] is False
+
+        # The champion is the best on the same gold probe; on a tie the older one stays.
+        scored = con.execute(
+            "SELECT checkpoint_id, probe_accuracy FROM students.checkpoints ORDER BY probe_accuracy DESC, created_at ASC, "
+            "checkpoint_id").fetchall()
+        champ = con.execute("SELECT checkpoint_id, metric, reason FROM students.champion").fetchone()
+        assert champ[0] == scored[0][0] and champ[1] == "probe_accuracy"
+        assert "gold probe" in champ[2] and "comparable checkpoints" in champ[2]
+
+
+def test_worse_checkpoint_does_not_replace_champion(tmp_path):
+    """The champion SQL on real rows: a later, worse (or equal) checkpoint leaves the champion alone."""
+    import duckdb
+
+    from llambert.warehouse import ensure_schemas, run_model
+
+    con = duckdb.connect(":memory:")
+    ensure_schemas(con)
+
+    def add(cid, probe_acc, val_acc, minute, probe_set="P"):
+        con.execute(
+            "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
+            "training_config, metrics, val_accuracy, val_f1, path, train_seconds, probe_set, probe_n, probe_accuracy, "
+            "probe_f1, created_at) VALUES (?, 't', 'b', 'llambert', 'llm', 10, 2, '{}', '{}', ?, ?, 'x', 1, ?, 50, ?, ?, "
+            "TIMESTAMP '2026-01-01 00:00:00' + to_minutes(?))",
+            [cid, val_acc, val_acc, probe_set, probe_acc, probe_acc, minute])
+
+    def champion(metric="probe_accuracy"):
+        run_model(con, "students.champion", {"champion_metric": metric, "task": "t", "probe_set": "P"})
+        return con.execute("SELECT checkpoint_id, reason FROM students.champion").fetchone()
+
+    add("a", 0.80, 0.90, 0)
+    assert champion()[0] == "a"
+    add("b", 0.78, 0.99, 1)  # better on its own validation split, worse on the shared gold probe
+    assert champion()[0] == "a"
+    add("c", 0.80, 0.70, 2)  # a tie: the older one stays
+    cid, reason = champion()
+    assert cid == "a" and "a tie" in reason
+    add("d", 0.95, 0.50, 3, probe_set="OLD")  # scored on another probe: not comparable, not a candidate
+    assert champion()[0] == "a"
+    add("e", 0.81, 0.60, 4)
+    assert champion()[0] == "e"
+    assert champion("val_accuracy")[0] == "b"  # the no-gold fallback compares validation splits
+
+
+def test_inference_resume_and_pipeline_loadable(labeled_home, small_corpus, tiny_models):
+    from transformers import pipeline as hf_pipeline
+
+    from llambert.student.predict import StudentPredictor
+
+    settings = _settings(labeled_home, small_corpus, tiny_models, recipe="llambert_extra")
+    with open_warehouse(settings.warehouse_path) as con:
+        pipeline.train_checkpoint(con, settings)  # reused if the recipes test ran first
+        first = pipeline.predict_batch(con, settings)
+        n_docs = con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
+        assert first["rows"] == n_docs
+        cid = first["checkpoint_id"]
+        con.execute("DELETE FROM predictions.labels WHERE checkpoint_id = ? AND doc_id IN "
+                    "(SELECT doc_id FROM raw.corpus ORDER BY doc_id LIMIT 7)", [cid])
+        again = pipeline.predict_batch(con, settings)
+        assert again["predicted_now"] == 7 and again["rows"] == n_docs
+        assert pipeline.predict_batch(con, settings)["predicted_now"] == 0
+        path, = con.execute("SELECT path FROM students.champion").fetchone()
+        docs = con.execute("SELECT text FROM raw.corpus ORDER BY doc_id LIMIT 20").pl()["text"].to_list()
+
+    clf = hf_pipeline("text-classification", model=path, truncation=True, max_length=64)
+    out = clf(docs)
+    assert {o["label"] for o in out} <= {"negative", "positive"}
+    ours, _ = StudentPredictor(path, max_length=64, bf16=False).predict(docs)
+    names = {0: "negative", 1: "positive"}
+    agree = sum(names[a] == b["label"] for a, b in zip(ours, out)) / len(docs)
+    assert agree >= 0.9
+
+
+def test_head_tail_truncation_keeps_both_ends(tiny_models):
+    from transformers import AutoTokenizer
+
+    from llambert.student.encoding import encode, special_affixes
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["student"])
+    text = " ".join(["good"] * 10 + ["bad"] * 200 + ["awful"] * 10)
+    body = tok(text, add_special_tokens=False)["input_ids"]
+    pre, suf = special_affixes(tok)
+    head, = encode(tok, [text], 64, "head")
+    both, = encode(tok, [text], 64, "head_tail")
+    assert len(head) == len(both) == 64
+    budget = 64 - len(pre) - len(suf)
+    assert both == pre + body[: budget // 4] + body[len(body) - (budget - budget // 4):] + suf
+    assert head[len(pre): len(pre) + 10] == body[:10] and both[-len(suf) - 10: -len(suf)] == body[-10:]
+    short, = encode(tok, ["good film"], 64, "head_tail")
+    assert short == tok("good film")["input_ids"]
