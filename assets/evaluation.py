@@ -19,10 +19,12 @@ from llambert.reporting import markdown_table
 def report(llambert: LlambertResource) -> dg.MaterializeResult:
     with llambert.warehouse() as con:
         frame = pipeline.build_report(con, llambert.settings())
+        visuals = _visuals(con, llambert)
     value = lambda s, m: pipeline.report_value(frame, s, m)  # noqa: E731
     meta = {
         "report": dg.MetadataValue.md(markdown_table(frame, max_rows=50)),
         "dagster/row_count": frame.height,
+        **visuals,
     }
     for subject, metric in (("teacher", "accuracy_vs_gold"), ("student", "accuracy_vs_gold"),
                             ("student", "agreement_with_teacher"), ("teacher", "discard_rate")):
@@ -30,3 +32,36 @@ def report(llambert: LlambertResource) -> dg.MaterializeResult:
         if v is not None:
             meta[f"{subject}_{metric}"] = float(v)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _visuals(con, llambert: LlambertResource) -> dict:
+    """Confusion matrices (student vs gold on the eval split, teacher vs gold on the sample) and
+    time per stage, from the saved views (sql/views/confusion_matrix.sql, stage_costs.sql)."""
+    from llambert.plots import confusion_matrices, stage_times
+    from llambert.tasks import load_task
+    from llambert.warehouse import create_views, set_variables
+
+    settings = llambert.settings()
+    create_views(con)
+    set_variables(con, {"eval_split": settings.eval_split})
+    labels = load_task(settings.task).label_names
+    cells = con.execute("SELECT who, gold_label, predicted_label, documents FROM views.confusion_matrix").fetchall()
+    matrices = {}
+    for who, title in (("student", f"student vs gold ({settings.eval_split} split)"),
+                       ("teacher", "teacher vs gold (sample)")):
+        m = [[0] * len(labels) for _ in labels]
+        for w, gold, pred, n in cells:
+            if w == who and gold in labels and pred in labels:
+                m[labels.index(gold)][labels.index(pred)] = int(n)
+        matrices[title] = m
+    stages = con.execute(
+        "SELECT stage, last_rows, last_seconds, rows_per_s FROM views.stage_costs"
+    ).fetchall()
+    out = {
+        "confusion_matrix": dg.MetadataValue.md(confusion_matrices(matrices, labels, "confusion matrices")),
+        "confusion_counts": dg.MetadataValue.md(markdown_table(con.execute("FROM views.confusion_matrix").pl(), max_rows=50)),
+    }
+    if stages:
+        out["time_per_stage"] = dg.MetadataValue.md(stage_times([(s, r or 0, t or 0) for s, r, t, _ in stages]))
+        out["stage_costs"] = dg.MetadataValue.md(markdown_table(con.execute("FROM views.stage_costs").pl(), max_rows=50))
+    return out

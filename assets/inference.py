@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_project.partitions import batches_partitions
 from dagster_project.resources import LlambertResource
 from llambert import pipeline
+from llambert.plots import bar_chart
 from llambert.reporting import dict_table
 
 
@@ -30,5 +31,19 @@ def labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.
             "dagster/row_count": stats["rows"],
             **{k: v for k, v in stats.items() if v is not None},
             "label_distribution": dg.MetadataValue.md(dict_table(dist, "label", "documents")),
+            "label_distribution_chart": dg.MetadataValue.md(bar_chart(
+                _named(llambert, dist), f"student labels in batch {context.partition_key}", ylabel="documents")),
+            "throughput": dg.MetadataValue.md(
+                f"{stats.get('predicted_now', 0):,} documents labeled now"
+                + (f" at {stats['docs_per_s']:,} docs/s" if stats.get("docs_per_s") else " (all were labeled already)")),
         }
     )
+
+
+def _named(llambert: LlambertResource, counts: dict) -> dict:
+    """Label ids -> the task's label names, for charts people can read."""
+    from llambert.tasks import load_task
+
+    task = load_task(llambert.settings().task)
+    names = {l.id: l.name for l in task.labels}
+    return {names.get(k, str(k)): v for k, v in counts.items()}

@@ -4,6 +4,7 @@ import dagster as dg
 
 from dagster_project.resources import LlambertResource
 from llambert import pipeline
+from llambert.plots import bar_chart
 from llambert.reporting import dict_table, markdown_table
 from llambert.tasks import load_task
 
@@ -74,12 +75,18 @@ def parsed_and_discarded(llambert: LlambertResource):
         stats = pipeline.parse_labels(con, settings)
         balance = pipeline.label_balance(con, load_task(settings.task))
         discarded = con.execute("SELECT doc_id, raw_text, reason FROM labeling.discarded LIMIT 10").pl()
+        parsed_preview = con.execute(
+            "SELECT p.doc_id, p.label_name, p.raw_text, p.split, left(c.text, 100) AS text "
+            "FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) ORDER BY p.sample_rank LIMIT 8"
+        ).pl()
     yield dg.MaterializeResult(
         asset_key=["labeling", "parsed_labels"],
         metadata={
             "dagster/row_count": stats["parsed"],
             "discard_rate": stats["discard_rate"],
             "label_balance": dg.MetadataValue.md(dict_table(balance, "label", "rows")),
+            "label_balance_chart": dg.MetadataValue.md(bar_chart(balance, "teacher labels in the sample")),
+            "preview": dg.MetadataValue.md(markdown_table(parsed_preview)),
         },
     )
     yield dg.MaterializeResult(
