@@ -18,13 +18,14 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
 PORT ?= 3000
 
-.PHONY: install models run test test-real ui clean help
+.PHONY: install models run test test-real ui clean help bench-student
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
 	@echo "make test       install, then run the fast test suite (tiny random models)"
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
 	@echo "make ui         dagster dev on 127.0.0.1:$(PORT) with the project's own DAGSTER_HOME"
+	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,12 @@ test: install
 test-real: install
 	@$(MAKE) --no-print-directory models MODELS="$(TEST_MODELS)"
 	$(PY) -m pytest -q -m real -o addopts="-p no:cacheprovider"
+
+# Student benchmark: our inference vs transformers.pipeline on 5,000 IMDb reviews, training speed,
+# and the learning curve (gold vs LLM labels). Figures: var/bench/student_results.duckdb, docs/bench_student.md.
+bench-student: install
+	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-0.5b-instruct all-minilm-l6-v2"
+	nice -n 10 $(PY) -m llambert.bench.student $(BENCH_ARGS)
 
 ui: install
 	$(PY) -c "from dagster_project.instance import ensure_dagster_home; from llambert.config import load_settings; \
