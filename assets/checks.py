@@ -1,48 +1,74 @@
-"""Quality gates on the LLM labels: they guard the spending that follows (training, inference)."""
+"""Data contracts as Dagster asset checks: one multi-asset check per table, one check per contract.
+
+The contracts themselves live in ``llambert/contracts.py`` and ``data_contracts/*.json``. Checks
+on the partitioned tables (raw.corpus, predictions.labels) run per batch. Those that guard later
+spending (schema, keys, label domain, label balance and its shift, discard rate, ...) are
+blocking: a failure stops the assets after them. Every result is stored in
+``ops.contract_results`` and shown in the UI with a markdown table of offending rows.
+"""
+
+import warnings
 
 import dagster as dg
 
+from dagster_project.partitions import batches_partitions
 from dagster_project.resources import LlambertResource
-from llambert import pipeline
-from llambert.reporting import dict_table
-from llambert.tasks import load_task
-
-PARSED = dg.AssetKey(["labeling", "parsed_labels"])
+from llambert.contracts import CATALOG, PARTITIONED, ContractResult
 
 
-@dg.asset_check(asset=PARSED, blocking=True, description="The rarest label's share of the parsed labels is at least checks.min_minority_share.")
-def label_balance(llambert: LlambertResource) -> dg.AssetCheckResult:
-    settings = llambert.settings()
-    with llambert.warehouse() as con:
-        counts = pipeline.label_balance(con, load_task(settings.task))
-    total = sum(counts.values())
-    minority = min(counts, key=counts.get)
-    share = counts[minority] / total if total else 0.0
-    bound = settings.checks.min_minority_share
+def _result(key: dg.AssetKey, r: ContractResult) -> dg.AssetCheckResult:
+    from llambert.reporting import markdown_table
+
+    meta: dict = {"engine": r.engine, "blocking": r.blocking}
+    for name in ("observed", "bound", "rows_checked", "rows_failing"):
+        value = getattr(r, name)
+        if value is not None:
+            meta[name] = float(value) if isinstance(value, float) else value
+    if r.sampled:
+        meta["sampled"] = True
+    if r.skipped:
+        meta["skipped"] = True
+    if r.partition is not None:
+        meta["partition"] = r.partition
+    if r.failing is not None and r.failing.height:
+        meta["failing_rows" if not r.passed else "rows"] = dg.MetadataValue.md(markdown_table(r.failing))
     return dg.AssetCheckResult(
-        passed=total > 0 and share >= bound,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"minority label '{minority}' has {share:.1%} of {total} labels (bound {bound:.0%})",
-        metadata={"minority_share": share, "bound": bound, "minority_label": minority,
-                  "counts": dg.MetadataValue.md(dict_table(counts, "label", "rows"))},
+        asset_key=key,
+        check_name=r.contract,
+        passed=r.passed,
+        severity=dg.AssetCheckSeverity.ERROR if r.error else dg.AssetCheckSeverity.WARN,
+        description=r.description,
+        metadata=meta,
     )
 
 
-@dg.asset_check(asset=PARSED, blocking=True, description="The share of LLM answers discarded is at most checks.max_discard_rate.")
-def discard_rate(llambert: LlambertResource) -> dg.AssetCheckResult:
-    settings = llambert.settings()
-    with llambert.warehouse() as con:
-        parsed, discarded = con.execute(
-            "SELECT (SELECT count(*) FROM labeling.parsed_labels), (SELECT count(*) FROM labeling.discarded)"
-        ).fetchone()
-        reasons = dict(con.execute("SELECT reason, count(*) FROM labeling.discarded GROUP BY 1").fetchall())
-    total = parsed + discarded
-    rate = discarded / total if total else 1.0
-    bound = settings.checks.max_discard_rate
-    return dg.AssetCheckResult(
-        passed=total > 0 and rate <= bound,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{discarded} of {total} answers discarded ({rate:.1%}, bound {bound:.0%})",
-        metadata={"discard_rate": rate, "bound": bound, "discarded": discarded, "answers": total,
-                  "reasons": dg.MetadataValue.md(dict_table(reasons or {"(none)": 0}, "reason", "rows"))},
-    )
+def _contract_checks(table: str) -> dg.AssetChecksDefinition:
+    key = dg.AssetKey(table.split("."))
+    partitions = batches_partitions if table in PARTITIONED else None
+    with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature: checked per batch here
+        warnings.simplefilter("ignore")
+        specs = [
+            dg.AssetCheckSpec(s.name, asset=key, description=s.description, blocking=s.blocking, partitions_def=partitions)
+            for s in CATALOG[table]
+        ]
+
+    @dg.multi_asset_check(specs=specs, name=f"{table.replace('.', '_')}_contracts",
+                          description=f"The data contracts of {table} (data_contracts/{table}.json + SQL gates).")
+    def _check(context: dg.AssetCheckExecutionContext, llambert: LlambertResource):
+        from llambert.contracts import evaluate_and_record
+
+        partition = context.partition_key if partitions is not None and context.has_partition_key else None
+        with llambert.warehouse() as con:
+            results = evaluate_and_record(con, llambert.settings(), table, partition, run_id=context.run.run_id)
+        selected = {k.name for k in context.selected_asset_check_keys}
+        for r in results:
+            if r.contract not in selected:
+                continue
+            if not r.passed:
+                context.log.warning(f"contract {table}.{r.contract}{f' [{partition}]' if partition else ''} failed: {r.description}")
+            yield _result(key, r)
+
+    return _check
+
+
+CONTRACT_CHECKS = [_contract_checks(table) for table in CATALOG]

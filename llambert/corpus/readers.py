@@ -98,8 +98,9 @@ def _sniff(path: Path, fmt: str) -> None:
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             raise ReaderError(f"{path}: expected {fmt} text but this is {what}")
-    if head.count(b"\x00") > len(head) // 4:
-        raise ReaderError(f"{path}: expected {fmt} text but this is a binary file ({head.count(0)} NUL bytes in the first {len(head)})")
+    control = sum(b < 9 or 13 < b < 32 for b in head)  # text has tabs and newlines, rarely other control bytes
+    if control > len(head) // 20:
+        raise ReaderError(f"{path}: expected {fmt} text but this is a binary file ({control} control bytes in the first {len(head)})")
     if fmt == "jsonl":
         first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
         if first not in (b"{", b"["):

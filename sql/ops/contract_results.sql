@@ -1,0 +1,24 @@
+-- ops.contract_results: every evaluation of a data contract (llambert/contracts.py), one row per
+-- contract per table (and batch, for partitioned tables) per check run. `engine` says how it ran:
+-- great_expectations (row-level expectations of data_contracts/<table>.json on a frame pulled from
+-- DuckDB; `sampled` when the table was larger than checks.max_validated_rows) or sql (aggregates
+-- over every row). `failing_examples` holds up to 10 offending rows as JSON.
+CREATE TABLE IF NOT EXISTS ops.contract_results (
+    checked_at       TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    run_id           VARCHAR,
+    table_name       VARCHAR NOT NULL,
+    partition        VARCHAR,
+    contract         VARCHAR NOT NULL,
+    passed           BOOLEAN NOT NULL,
+    skipped          BOOLEAN NOT NULL DEFAULT false,
+    blocking         BOOLEAN NOT NULL,
+    engine           VARCHAR NOT NULL,
+    observed         DOUBLE,
+    bound            DOUBLE,
+    rows_checked     BIGINT,
+    rows_failing     BIGINT,
+    sampled          BOOLEAN NOT NULL DEFAULT false,
+    description      VARCHAR NOT NULL,
+    details          JSON,
+    failing_examples JSON
+);
