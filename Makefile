@@ -18,13 +18,15 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
 PORT ?= 3000
 
-.PHONY: install models run test test-real ui clean help bench-student
+.PHONY: install models run test test-real ui clean help bench-student chromium test-browser screenshots
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
 	@echo "make test       install, then run the fast test suite (tiny random models)"
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
 	@echo "make ui         dagster dev on 127.0.0.1:$(PORT) with the project's own DAGSTER_HOME"
+	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
+	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
@@ -57,6 +59,21 @@ test-real: install
 bench-student: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-0.5b-instruct all-minilm-l6-v2"
 	nice -n 10 $(PY) -m llambert.bench.student $(BENCH_ARGS)
+
+# The browser tier: Debian's chromium (apt, skipped when already there; CI runs as root), driven by
+# Playwright's Python package, which never downloads a browser of its own here.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM) already installed"; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver fonts-dejavu-core; fi
+
+test-browser: install chromium
+	LLAMBERT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser -o addopts="-p no:cacheprovider" tests/test_browser.py
+
+screenshots: install chromium
+	LLAMBERT_CHROMIUM=$(CHROMIUM) LLAMBERT_SCREENSHOT_DIR=docs $(PY) -m pytest -q -m browser -o addopts="-p no:cacheprovider" tests/test_browser.py
 
 ui: install
 	$(PY) -c "from dagster_project.instance import ensure_dagster_home; from llambert.config import load_settings; \
