@@ -588,6 +588,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, settings: Settings, table: str, par
     """Every contract of ``table`` (one batch of it, for partitioned tables), in :data:`CATALOG` order."""
     if table not in CATALOG:
         raise KeyError(f"no contracts for {table}; tables with contracts: {sorted(CATALOG)}")
+    ensure_results_table(con)  # the shift gates compare with earlier results
     results: list[ContractResult] = []
     for suite_table, prefix in SUITES[table]:
         schema = check_schema(con, suite_table, prefix)
@@ -621,10 +622,15 @@ def evaluate(con: duckdb.DuckDBPyConnection, settings: Settings, table: str, par
     return ordered
 
 
+def ensure_results_table(con: duckdb.DuckDBPyConnection) -> None:
+    if not table_exists(con, "ops.contract_results"):
+        con.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        run_model(con, "ops.contract_results")
+
+
 def record(con: duckdb.DuckDBPyConnection, results: list[ContractResult], run_id: str | None = None) -> None:
     """Store results in ops.contract_results (created on first use by sql/ops/contract_results.sql)."""
-    if not table_exists(con, "ops.contract_results"):
-        run_model(con, "ops.contract_results")
+    ensure_results_table(con)
     rows = [
         (run_id, r.table, r.partition, r.contract, r.passed, r.skipped, r.blocking, r.engine, r.observed, r.bound,
          r.rows_checked, r.rows_failing, r.sampled, r.description, json.dumps(r.details, default=str),
