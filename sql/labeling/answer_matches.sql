@@ -41,7 +41,7 @@ SELECT
     CASE WHEN p.n_matched = 1 THEN a.label_probs[p.label_name] END AS probability,
     CASE
         WHEN a.raw_text IS NULL THEN 'no_answer'
-        WHEN trim(a.raw_text) = '' THEN 'empty_answer'
+        WHEN regexp_full_match(a.raw_text, '[\s\pZ]*') THEN 'empty_answer'  -- whitespace of any kind
         WHEN coalesce(p.n_matched, 0) = 0 THEN 'no_label_word'
         WHEN p.n_matched > 1 THEN 'several_labels'
     END AS discard_reason
