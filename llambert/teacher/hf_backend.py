@@ -34,11 +34,7 @@ def load_causal_lm(path: str, dtype: str = "bfloat16"):
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if not getattr(tok, "chat_template", None):
-        raise ValueError(
-            f"the tokenizer at {path} has no chat template: llambert's prompts need an instruction-tuned "
-            "chat model (or add a chat_template to tokenizer_config.json)"
-        )
+    # A base model (no chat template) gets a plain few-shot transcript: see prompts.apply_template.
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     model.eval()
     return tok, model
@@ -132,23 +128,46 @@ class TransformersTeacher:
         self._variants = variants
         return variants
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-        ).last_hidden_state
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None, offset=None):
+        """Last hidden states (and the KV cache); positions count real tokens only (left padding)."""
+        if offset is None:
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        else:  # continuing after a cached prompt: positions go on from each row's length
+            position_ids = offset.unsqueeze(1) + torch.arange(input_ids.shape[1]).unsqueeze(0)
+        out = self.model.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past, use_cache=True,
+        )
+        return out.last_hidden_state, out.past_key_values
 
     def _choose(self, enc) -> list[Answer]:
+        """One forward pass over the prompts; label spellings of several tokens continue from the
+        KV cache (a few tokens each) instead of re-reading the prompt once per spelling."""
         variants = self.label_variants()
         head = self.model.get_output_embeddings().weight
         labels = self.task.label_names
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        hidden, past = self._hidden(ids, mask)
+        last = hidden[:, -1, :].float()
         if all(len(v.ids) == 1 for v in variants):
-            hidden = self._hidden(enc["input_ids"], enc["attention_mask"])[:, -1, :].float()
-            ids = torch.tensor([v.ids[0] for v in variants])
-            logits = hidden @ head[ids].float().T  # (B, V): the only rows we need, in fp32
-            scores = logits
+            # Only the label rows of the head, in fp32; the softmax normaliser cancels below.
+            rows = torch.tensor([v.ids[0] for v in variants])
+            scores = last @ head[rows].float().T
         else:
-            scores = self._sequence_logprobs(enc, variants, head)
+            first = torch.log_softmax(_fp32_logits(last, head), dim=-1)  # (B, V)
+            lengths = mask.sum(dim=1)
+            cols = []
+            for v in variants:
+                total = first[:, v.ids[0]].clone()
+                if len(v.ids) > 1:
+                    cont = torch.tensor(v.ids[:-1]).unsqueeze(0).expand(ids.shape[0], -1)
+                    full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
+                    h, past = self._hidden(cont, full_mask, past=past, offset=lengths)
+                    past.crop(-cont.shape[1])  # back to the prompt for the next spelling
+                    for pos, tid in enumerate(v.ids[1:]):
+                        total += torch.log_softmax(_fp32_logits(h[:, pos, :].float(), head), dim=-1)[:, tid]
+                cols.append(total)
+            scores = torch.stack(cols, dim=1)
         probs_out = []
         for row in scores:
             per_label = {l: -math.inf for l in labels}
@@ -161,22 +180,6 @@ class TransformersTeacher:
             best = max(labels, key=lambda l: (probs[l], -labels.index(l)))
             probs_out.append(Answer(raw_text=best, label_probs=probs, completion_tokens=0))
         return probs_out
-
-    def _sequence_logprobs(self, enc, variants: list[_Variant], head: torch.Tensor) -> torch.Tensor:
-        """Log P(variant | prompt) for multi-token label spellings: one pass per variant."""
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        cols = []
-        for v in variants:
-            cont = torch.tensor(v.ids).unsqueeze(0).expand(ids.shape[0], -1)
-            full_ids = torch.cat([ids, cont], dim=1)
-            full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
-            hidden = self._hidden(full_ids, full_mask)[:, -len(v.ids) - 1 : -1, :].float()
-            total = torch.zeros(ids.shape[0])
-            for pos, tid in enumerate(v.ids):
-                logits = _fp32_logits(hidden[:, pos, :], head)
-                total += torch.log_softmax(logits, dim=-1)[:, tid]
-            cols.append(total)
-        return torch.stack(cols, dim=1)
 
 
 def _fp32_logits(hidden: torch.Tensor, head: torch.Tensor, chunk: int = 32768) -> torch.Tensor:

@@ -25,11 +25,25 @@ def truncate_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False)
 
 
+def apply_template(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The model's chat template with the generation prompt; for a base model (no template) a
+    plain few-shot transcript ending in "Answer:", so the next word is the label."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    parts = []
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(m["content"] + "\n\n")
+        elif m["role"] == "user":
+            parts.append(m["content"] + "\nAnswer:")
+        else:
+            parts.append(" " + m["content"] + "\n\n")
+    return (tokenizer.bos_token or "") + "".join(parts)
+
+
 def fit_document(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
     """The document cut so that the whole prompt (template, instructions, examples) fits."""
-    empty = tokenizer.apply_chat_template(
-        build_messages(task, "", few_shot), tokenize=False, add_generation_prompt=True
-    )
+    empty = apply_template(tokenizer, build_messages(task, "", few_shot))
     overhead = len(tokenizer(empty, add_special_tokens=False)["input_ids"])
     budget = max(16, max_prompt_tokens - overhead)
     return truncate_tokens(tokenizer, text, budget)
@@ -40,8 +54,6 @@ def render_chat(tokenizer, task: Task, text: str, few_shot: int, max_prompt_toke
 
     The document is cut so the whole prompt stays within ``max_prompt_tokens``.
     """
-    return tokenizer.apply_chat_template(
-        build_messages(task, fit_document(tokenizer, task, text, few_shot, max_prompt_tokens), few_shot),
-        tokenize=False,
-        add_generation_prompt=True,
+    return apply_template(
+        tokenizer, build_messages(task, fit_document(tokenizer, task, text, few_shot, max_prompt_tokens), few_shot)
     )

@@ -1,0 +1,259 @@
+"""`make bench-teacher`: every offline teacher, every mode, on the same IMDb test reviews.
+
+For each model: ``choice`` (score the label tokens, batched), ``generate`` (greedy, batched,
+parsed by the task's SQL parser) and, as the baseline on the same model, the LlamBERT paper's
+way: one prompt at a time, sampling with temperature 1.0 and top_k 50, max_new_tokens 10.
+Accuracy, discard rate, share predicted positive and prompts/s go to ``bench.teacher`` in
+``var/bench/teacher.duckdb`` (one row per model x method x run, with the n it used) and to
+``docs/bench_teacher.md``. The baseline can run on a subset (``--baseline-n``) because it is
+slow; the markdown says which n every figure used.
+
+Run with ``nice -n 10`` on a shared machine: ``make bench-teacher N=200 BASELINE_N=60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from llambert.config import PROJECT_ROOT, load_settings
+
+BENCH_DB = PROJECT_ROOT / "var" / "bench" / "teacher.duckdb"
+DOC = PROJECT_ROOT / "docs" / "bench_teacher.md"
+# name, few-shot examples (the Gemma base model needs a few-shot prompt)
+TEACHERS = {
+    "qwen2.5-coder-1.5b-instruct": 0,
+    "qwen2.5-coder-0.5b-instruct": 0,
+    "smollm2-135m-instruct": 0,
+    "gemma-3-270m": 2,
+}
+METHODS = ("choice", "generate", "baseline")
+
+
+def log(msg: str) -> None:
+    print(f"[bench-teacher {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def open_bench(path: Path = BENCH_DB) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    con.execute("CREATE SCHEMA IF NOT EXISTS labeling")
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS bench.teacher (
+            run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, model VARCHAR, model_identity VARCHAR,
+            method VARCHAR, few_shot INTEGER, batch_size INTEGER, decoding VARCHAR, n INTEGER, accuracy DOUBLE,
+            discard_rate DOUBLE, share_positive DOUBLE, acc_top80 DOUBLE, prompts_per_s DOUBLE, seconds DOUBLE,
+            prompt_tokens BIGINT, completion_tokens BIGINT, threads INTEGER, host VARCHAR)"""
+    )
+    return con
+
+
+def reviews(data_dir: Path, n: int, seed: int = 0) -> pl.DataFrame:
+    """The same n IMDb test reviews for every model and method (a seeded sample)."""
+    frame = pl.read_parquet(data_dir / "test.parquet")
+    id_col = "id" if "id" in frame.columns else None
+    frame = frame.sample(n, seed=seed, shuffle=True)
+    return pl.DataFrame(
+        {
+            "doc_id": frame[id_col].cast(pl.Utf8) if id_col else [f"t{i}" for i in range(frame.height)],
+            "text": frame["text"],
+            "gold": frame["label"].cast(pl.Int64),
+        }
+    )
+
+
+def parse(con: duckdb.DuckDBPyConnection, task, docs: pl.DataFrame, answers) -> pl.DataFrame:
+    """Raw answers through the project's own parser (sql/labeling/answer_matches.sql)."""
+    from llambert.pipeline import write_task_labels
+    from llambert.warehouse import run_model
+
+    write_task_labels(con, task)
+    frame = pl.DataFrame(
+        {
+            "doc_id": docs["doc_id"],
+            "raw_text": [a.raw_text for a in answers],
+            "p_top": [max(a.label_probs.values()) if a.label_probs else None for a in answers],
+        }
+    )
+    con.register("staged_answers", frame)
+    con.execute(
+        "CREATE OR REPLACE TABLE labeling.llm_responses AS SELECT doc_id, raw_text, "
+        "NULL::MAP(VARCHAR, DOUBLE) AS label_probs FROM staged_answers"
+    )
+    run_model(con, "labeling.answer_matches")
+    out = con.execute(
+        "SELECT m.doc_id, m.label, s.p_top FROM labeling.answer_matches m JOIN staged_answers s USING (doc_id)"
+    ).pl()
+    con.unregister("staged_answers")
+    return docs.join(out, on="doc_id", how="left")
+
+
+def score(parsed: pl.DataFrame) -> dict:
+    n = parsed.height
+    ok = parsed.filter(pl.col("label").is_not_null())
+    acc = (ok["label"] == ok["gold"]).sum() / n if n else None  # a discard counts as wrong
+    top80 = None
+    if parsed["p_top"].null_count() == 0 and n >= 10:
+        k = int(n * 0.8)
+        best = parsed.sort("p_top", descending=True).head(k)
+        top80 = float((best["label"] == best["gold"]).sum() / k)
+    return {
+        "n": n,
+        "accuracy": float(acc) if acc is not None else None,
+        "discard_rate": (n - ok.height) / n if n else None,
+        "share_positive": float((ok["label"] == 1).sum() / n) if n else None,
+        "acc_top80": top80,
+    }
+
+
+def run_method(model: str, few_shot: int, method: str, docs: pl.DataFrame, batch_size: int, settings):
+    """Answers and timing of one method; the model load is not timed."""
+    from llambert.models import resolve_model
+    from llambert.tasks import load_task
+    from llambert.teacher.base import DecodingParams
+    from llambert.teacher.hf_backend import TransformersTeacher
+
+    task = load_task("imdb_sentiment")
+    resolved = resolve_model(model, settings.models_dir, role="teacher")
+    if method == "baseline":  # the paper: one at a time, sampling
+        dec = DecodingParams("generate", 10, 1.0, 50, few_shot, 640)
+        batch_size = 1
+    elif method == "generate":
+        dec = DecodingParams("generate", 4, 0.0, 0, few_shot, 640)
+    else:
+        dec = DecodingParams("choice", 4, 0.0, 0, few_shot, 640)
+    teacher = TransformersTeacher(str(resolved.path), resolved.identity, task, dec, threads=settings.threads)
+    if method == "baseline":
+        import torch
+
+        torch.manual_seed(0)
+    prepared = teacher.prepare(docs["text"].to_list())
+    order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i]))  # length-sorted, as the runner does
+    answers = [None] * len(prepared)
+    t0 = time.perf_counter()
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        for i, a in zip(idx, teacher.answer([prepared[i] for i in idx])):
+            answers[i] = a
+    seconds = time.perf_counter() - t0
+    teacher.close()
+    return task, resolved.identity, dec, batch_size, answers, seconds
+
+
+def measure(args) -> None:
+    import torch
+
+    settings = load_settings()
+    if args.threads:
+        settings.threads = args.threads
+        torch.set_num_threads(args.threads)
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    docs_all = reviews(data_dir, args.n, args.seed)
+    con = open_bench(Path(args.db))
+    run_id = uuid.uuid4().hex[:10]
+    for model in args.models:
+        few_shot = TEACHERS.get(model, 0)
+        for method in args.methods:
+            n = min(args.baseline_n, args.n) if method == "baseline" else args.n
+            docs = docs_all.head(n)
+            log(f"{model} {method}: {n} reviews ...")
+            task, identity, dec, bs, answers, seconds = run_method(
+                model, few_shot, method, docs, args.choice_batch if method == "choice" else args.batch, settings
+            )
+            row = score(parse(con, task, docs, answers)) | {
+                "run_id": run_id, "model": model, "model_identity": identity, "method": method, "few_shot": few_shot,
+                "batch_size": bs, "decoding": dec.key(), "prompts_per_s": n / seconds, "seconds": seconds,
+                "prompt_tokens": sum(a.prompt_tokens for a in answers),
+                "completion_tokens": sum(a.completion_tokens for a in answers),
+                "threads": torch.get_num_threads(), "host": platform.node(),
+            }
+            con.register("staged_row", pl.DataFrame([row]))
+            con.execute("INSERT INTO bench.teacher BY NAME SELECT * FROM staged_row")
+            con.unregister("staged_row")
+            log(f"  accuracy {row['accuracy']:.3f} discards {row['discard_rate']:.3f} "
+                f"{row['prompts_per_s']:.2f} prompts/s")
+            report(con, Path(args.md))  # after every row: a stopped run still leaves a usable table
+
+
+def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
+    """The latest row per model x method, the speed-up of our best mode over the paper's way."""
+    latest = con.execute(
+        """SELECT * FROM bench.teacher QUALIFY row_number() OVER (PARTITION BY model, method ORDER BY measured_at DESC) = 1
+           ORDER BY model, method"""
+    ).pl()
+    lines = [
+        "# Teacher benchmark",
+        "",
+        "Written by `make bench-teacher` (llambert/bench/teacher.py) from `bench.teacher` in "
+        "`var/bench/teacher.duckdb`. Same seeded IMDb test reviews for every model and method (the baseline "
+        "uses the first `n` of them). Accuracy counts a discard as wrong. `choice`: score the label tokens "
+        "in one forward pass (batched, length-sorted); `generate`: greedy, batched, parsed by "
+        "`sql/labeling/answer_matches.sql`; `baseline`: the paper's way on the same model: one prompt at a "
+        "time, sampling (temperature 1.0, top_k 50), max_new_tokens 10. bf16 on CPU; the machine was "
+        "shared with other jobs, so prompts/s are conservative.",
+        "",
+        "| model | method | few-shot | batch | n | accuracy | discard rate | share positive | acc. on 80% most confident | prompts/s | threads | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v, p=3):
+        return "–" if v is None else f"{v:.{p}f}"
+
+    for r in latest.iter_rows(named=True):
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['few_shot']} | {r['batch_size']} | {r['n']} | {f(r['accuracy'])} | "
+            f"{f(r['discard_rate'])} | {f(r['share_positive'])} | {f(r['acc_top80'])} | {f(r['prompts_per_s'], 2)} | "
+            f"{r['threads']} | {str(r['measured_at'])[:16]} |"
+        )
+    lines += ["", "## Our best mode against the paper's way, per model", "",
+              "| model | best mode | accuracy (n) | prompts/s | baseline accuracy (n) | baseline prompts/s | speed-up |",
+              "|---|---|---|---|---|---|---|"]
+    for model, g in latest.group_by("model", maintain_order=True):
+        base = g.filter(pl.col("method") == "baseline")
+        ours = g.filter(pl.col("method") != "baseline").sort(["accuracy", "prompts_per_s"], descending=True)
+        if base.is_empty() or ours.is_empty():
+            continue
+        b, o = base.row(0, named=True), ours.row(0, named=True)
+        lines.append(
+            f"| {model[0] if isinstance(model, tuple) else model} | {o['method']} | {f(o['accuracy'])} ({o['n']}) | "
+            f"{f(o['prompts_per_s'], 2)} | {f(b['accuracy'])} ({b['n']}) | {f(b['prompts_per_s'], 2)} | "
+            f"{o['prompts_per_s'] / b['prompts_per_s']:.1f}x |"
+        )
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines) + "\n")
+    log(f"wrote {md}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=500, help="IMDb test reviews per model and method")
+    ap.add_argument("--baseline-n", type=int, default=500, help="reviews for the (slow) paper baseline")
+    ap.add_argument("--models", nargs="+", default=list(TEACHERS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--batch", type=int, default=8, help="batch size of generate")
+    ap.add_argument("--choice-batch", type=int, default=8, help="batch size of choice")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (on a CPU shared with other jobs, 1 can be several times faster than 2)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--db", default=str(BENCH_DB))
+    ap.add_argument("--md", default=str(DOC))
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        report(open_bench(Path(args.db)), Path(args.md))
+    else:
+        measure(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
