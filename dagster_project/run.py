@@ -41,6 +41,7 @@ def run_pipeline(
     resource = LlambertResource(config_path=config_path, overrides_yaml=yaml.safe_dump(overrides) if overrides else "")
     defs = build_definitions(resource)
     t_all = time.perf_counter()
+    run_ids: list[str] = []
     for job_name, partitioned in STEPS:
         print(f"[llambert] {job_name}{f' (batch {batch})' if partitioned else ''} ...", file=sys.stderr, flush=True)
         t_job = time.perf_counter()
@@ -59,6 +60,7 @@ def run_pipeline(
             print(f"[llambert] job {job_name} failed (run {result.run_id}); see `make ui` for the full log.", file=sys.stderr)
             return 1
         print(f"[llambert] {job_name} done in {time.perf_counter() - t_job:.1f}s (run {result.run_id[:8]})", file=sys.stderr)
+        run_ids.append(result.run_id)
     with open_warehouse(settings.warehouse_path) as con:
         report = pipeline.build_report(con, settings)
         stages = con.execute(
@@ -66,8 +68,14 @@ def run_pipeline(
             "ORDER BY stage, partition, finished_at DESC) ORDER BY CASE stage WHEN 'ingest' THEN 1 WHEN 'sample' THEN 2 "
             "WHEN 'teacher' THEN 3 WHEN 'parse' THEN 4 WHEN 'train' THEN 5 WHEN 'predict' THEN 6 ELSE 7 END"
         ).fetchall()
+        from llambert.contracts import failures
+
+        warned = failures(con, run_ids)  # non-blocking contracts that failed: said here, not only in the UI
     stages.append(("total (this run)", 0, time.perf_counter() - t_all))
     print("\n".join(summary_lines(report, str(settings.warehouse_path), stages)))
+    for table, partition, contract, description in warned:
+        print(f"[llambert] contract warning: {table}{f' [{partition}]' if partition else ''} {contract}: {description}",
+              file=sys.stderr)
     return 0
 
 

@@ -337,7 +337,7 @@ def _balance(table: str, counts: dict[str, int], names: list[str], bound: float,
 def _shift(table: str, now: dict[str, float], before: dict[str, float] | None, bound: float, against: str,
            partition: str | None = None) -> ContractResult:
     if not before:
-        return ContractResult(table, "balance_shift", True, f"nothing to compare with ({against} has no labels yet)",
+        return ContractResult(table, "balance_shift", True, f"skipped: nothing to compare with yet ({against})",
                               "sql", partition, bound=bound, skipped=True)
     names = list(dict.fromkeys([*now, *before]))
     shifts = {n: abs(now.get(n, 0.0) - before.get(n, 0.0)) for n in names}
@@ -641,6 +641,15 @@ def record(con: duckdb.DuckDBPyConnection, results: list[ContractResult], run_id
         "INSERT INTO ops.contract_results (run_id, table_name, partition, contract, passed, skipped, blocking, engine, "
         "observed, bound, rows_checked, rows_failing, sampled, description, details, failing_examples) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def failures(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[tuple[str, str | None, str, str]]:
+    """(table, partition, contract, description) of every contract that failed in these Dagster runs."""
+    if not run_ids or not table_exists(con, "ops.contract_results"):
+        return []
+    return con.execute(
+        "SELECT table_name, partition, contract, description FROM ops.contract_results "
+        "WHERE NOT passed AND list_contains(?, run_id) ORDER BY checked_at", [run_ids]).fetchall()
 
 
 def evaluate_and_record(con: duckdb.DuckDBPyConnection, settings: Settings, table: str, partition: str | None = None,

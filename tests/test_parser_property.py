@@ -66,7 +66,7 @@ def _blank(s: str) -> bool:
     return all(c in " \t\n\r\f" or unicodedata.category(c).startswith("Z") for c in s)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_answer_is_a_label_or_a_discard(parser, data):
     task, con = parser
@@ -119,7 +119,7 @@ def _reference(task, match: str, raw: str | None) -> str | int:
     return hits.pop() if len(hits) == 1 else ("no_label_word" if not hits else "several_labels")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_sql_parser_follows_the_documented_rule(parser, data):
     """Against a Python statement of the rule, on ASCII answers (where 'letter or digit' is unambiguous)."""
