@@ -54,6 +54,9 @@ class TeacherConfig(_Strict):
     max_prompt_tokens: int = Field(640, ge=32, description="Reviews are cut so that the prompt fits.")
     commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")
     few_shot: int = Field(0, ge=0, description="Number of the task's examples to put before each prompt.")
+    few_shot_source: Literal["task", "gold"] = Field(
+        "task", description="task: the task file's examples; gold: short gold-labelled pool documents outside the sample."
+    )
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
     base_urls: list[str] = Field(default_factory=list, description="openai backend: servers to spread load over.")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: env var holding the key (never stored).")
