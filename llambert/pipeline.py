@@ -132,11 +132,11 @@ def teacher_variables(backend, task: Task) -> dict:
 
 def label_sample(con: duckdb.DuckDBPyConnection, settings: Settings, backend=None) -> dict:
     """Ask the teacher about every sampled document that has no cached answer yet."""
-    from llambert.teacher import make_teacher
+    from llambert.teacher import make_teacher, with_gold_examples
     from llambert.teacher.runner import label_documents
 
     t0 = time.perf_counter()
-    task = load_task(settings.task)
+    task = with_gold_examples(con, settings, load_task(settings.task))
     docs = con.execute(
         "SELECT s.doc_id, c.text FROM labeling.sample s JOIN raw.corpus c USING (doc_id) ORDER BY s.sample_rank"
     ).pl()

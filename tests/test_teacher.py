@@ -291,3 +291,33 @@ def test_openai_backend_needs_base_urls():
     dec = DecodingParams(mode="choice", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=128)
     with pytest.raises(ValueError, match="teacher.base_urls"):
         OpenAITeacher("m", load_task("imdb_sentiment"), dec, [])
+
+
+def test_gold_few_shot_examples(tiny_settings):
+    """Few-shot examples drawn from gold data: balanced, outside the sample, in every prompt."""
+    from llambert import pipeline
+    from llambert.teacher import with_gold_examples
+
+    s = tiny_settings.model_copy(deep=True)
+    s.teacher.few_shot = 2
+    s.teacher.few_shot_source = "gold"
+    task = load_task(s.task)
+    with open_warehouse(s.warehouse_path) as con:
+        pipeline.ingest_batch(con, s, "initial")
+        pipeline.build_sample(con, s)
+        gold_task = with_gold_examples(con, s, task)
+        texts = [e.text for e in gold_task.examples]
+        in_sample = con.execute(
+            "SELECT count(*) FROM labeling.sample s JOIN raw.corpus c USING (doc_id) WHERE list_contains(?, c.text)",
+            [texts],
+        ).fetchone()[0]
+        splits = {r[0] for r in con.execute("SELECT split FROM raw.corpus WHERE list_contains(?, text)", [texts]).fetchall()}
+        stats = pipeline.label_sample(con, s)
+        version = con.execute("SELECT DISTINCT prompt_version FROM labeling.llm_responses").fetchall()
+        s.teacher.few_shot = 50
+        with pytest.raises(ValueError, match="teacher.few_shot"):
+            with_gold_examples(con, s, task)
+    assert sorted(e.label for e in gold_task.examples) == ["negative", "positive"]
+    assert in_sample == 0 and splits <= set(s.sample.pool_splits)
+    assert gold_task.version != task.version and version == [(gold_task.version,)]
+    assert stats["asked"] == 40

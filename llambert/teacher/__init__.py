@@ -19,6 +19,41 @@ def decoding_params(settings: Settings) -> DecodingParams:
     )
 
 
+def with_gold_examples(con, settings: Settings, task: Task) -> Task:
+    """The task with ``few_shot`` examples drawn from gold-labelled pool documents (never sampled,
+    never from an excluded split, 40-600 characters), labels taken in turn, in a seeded order."""
+    from llambert.tasks import Example
+
+    k = settings.teacher.few_shot
+    if settings.teacher.few_shot_source != "gold" or k == 0:
+        return task
+    rows = con.execute(
+        """SELECT c.text, c.gold_label FROM raw.corpus c
+           WHERE c.gold_label IS NOT NULL AND list_contains(?, c.split)
+             AND c.doc_id NOT IN (SELECT doc_id FROM labeling.sample)
+             AND length(c.text) BETWEEN 40 AND 600
+           ORDER BY c.gold_label, md5(? || c.doc_id)""",
+        [settings.sample.pool_splits, str(settings.sample.seed)],
+    ).fetchall()
+    by_label: dict[int, list[str]] = {}
+    for text, label in rows:
+        by_label.setdefault(int(label), []).append(text)
+    picked: list[Example] = []
+    ids = [i for i in task.label_ids if by_label.get(i)]
+    while ids and len(picked) < k:
+        for i in list(ids):
+            if len(picked) < k and by_label[i]:
+                picked.append(Example(text=by_label[i].pop(0), label=task.label_by_id(i).name))
+            if not by_label[i]:
+                ids.remove(i)
+    if len(picked) < k:
+        raise ValueError(
+            f"setting 'teacher.few_shot' = {k} with few_shot_source 'gold': only {len(picked)} gold-labelled "
+            "short pool documents outside the sample were found"
+        )
+    return task.model_copy(update={"examples": picked})
+
+
 def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
     """Resolve the configured model and start the configured backend (heavy imports happen here)."""
     from llambert.models import resolve_model

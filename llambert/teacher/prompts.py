@@ -41,10 +41,17 @@ def apply_template(tokenizer, messages: list[dict[str, str]]) -> str:
     return (tokenizer.bos_token or "") + "".join(parts)
 
 
+_OVERHEAD: dict[tuple, int] = {}
+
+
 def fit_document(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
     """The document cut so that the whole prompt (template, instructions, examples) fits."""
-    empty = apply_template(tokenizer, build_messages(task, "", few_shot))
-    overhead = len(tokenizer(empty, add_special_tokens=False)["input_ids"])
+    key = (getattr(tokenizer, "name_or_path", ""), str(getattr(tokenizer, "chat_template", "")), len(tokenizer),
+           task.name, task.version, few_shot)
+    overhead = _OVERHEAD.get(key)
+    if overhead is None:  # the template's own tokens: the same for every document
+        empty = apply_template(tokenizer, build_messages(task, "", few_shot))
+        overhead = _OVERHEAD[key] = len(tokenizer(empty, add_special_tokens=False)["input_ids"])
     budget = max(16, max_prompt_tokens - overhead)
     return truncate_tokens(tokenizer, text, budget)
 
