@@ -20,6 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llambert",
         description="Label a whole corpus for the price of labeling a sample (LlamBERT) over a DuckDB warehouse.",
+        epilog="examples:\n"
+        "  llambert run --set sample.size=200      the whole pipeline through Dagster, then a summary\n"
+        "  llambert sql \"FROM views.stage_costs\"   SQL on the warehouse (read-only), or --format csv|json\n"
+        "  llambert models                         which offline models are installed\n"
+        "  llambert COMMAND --help                 each command's options\n\n"
+        f"A failure prints one line and exits non-zero; the traceback goes to {LOG}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="llambert YAML file (default: LLAMBERT_CONFIG or ./llambert.yaml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
