@@ -179,18 +179,54 @@ def _claim(settings: Settings, path: Path, move: bool, known: dict[str, InboxBat
     return batch, True
 
 
+def check_inbox_file(settings: Settings, path: str | Path) -> None:
+    """Fail early, naming the file and the setting, if ``path`` cannot be a batch (reads only its head)."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InboxError(f"{path}: no such file")
+    fmt = INBOX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InboxError(f"{path}: unsupported file type '{path.suffix}'; use .parquet, .csv or .jsonl")
+    try:
+        if fmt == "parquet":
+            columns = list(pl.read_parquet_schema(path))
+        elif fmt == "csv":
+            columns = pl.read_csv(path, n_rows=5, infer_schema_length=0).columns
+        else:
+            columns = pl.read_ndjson(path, n_rows=5).columns
+    except Exception as e:  # polars raises several types; the message is what matters
+        raise InboxError(f"{path}: cannot be read as {fmt}: {e}") from e
+    if settings.inbox.text_column not in columns:
+        raise InboxError(f"{path}: no text column '{settings.inbox.text_column}' (columns: {columns}); "
+                         f"set inbox.text_column in llambert.yaml")
+
+
 def claim_file(settings: Settings, path: str | Path, move: bool = False) -> tuple[InboxBatch, bool]:
     """Make ``path`` a batch (copied, or moved with ``move``); returns (batch, is_new).
 
     A file whose bytes were claimed before returns that earlier batch and ``False``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InboxError(f"{path}: no such file")
-    if path.suffix.lower() not in INBOX_FORMATS:
-        raise InboxError(f"{path}: unsupported file type '{path.suffix}'; use .parquet, .csv or .jsonl")
+    check_inbox_file(settings, path)
     with _inbox_lock(settings):
         return _claim(settings, path, move, known_batches(settings))
+
+
+def queue_file(settings: Settings, path: str | Path) -> Path:
+    """Copy ``path`` into the inbox for the sensor, atomically (it never sees half a file)."""
+    path = Path(path)
+    check_inbox_file(settings, path)
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    target = settings.inbox_dir / path.name
+    if target.exists():
+        raise InboxError(f"{target} is already waiting in the inbox; rename your file or wait for the sensor")
+    tmp = settings.inbox_dir / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
+    shutil.copy2(path, tmp)
+    os.utime(tmp)  # settle time counts from the copy, not from the original's mtime
+    os.replace(tmp, target)
+    return target
 
 
 def pending_files(settings: Settings) -> list[Path]:
