@@ -121,7 +121,7 @@ def known_batches(settings: Settings) -> dict[str, InboxBatch]:
 def inbox_source(settings: Settings, batch: str) -> tuple[CorpusSource, Path]:
     """The file behind a batch and how to read it (``pipeline.batch_sources`` calls this)."""
     b = read_manifest(settings, batch)
-    path = Path(b.stored_path)
+    path = batches_dir(settings) / batch / b.file_name  # not b.stored_path: the home folder may have moved
     if not path.exists():
         raise InboxError(f"batch '{batch}': its file {path} is gone; restore it to re-run the batch")
     cfg = settings.inbox

@@ -60,7 +60,8 @@ def _counts(con) -> dict:
 def _write_config(root, home, small_corpus, tiny_models):
     cfg = root / "llambert.yaml"
     cfg.write_text(yaml.safe_dump(tiny_settings_dict(
-        home, small_corpus, tiny_models, audit=AUDIT, inbox={"settle_seconds": 0}, threads=1)))
+        home, small_corpus, tiny_models, audit=AUDIT, inbox={"settle_seconds": 0}, threads=1,
+        student={"recipe": "llambert_extra"})))  # the recipe that trains on the whole LLM pool, audit labels included
     return cfg
 
 
@@ -149,12 +150,12 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
         assert run[4] == (requested == 1)
         assert run[4] == (run[1] >= AUDIT["retrain_min_new_labels"] or (run[3] is not None and run[3] < 0.8))
         assert con.execute("SELECT count(*) FROM ops.stage_runs WHERE stage = 'audit' AND partition = ?", [key]).fetchone()[0] == 1
-        # Audit labels join the training pool.
-        from llambert.pipeline import training_phases
+    # Parsed audit labels join the training pool (training_phases rebuilds students.training_examples).
+    from llambert.pipeline import training_phases
 
-        phases, _ = training_phases(con, settings)
-        n_sample = con.execute("SELECT count(*) FROM labeling.parsed_labels").fetchone()[0]
-        assert len(phases[0].texts) == n_sample + run[1]
+    with duckdb.connect(wh) as con:
+        training_phases(con, settings)
+        assert con.execute("SELECT count(*) FROM students.training_examples WHERE origin = 'audit'").fetchone()[0] == run[1]
     mat = instance.get_latest_materialization_event(dg.AssetKey(["labeling", "audit_labels"]))
     assert mat.asset_materialization.partition == key
     assert mat.asset_materialization.metadata["audited"].value == 4
@@ -253,8 +254,9 @@ def test_ingest_now_runs_in_a_child_process(incremental, imdb_dir, tmp_path, cap
 def test_partition_keys_and_bad_files(tmp_path, tiny_settings):
     from llambert.inbox import InboxError, claim_file, partition_key
 
-    key = partition_key("Reviews 2024/05 (final).CSV", "ab" * 32)
-    assert key == "Reviews_2024_05_final-abababababab"
+    key = partition_key("Reviews 2024-05 (final).CSV", "ab" * 32)
+    assert key == "Reviews_2024-05_final-abababababab"
+    assert partition_key("...", "cd" * 32) == "file-cdcdcdcdcdcd"  # '...' is not allowed in a Dagster key
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     with pytest.raises(InboxError, match="unsupported file type"):

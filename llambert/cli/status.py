@@ -32,9 +32,10 @@ WITH batches AS (
 )
 SELECT b.batch,
        f.file_name AS file,
-       (SELECT count(*) FROM raw.occurrences o WHERE o.batch = b.batch) AS input_rows,
+       (SELECT count(*) FROM raw.occurrences o WHERE o.batch = b.batch) AS accepted_rows,
        (SELECT count(*) FROM raw.rejected r WHERE r.batch = b.batch) AS rejected_rows,
        (SELECT count(*) FROM raw.corpus c WHERE c.batch = b.batch) AS documents,
+       f.known_documents,
        coalesce(l.n, 0) AS labeled,
        (SELECT count(*) FROM raw.corpus c WHERE c.batch = b.batch) - coalesce(l.n, 0) AS pending,
        a.audited, a.agreement, a.retrain_requested,
@@ -100,13 +101,15 @@ def format_report(r: dict) -> list[str]:
     batches = r.get("batches") or []
     if batches:
         lines.append("")
-        lines.append(f"{'batch (partition)':40} {'rows':>8} {'rejected':>8} {'docs':>8} {'labeled':>8} {'pending':>8}  audit")
+        lines.append(f"{'batch (partition)':40} {'accepted':>8} {'rejected':>8} {'new docs':>8} {'known':>8} "
+                     f"{'labeled':>8} {'pending':>8}  audit")
         for b in batches:
             audit = (f"{b['audited']} audited, agreement {b['agreement']:.3f}" if b["agreement"] is not None
                      else ("-" if b["audited"] is None else f"{b['audited']} audited, none parsed"))
             if b["retrain_requested"]:
                 audit += ", retrain requested"
-            lines.append(f"{b['batch'][:40]:40} {b['input_rows']:>8} {b['rejected_rows']:>8} {b['documents']:>8} "
+            known = "-" if b["known_documents"] is None else b["known_documents"]
+            lines.append(f"{b['batch'][:40]:40} {b['accepted_rows']:>8} {b['rejected_rows']:>8} {b['documents']:>8} {known:>8} "
                          f"{b['labeled']:>8} {b['pending']:>8}  {audit}")
         lines.append("")
         lines.append(f"pending work: {r['pending_documents']} document(s) without a prediction from the champion"
