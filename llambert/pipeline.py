@@ -56,10 +56,16 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
     task = load_task(settings.task)
     names = {l.name: l.id for l in task.labels}
     rows, rejected = [], []
-    for source, path in batch_sources(settings, batch):
-        result = read_source(source, path, names)
-        rows.append(result.rows)
-        rejected.append(result.rejected)
+    from llambert.progress import progress
+
+    sources = batch_sources(settings, batch)
+    with progress(len(sources), f"ingest batch {batch}", "file") as bar:
+        for source, path in sources:
+            result = read_source(source, path, names)
+            rows.append(result.rows)
+            rejected.append(result.rejected)
+            bar.set_postfix_str(f"{sum(r.height for r in rows):,} rows", refresh=False)
+            bar.update(1)
     staged = pl.concat(rows) if rows else pl.DataFrame(schema=CORPUS_SCHEMA)
     staged_rej = pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
     con.register("staged_rows", staged)
