@@ -77,6 +77,14 @@ def label_documents(
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
     keys = register_requests(con, backend, docs, prompt_version)
+    # Flush the WAL before the long part: DuckDB 1.5.6 cannot replay a WAL that holds the views
+    # created when the warehouse was opened ("GetDefaultDatabase with no default database set"),
+    # so a kill -9 during labeling would leave a warehouse that no longer opens. After this, the
+    # WAL holds only committed answer batches, which replay fine.
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.Error:  # another transaction in this process is open: carry on without it
+        pass
     con.register("staged_keys", keys.select("cache_key"))
     have = set(
         r[0]
