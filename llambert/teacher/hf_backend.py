@@ -20,6 +20,11 @@ from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.prompts import render_chat
 
 
+# A spelling of several tokens is scored only if its first token is within this many nats of
+# the best one-token spelling in some row (e^-20 ~ 2e-9: below any decision that matters).
+SKIP_LOGPROB = 20.0
+
+
 @dataclass
 class _Variant:
     label: str
@@ -156,9 +161,16 @@ class TransformersTeacher:
         else:
             first = torch.log_softmax(_fp32_logits(last, head), dim=-1)  # (B, V)
             lengths = mask.sum(dim=1)
+            single = [v.ids[0] for v in variants if len(v.ids) == 1]
+            floor = first[:, single].max(dim=1).values - SKIP_LOGPROB if single else None
             cols = []
             for v in variants:
                 total = first[:, v.ids[0]].clone()
+                if len(v.ids) > 1 and floor is not None and bool((total < floor).all()):
+                    # Its first token alone is e^SKIP_LOGPROB times less likely than a one-token
+                    # spelling in every row: its mass is negligible, skip the continuation pass.
+                    cols.append(torch.full_like(total, -math.inf))
+                    continue
                 if len(v.ids) > 1:
                     cont = torch.tensor(v.ids[:-1]).unsqueeze(0).expand(ids.shape[0], -1)
                     full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
