@@ -24,6 +24,12 @@ def ingest_now(files: list[str], config_path: str | None = None, overrides: dict
 
     import dagster as dg
 
+    with dg.DagsterInstance.get() as instance:
+        return _ingest_on(instance, settings, files, config_path, overrides, log_level)
+
+
+def _ingest_on(instance, settings, files: list[str], config_path: str | None, overrides: dict | None,
+               log_level: str) -> int:
     from dagster_project.definitions import build_definitions
     from dagster_project.partitions import BATCHES
     from dagster_project.resources import LlambertResource
@@ -31,7 +37,6 @@ def ingest_now(files: list[str], config_path: str | None = None, overrides: dict
     from llambert.inbox import InboxError, claim_file, known_batches, scan_inbox
     from llambert.warehouse import open_warehouse
 
-    instance = dg.DagsterInstance.get()
     todo = []
     try:
         for f in files:

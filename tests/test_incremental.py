@@ -33,7 +33,8 @@ def _context(instance, defs):
 
 def _evaluate(instance, defs, name: str):
     """Evaluate a sensor as the daemon would (run requests resolved and validated against the job)."""
-    return defs.resolve_sensor_def(name).evaluate_tick(_context(instance, defs))
+    with _context(instance, defs) as context:  # closes the instance the context opens from the ref
+        return defs.resolve_sensor_def(name).evaluate_tick(context)
 
 
 def _tick(instance, defs) -> list:
@@ -89,8 +90,10 @@ def incremental(initial_state, tmp_path, small_corpus, tiny_models, monkeypatch)
     shutil.copytree(initial_state / "dagster_home", tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     cfg = _write_config(tmp_path, tmp_path / "home", small_corpus, tiny_models)
-    return {"cfg": cfg, "settings": load_settings(cfg), "instance": dg.DagsterInstance.get(),
-            "defs": build_definitions(LlambertResource(config_path=str(cfg)))}
+    # Entered, so Dagster's per-instance state (defs state storage) is this test's, not a previous one's.
+    with dg.DagsterInstance.get() as instance:
+        yield {"cfg": cfg, "settings": load_settings(cfg), "instance": instance,
+               "defs": build_definitions(LlambertResource(config_path=str(cfg)))}
 
 
 def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, imdb_dir, tmp_path):
