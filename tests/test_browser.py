@@ -46,6 +46,24 @@ ASSET_NAMES = ["corpus", "sample", "llm_responses", "parsed_labels", "discarded"
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
+def shown(page, text: str, exact: bool = True):
+    """The first *visible* element with this text (hidden copies, e.g. tooltips, are skipped)."""
+    return page.get_by_text(text, exact=exact).filter(visible=True).first
+
+
+@contextlib.contextmanager
+def snapshot_on_failure(page, name: str) -> Iterator[None]:
+    """A failing step leaves var/screenshots/failed_<name>.png behind, to see what the page showed."""
+    try:
+        yield
+    except BaseException:
+        out = PROJECT_ROOT / "var" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(out / f"failed_{name}.png"))
+        raise
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,7 +161,7 @@ def browser_page(ui, tmp_path_factory):
             headless=True, viewport=VIEWPORT,
         )
         page = ctx.new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly
         # Dagster's first-visit "Join the community" dialog covers the page: dismiss it whenever it shows.
         page.add_locator_handler(page.get_by_text("Join the Dagster community"),
                                  lambda: page.get_by_role("button", name="Skip").click())
@@ -155,70 +173,76 @@ def browser_page(ui, tmp_path_factory):
 
 def test_asset_graph_shows_every_asset(ui, browser_page):
     page = browser_page
-    page.goto(f"{ui}/asset-groups", wait_until="domcontentloaded")
-    for group in ("ingest", "labeling", "training", "inference", "quality"):
-        page.get_by_text(group, exact=True).first.wait_for()
-    page.get_by_role("button", name="settings", exact=True).click()
-    page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
-    page.keyboard.press("Escape")
-    for name in ASSET_NAMES:
-        page.get_by_text(name, exact=True).first.wait_for()
-    page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation
-    page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
-    # One group up close: each node with its latest materialization, checks and kinds.
-    page.goto(f"{ui}/locations/llambert/asset-groups/labeling", wait_until="domcontentloaded")
-    for text in ("parsed_labels", "llm_responses", "PyTorch", "DuckDB", "Asset checks"):
-        page.get_by_text(text, exact=True).first.wait_for()
-    page.wait_for_timeout(1000)
-    page.screenshot(path=str(SCREENSHOTS / "asset_group_labeling.png"))
+    with snapshot_on_failure(page, "test_asset_graph_shows_every_asset"):
+        page.goto(f"{ui}/asset-groups", wait_until="domcontentloaded")
+        for group in ("ingest", "labeling", "training", "inference", "quality"):
+            shown(page, group).wait_for()
+        page.get_by_role("button", name="settings", exact=True).click()
+        page.get_by_role("menuitem").first.wait_for()
+        expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
+        if expand.count():  # otherwise the groups are expanded already ("Collapse all groups")
+            expand.click()
+        else:
+            page.keyboard.press("Escape")
+        for name in ASSET_NAMES:
+            shown(page, name).wait_for()
+        page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation
+        page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
+        # One group up close: each node with its latest materialization, checks and kinds.
+        page.goto(f"{ui}/locations/llambert/asset-groups/labeling", wait_until="domcontentloaded")
+        for text in ("parsed_labels", "llm_responses", "PyTorch", "DuckDB", "Asset checks"):
+            shown(page, text).wait_for()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SCREENSHOTS / "asset_group_labeling.png"))
 
 
 def test_launch_job_and_see_metadata(ui, browser_page):
     page = browser_page
-    # The launchpad: its config editor shows the resource's self-explaining fields.
-    page.goto(f"{ui}/locations/llambert/jobs/evaluate/playground", wait_until="domcontentloaded")
-    launch = page.get_by_role("button", name=re.compile("launch run", re.I))
-    launch.wait_for()
-    page.get_by_text("No errors").wait_for()
-    launch.click()
-    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"), timeout=60_000)
-    run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-    # Wait for the run to finish as the UI shows it.
-    deadline = time.monotonic() + 300
-    status = None
-    while time.monotonic() < deadline:
-        status = graphql(ui, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                         {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(2)
-    assert status == "SUCCESS", f"run {run_id} ended {status}"
-    page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
-    (PROJECT_ROOT / "var" / "screenshots").mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(PROJECT_ROOT / "var" / "screenshots" / "run.png"))  # not for the README
+    with snapshot_on_failure(page, "test_launch_job_and_see_metadata"):
+        # The launchpad: its config editor shows the resource's self-explaining fields.
+        page.goto(f"{ui}/locations/llambert/jobs/evaluate/playground", wait_until="domcontentloaded")
+        launch = page.get_by_role("button", name=re.compile("launch run", re.I))
+        launch.wait_for()
+        shown(page, "No errors").wait_for()
+        launch.click()
+        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"), timeout=60_000)
+        run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+        # Wait for the run to finish as the UI shows it.
+        deadline = time.monotonic() + 300
+        status = None
+        while time.monotonic() < deadline:
+            status = graphql(ui, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                             {"id": run_id})["runOrError"]["status"]
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(2)
+        assert status == "SUCCESS", f"run {run_id} ended {status}"
+        shown(page, "Success").wait_for()
+        (PROJECT_ROOT / "var" / "screenshots").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(PROJECT_ROOT / "var" / "screenshots" / "run.png"))  # not for the README
 
-    # The asset's latest materialization comes from our run, and its metadata rendered.
-    data = graphql(ui, '{ assetOrError(assetKey: {path: ["evaluation", "report"]}) { ... on Asset { '
-                       "assetMaterializations(limit: 1) { runId } } } }")
-    assert data["assetOrError"]["assetMaterializations"][0]["runId"] == run_id
-    # The Events tab opens on the latest materialization: ours, with its metadata.
-    page.goto(f"{ui}/assets/evaluation/report?view=events", wait_until="domcontentloaded")
-    page.get_by_text(run_id[:8]).first.wait_for()
-    for key in ("report", "confusion_matrix", "confusion_counts", "time_per_stage", "stage_costs",
-                "student_accuracy_vs_gold", "dagster/row_count"):
-        page.get_by_text(key, exact=True).first.wait_for()
-    page.get_by_text("accuracy_vs_gold").first.wait_for()  # inside the rendered report table
-    # Charts are markdown images (inline PNG); the UI shows long markdown in a dialog.
-    for key in ("time_per_stage", "confusion_matrix"):
-        row = page.locator("tr", has=page.get_by_text(key, exact=True))
-        row.get_by_text("Show Markdown").click()
-        dialog = page.get_by_role("dialog")
-        dialog.get_by_text(key).first.wait_for()
-        img = dialog.locator("img[src^='data:image/png;base64']")
-        img.wait_for()
-        page.wait_for_function("i => i.complete && i.naturalWidth > 100", arg=img.element_handle())
-        if key == "confusion_matrix":
-            page.screenshot(path=str(SCREENSHOTS / "materialization_metadata.png"))
-        else:
-            dialog.get_by_role("button", name="Close").click()
-            dialog.wait_for(state="hidden")
+        # The asset's latest materialization comes from our run, and its metadata rendered.
+        data = graphql(ui, '{ assetOrError(assetKey: {path: ["evaluation", "report"]}) { ... on Asset { '
+                           "assetMaterializations(limit: 1) { runId } } } }")
+        assert data["assetOrError"]["assetMaterializations"][0]["runId"] == run_id
+        # The Events tab opens on the latest materialization: ours, with its metadata.
+        page.goto(f"{ui}/assets/evaluation/report?view=events", wait_until="domcontentloaded")
+        shown(page, run_id[:8], exact=False).wait_for()
+        for key in ("report", "confusion_matrix", "confusion_counts", "time_per_stage", "stage_costs",
+                    "student_accuracy_vs_gold", "dagster/row_count"):
+            shown(page, key).wait_for()
+        shown(page, "accuracy_vs_gold", exact=False).wait_for()  # inside the rendered report table
+        # Charts are markdown images (inline PNG); the UI shows long markdown in a dialog.
+        for key in ("time_per_stage", "confusion_matrix"):
+            row = page.locator("tr", has=page.get_by_text(key, exact=True))
+            row.get_by_text("Show Markdown").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text(key).first.wait_for()
+            img = dialog.locator("img[src^='data:image/png;base64']")
+            img.wait_for()
+            page.wait_for_function("i => i.complete && i.naturalWidth > 100", arg=img.element_handle())
+            if key == "confusion_matrix":
+                page.screenshot(path=str(SCREENSHOTS / "materialization_metadata.png"))
+            else:
+                dialog.get_by_role("button", name="Close").click()
+                dialog.wait_for(state="hidden")
