@@ -442,6 +442,8 @@ def stage_report(args) -> None:
         "round(CAST(details->>'docs_per_cpu_s' AS DOUBLE), 1) AS docs_per_cpu_s, "
         "round(peak_rss_mib) AS peak_rss_mib, details FROM bench.student_speed "
         "WHERE run_id = (SELECT max(run_id) FROM bench.student_speed) ORDER BY measured_at").pl()
+    con.close()
+    con = open_bench(RESULTS_DB)
     curve = con.execute(
         "SELECT label_source, n_labels, round(100 * label_accuracy, 1) AS label_accuracy_pct, "
         "round(100 * test_accuracy, 2) AS test_accuracy_pct, round(100 * test_f1, 2) AS test_f1_pct, n_test, epochs, "
@@ -524,7 +526,7 @@ def trial_verdicts(speed: pl.DataFrame) -> list[str]:
         faster = row["docs_per_s"] > r_rate
         equal = abs(row["accuracy_pct"] - r_acc) <= 0.2
         verdict = "kept" if faster and equal else "not kept (" + ", ".join(
-            x for x in ("slower" if not faster else "", "accuracy differs" if not equal else "") if x) + ")"
+            x for x in ("not faster" if not faster else "", "accuracy differs" if not equal else "") if x) + ")"
         out.append(f"- {row['what'][7:]}: {row['docs_per_s']:.1f} {unit} vs {r_rate:.1f} for bf16 "
                    f"({row['docs_per_s'] / r_rate:.2f}x), accuracy {row['accuracy_pct']:.2f}% vs {r_acc:.2f}%: **{verdict}**")
     return out
@@ -533,9 +535,8 @@ def trial_verdicts(speed: pl.DataFrame) -> list[str]:
 def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) -> str:
     ours = speed.filter(pl.col("what").str.starts_with("llambert"))
     pipe = speed.filter(pl.col("what").str.starts_with("transformers.pipeline"))
-    ratio = (ours["docs_per_s"][0] / pipe["docs_per_s"][0]) if ours.height and pipe.height else None
-    cpu_ratio = (ours["docs_per_cpu_s"][0] / pipe["docs_per_cpu_s"][0]
-                 if ratio and ours["docs_per_cpu_s"][0] and pipe["docs_per_cpu_s"][0] else None)
+    ratio = (pipe["seconds"][0] / ours["seconds"][0]) if ours.height and pipe.height else None
+    cpu_ratio = json.loads(ours["details"][0]).get("speedup_vs_pipeline_cpu") if ratio else None
     lines = [
         "# Student benchmark (`make bench-student`)",
         "",
