@@ -9,6 +9,7 @@ projection is computed in fp32 from the bf16 hidden state (a bf16 head ties labe
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -174,8 +175,9 @@ class TransformersTeacher:
                 if len(v.ids) > 1:
                     cont = torch.tensor(v.ids[:-1]).unsqueeze(0).expand(ids.shape[0], -1)
                     full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
-                    h, past = self._hidden(cont, full_mask, past=past, offset=lengths)
-                    past.crop(-cont.shape[1])  # back to the prompt for the next spelling
+                    # A copy of the prompt's cache per spelling (crop() cannot roll back sliding-window
+                    # layers, e.g. Gemma 3); the cache is small next to the forward pass.
+                    h, _ = self._hidden(cont, full_mask, past=copy.deepcopy(past), offset=lengths)
                     for pos, tid in enumerate(v.ids[1:]):
                         total += torch.log_softmax(_fp32_logits(h[:, pos, :].float(), head), dim=-1)[:, tid]
                 cols.append(total)
