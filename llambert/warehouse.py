@@ -91,14 +91,31 @@ def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     A view whose tables do not exist yet (a fresh warehouse before the first run) is skipped:
     every later write connection tries again, so the views appear as soon as their tables do.
     """
+    import hashlib
+
     con.execute("CREATE SCHEMA IF NOT EXISTS views")
-    names = []
+    # Each view carries its file's hash as a comment: an unchanged view is not written again, so
+    # opening the warehouse usually writes nothing.
+    current = dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE schema_name = 'views'").fetchall())
+    names, changed = [], False
     for p in sorted((SQL_DIR / "views").glob("*.sql")):
-        try:
-            con.execute(p.read_text())
-        except duckdb.CatalogException:
-            continue
+        sql = p.read_text()
+        stamp = f"sql/views/{p.name} sha256:{hashlib.sha256(sql.encode()).hexdigest()[:16]}"
+        if current.get(p.stem) != stamp:
+            try:
+                con.execute(sql)
+            except duckdb.CatalogException:
+                continue
+            con.execute(f"COMMENT ON VIEW views.{p.stem} IS '{stamp}'")
+            changed = True
         names.append(p.stem)
+    if changed:
+        # Flush at once: DuckDB 1.5.6 cannot replay a WAL that holds these views, so a process
+        # killed before its next checkpoint would leave a warehouse that does not open.
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error:  # another transaction of this process is open: its commit flushes later
+            pass
     return names
 
 
