@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
-export LLAMBERT_DATA_DIR ?= $(abspath ../shared/data/imdb)
+# The IMDb data is read from ../shared/data/imdb by default; set LLAMBERT_DATA_DIR to read it elsewhere.
 export PYTHONUNBUFFERED := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false

@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from llambert.config import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 
 IMDB_DIR = Path(os.environ.get("LLAMBERT_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
+# Tests write their own settings files: a user's LLAMBERT_* overrides must not leak into them.
+for _var in [v for v in os.environ if v.startswith("LLAMBERT_") and v != "LLAMBERT_NO_PROGRESS"]:
+    os.environ.pop(_var)
 
 
 @pytest.fixture(scope="session")
