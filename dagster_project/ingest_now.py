@@ -14,7 +14,7 @@ import sys
 import yaml
 
 from dagster_project.instance import ensure_dagster_home
-from llambert.config import ConfigError, load_settings
+from llambert.config import ConfigError, load_settings, parse_overrides
 
 
 def ingest_now(files: list[str], config_path: str | None = None, overrides: dict | None = None,
@@ -99,17 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="llambert YAML file (default: LLAMBERT_CONFIG or ./llambert.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = ap.parse_args(argv)
-    overrides: dict = {}
-    for item in args.set:
-        if "=" not in item:
-            ap.error(f"--set needs KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        node = overrides
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
     try:
+        overrides = parse_overrides(args.set)
         return ingest_now(args.files, args.config, overrides or None)
     except ConfigError as e:
         print(f"llambert: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ import time
 import yaml
 
 from dagster_project.instance import ensure_dagster_home
-from llambert.config import ConfigError, load_settings
+from llambert.config import ConfigError, load_settings, parse_overrides
 
 STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", True), ("evaluate", False)]
 
@@ -87,17 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a setting, e.g. --set sample.size=200 --set teacher.model=qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--batch", default="initial", help="the corpus batch (partition) to ingest and label")
     args = ap.parse_args(argv)
-    overrides: dict = {}
-    for item in args.set:
-        if "=" not in item:
-            ap.error(f"--set needs KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        node = overrides
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
     try:
+        overrides = parse_overrides(args.set)
         return run_pipeline(args.config, overrides or None, args.batch)
     except ConfigError as e:
         print(f"llambert: {e}", file=sys.stderr)

@@ -330,3 +330,18 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             lines.append(f"  setting '{loc}': {err['msg']} (got {err.get('input')!r})")
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid llambert configuration{where}:\n" + "\n".join(lines)) from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["sample.size=200", "teacher.mode=choice"]`` -> a nested dict of YAML-typed values."""
+    overrides: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set needs KEY=VALUE (e.g. sample.size=200), got {item!r}")
+        key, value = item.split("=", 1)
+        node = overrides
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return overrides
