@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 TEACHER ?= qwen2.5-coder-1.5b-instruct
 STUDENT ?= all-minilm-l6-v2
 # The real-model test tier.
-TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
+TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2 smollm2-135m-instruct
 PORT ?= 3000
 
 .PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots
