@@ -18,7 +18,7 @@ import polars as pl
 from llambert.config import Settings
 from llambert.pipeline import INITIAL_BATCH, choose_champion, record_stage, write_task_labels
 from llambert.tasks import load_task
-from llambert.warehouse import model_path
+from llambert.warehouse import model_path, transaction
 
 _PARSER_VIEW = "CREATE OR REPLACE VIEW labeling.answer_matches"
 _PARSER_SOURCE = "FROM labeling.llm_responses"
@@ -110,8 +110,7 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
             variables,
         )
         _parse_answers(con, "audit_answers")
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute("DELETE FROM labeling.audit_labels WHERE batch = ?", [batch])
             con.execute(
                 """INSERT INTO labeling.audit_labels (batch, doc_id, checkpoint_id, student_label, student_probability,
@@ -142,10 +141,6 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
                 [batch, cid, variables["model_identity"], cfg.k, audited, parsed, agreed, agreement, run.prompts,
                  run.cached, reason is not None, seconds])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.unregister("audit_docs")
         con.execute("DROP VIEW IF EXISTS audit_answer_matches")

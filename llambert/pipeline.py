@@ -19,7 +19,7 @@ import polars as pl
 from llambert.config import CorpusSource, Settings
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.tasks import Task, load_task
-from llambert.warehouse import count, run_model
+from llambert.warehouse import count, model_path, run_model, set_variables, transaction
 
 INITIAL_BATCH = "initial"
 
@@ -72,17 +72,10 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
     con.register("staged_rejected", staged_rej)
     try:
         variables = {"batch": batch, "eval_split": settings.eval_split}
-        con.execute("BEGIN TRANSACTION")
-        try:
-            from llambert.warehouse import model_path, set_variables
-
+        with transaction(con):
             set_variables(con, variables)
             for model in ("raw.occurrences", "raw.corpus", "raw.rejected"):
                 con.execute(model_path(model).read_text())
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.unregister("staged_rows")
         con.unregister("staged_rejected")

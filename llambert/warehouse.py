@@ -69,6 +69,18 @@ def set_variables(con: duckdb.DuckDBPyConnection, variables: Mapping[str, Any]) 
         con.execute(f"SET VARIABLE {key} = ?", [value])
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: a crash or an error inside leaves the warehouse as it was."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def run_model(
     con: duckdb.DuckDBPyConnection, name: str, variables: Mapping[str, Any] | None = None
 ) -> None:
@@ -76,13 +88,8 @@ def run_model(
     if variables:
         set_variables(con, variables)
     sql = model_path(name).read_text()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(sql)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -32,23 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-__all__ = [
-    "ChecksumMismatch",
-    "MANIFEST_NAME",
-    "ModelNotAvailable",
-    "OFFLINE_MODELS",
-    "OfflineModel",
-    "PackageFile",
-    "ResolvedModel",
-    "assemble_parts",
-    "install_command",
-    "is_installed",
-    "lookup_offline",
-    "offline_requirements",
-    "resolve_model",
-    "weights_sha256",
-]
-
 MANIFEST_NAME = "llambert_manifest.json"
 # Bump when the layout of a converted cache changes: older caches are then rebuilt.
 MANIFEST_VERSION = 1

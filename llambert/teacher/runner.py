@@ -19,6 +19,7 @@ import polars as pl
 
 from llambert.progress import progress
 from llambert.teacher.base import TeacherBackend, cache_key, sha256
+from llambert.warehouse import transaction
 
 
 @dataclass
@@ -154,21 +155,17 @@ def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
     """One transaction per batch: a crash loses at most this batch, never half of it."""
     frame = _frame([dict(r) for r in rows])
     con.register("staged_answers", frame)
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(
-            """INSERT OR IGNORE INTO labeling.llm_cache
-               (cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text, label_probs,
-                prompt_tokens, completion_tokens, latency_s, run_id)
-               SELECT cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text,
-                      CASE WHEN probs_keys IS NULL THEN NULL ELSE map(probs_keys, probs_values) END,
-                      prompt_tokens, completion_tokens, latency_s, run_id
-               FROM staged_answers"""
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.execute(
+                """INSERT OR IGNORE INTO labeling.llm_cache
+                   (cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text, label_probs,
+                    prompt_tokens, completion_tokens, latency_s, run_id)
+                   SELECT cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text,
+                          CASE WHEN probs_keys IS NULL THEN NULL ELSE map(probs_keys, probs_values) END,
+                          prompt_tokens, completion_tokens, latency_s, run_id
+                   FROM staged_answers"""
+            )
     finally:
         con.unregister("staged_answers")
 
