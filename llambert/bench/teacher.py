@@ -75,21 +75,39 @@ def open_bench(path: Path = BENCH_DB) -> duckdb.DuckDBPyConnection:
             prompt_tokens BIGINT, completion_tokens BIGINT, threads INTEGER, host VARCHAR,
             cpu_seconds DOUBLE, prompts_per_cpu_s DOUBLE)"""
     )
+    for col in ("cpu VARCHAR", "load_before DOUBLE", "load_after DOUBLE"):  # added after the first runs
+        con.execute(f"ALTER TABLE bench.teacher ADD COLUMN IF NOT EXISTS {col}")
     return con
 
 
 def reviews(data_dir: Path, n: int, seed: int = 0) -> pl.DataFrame:
-    """The same n IMDb test reviews for every model and method (a seeded sample)."""
+    """The same n IMDb test reviews for every model and method: a seeded, class-balanced draw,
+    interleaved by label, so that every prefix (the baseline's ``--baseline-n``) is balanced too
+    and a model that always answers one label scores 50%, not whatever the draw happened to hold."""
     frame = pl.read_parquet(data_dir / "test.parquet")
     id_col = "id" if "id" in frame.columns else None
-    frame = frame.sample(n, seed=seed, shuffle=True)
-    return pl.DataFrame(
-        {
-            "doc_id": frame[id_col].cast(pl.Utf8) if id_col else [f"t{i}" for i in range(frame.height)],
-            "text": frame["text"],
-            "gold": frame["label"].cast(pl.Int64),
-        }
+    frame = frame.with_columns(
+        doc_id=frame[id_col].cast(pl.Utf8) if id_col else pl.Series([f"t{i}" for i in range(frame.height)]),
+        gold=pl.col("label").cast(pl.Int64),
     )
+    labels = sorted(frame["gold"].unique().to_list())
+    per = -(-n // len(labels))
+    parts = [frame.filter(pl.col("gold") == y).sample(fraction=1.0, seed=seed + i, shuffle=True).head(per).with_row_index("k")
+             for i, y in enumerate(labels)]
+    mixed = pl.concat(parts).sort(["k", "gold"]).head(n)
+    return mixed.select("doc_id", "text", "gold")
+
+
+def conditions() -> dict:
+    """What the machine was doing: CPU model, cores, load average (a shared machine skews wall time)."""
+    import os
+
+    cpu = "?"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
 
 
 def parse(con: duckdb.DuckDBPyConnection, task, docs: pl.DataFrame, answers) -> pl.DataFrame:
@@ -187,6 +205,7 @@ def measure(args) -> None:
             n = min(args.baseline_n, args.n) if method == "baseline" else args.n
             docs = docs_all.head(n)
             log(f"{model} {method}: {n} reviews ...")
+            before = conditions()
             task, identity, dec, bs, answers, seconds, cpu_seconds = run_method(
                 model, few_shot, method, docs, args.choice_batch if method == "choice" else args.batch, settings
             )
@@ -197,6 +216,7 @@ def measure(args) -> None:
                 "prompt_tokens": sum(a.prompt_tokens for a in answers),
                 "completion_tokens": sum(a.completion_tokens for a in answers),
                 "threads": torch.get_num_threads(), "host": platform.node(),
+                "cpu": before["cpu"], "load_before": before["load_1m"], "load_after": conditions()["load_1m"],
             }
             con.register("staged_row", pl.DataFrame([row]))
             con.execute("INSERT INTO bench.teacher BY NAME SELECT * FROM staged_row")
@@ -220,12 +240,13 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
         "uses the first `n` of them). Accuracy counts a discard as wrong. `choice`: score the label tokens "
         "in one forward pass (batched, length-sorted); `generate`: greedy, batched, parsed by "
         "`sql/labeling/answer_matches.sql`; `baseline`: the paper's way on the same model: one prompt at a "
-        "time, sampling (temperature 1.0, top_k 50), max_new_tokens 10. bf16 on CPU. The machine was "
-        "shared with other jobs (load average 10-14 on 2 cores), so wall-clock prompts/s swing with the load; "
-        "prompts per CPU-second (the process's own CPU time, 1 torch thread) is the comparable speed figure.",
+        "time, sampling (temperature 1.0, top_k 50), max_new_tokens 10. bf16 on CPU. The reviews are a "
+        "class-balanced draw, interleaved by label (every prefix is balanced). Prompts per CPU-second is the "
+        "process's own CPU time; the load columns say how busy the machine was (1-minute load average before "
+        "and after the row; this machine has " + str(conditions()["cores"]) + " cores).",
         "",
-        "| model | method | few-shot | batch | n | accuracy | discard rate | share positive | acc. on 80% most confident | prompts/s (wall) | prompts per CPU-s | mean prompt tokens | threads | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | method | few-shot | batch | n | accuracy | discard rate | share positive | acc. on 80% most confident | prompts/s (wall) | prompts per CPU-s | mean prompt tokens | threads | load before/after | CPU | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v, p=3):
@@ -235,7 +256,7 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
         lines.append(
             f"| {r['model']} | {r['method']} | {r['few_shot']} | {r['batch_size']} | {r['n']} | {f(r['accuracy'])} | "
             f"{f(r['discard_rate'])} | {f(r['share_positive'])} | {f(r['acc_top80'])} | {f(r['prompts_per_s'], 2)} | "
-            f"{f(r['prompts_per_cpu_s'], 2)} | {r['prompt_tokens'] / r['n']:.0f} | {r['threads']} | {str(r['measured_at'])[:16]} |"
+            f"{f(r['prompts_per_cpu_s'], 2)} | {r['prompt_tokens'] / r['n']:.0f} | {r['threads']} | {f(r['load_before'], 1)}/{f(r['load_after'], 1)} | {r['cpu'] or '?'} | {str(r['measured_at'])[:16]} |"
         )
     lines += ["", "## Our best mode against the paper's way, per model", "",
               "| model | best mode | accuracy (n) | prompts per CPU-s | baseline accuracy (n) | baseline prompts per CPU-s | speed-up (CPU time) | speed-up (wall) |",

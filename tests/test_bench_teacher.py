@@ -1,0 +1,35 @@
+"""The teacher benchmark's review draw: the same reviews for every method, balanced in every prefix."""
+
+from pathlib import Path
+
+import polars as pl
+
+from llambert.bench.teacher import conditions, reviews
+
+
+def _test_split(tmp_path: Path, n_pos: int, n_neg: int) -> Path:
+    pl.DataFrame({
+        "id": list(range(n_pos + n_neg)),
+        "text": [f"review {i}" for i in range(n_pos + n_neg)],
+        "label": [1] * n_pos + [0] * n_neg,
+    }).write_parquet(tmp_path / "test.parquet")
+    return tmp_path
+
+
+def test_draw_is_balanced_in_every_prefix_even_from_a_skewed_split(tmp_path):
+    d = _test_split(tmp_path, n_pos=90, n_neg=30)
+    docs = reviews(d, 40)
+    assert docs.height == 40 and docs["doc_id"].n_unique() == 40
+    for k in (2, 10, 24, 40):
+        assert docs.head(k)["gold"].sum() == k // 2, k
+
+
+def test_a_smaller_n_is_a_prefix_of_a_larger_one(tmp_path):
+    d = _test_split(tmp_path, n_pos=60, n_neg=60)
+    assert reviews(d, 12)["doc_id"].to_list() == reviews(d, 50)["doc_id"].head(12).to_list()
+    assert reviews(d, 12, seed=1)["doc_id"].to_list() != reviews(d, 12)["doc_id"].to_list()
+
+
+def test_conditions_name_the_machine():
+    c = conditions()
+    assert c["cores"] >= 1 and c["load_1m"] >= 0 and c["cpu"]
