@@ -84,7 +84,10 @@ class StudentConfig(_Strict):
     seed: int = 42
     bf16: bool = True
     truncation: Literal["head", "head_tail"] = "head"
-    infer_batch_size: int = Field(64, ge=1)
+    infer_batch_size: int = Field(
+        32, ge=1, description="Documents per forward pass when labeling the corpus (MiniLM, 256 tokens, 2 cores: "
+        "batch 32 71.5 docs/s, 64 64.6, 128 61.8: bigger batches stop paying on a CPU).",
+    )
     infer_max_length: int = Field(256, ge=8, le=8192)
     chunk_rows: int = Field(4096, ge=64, description="Rows per DuckDB write during whole-corpus labeling.")
     champion_metric: Literal["probe_accuracy", "probe_f1", "val_accuracy", "val_f1"] = Field(

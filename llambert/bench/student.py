@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from llambert.config import PROJECT_ROOT, load_settings
+from llambert.config import PROJECT_ROOT, StudentConfig, load_settings
 
 BENCH_DB = PROJECT_ROOT / "var" / "bench" / "student.duckdb"          # teacher answer cache (warehouse schema)
 RESULTS_DB = PROJECT_ROOT / "var" / "bench" / "student_results.duckdb"  # figures: bench.learning_curve
@@ -264,7 +264,8 @@ def stage_speed(args) -> None:
     # 1. ours, the product path: bf16, inference_mode, length-sorted batches, dynamic padding.
     import tracemalloc
 
-    ours = StudentPredictor(str(path), max_length=L, batch_size=64)
+    B = StudentConfig().infer_batch_size  # the product's default
+    ours = StudentPredictor(str(path), max_length=L, batch_size=B)
     tracemalloc.start()
     ours_labels, ours_s = _timed_predict(ours, texts)
     py_peak = tracemalloc.get_traced_memory()[1] / 2**20
@@ -280,7 +281,7 @@ def stage_speed(args) -> None:
     pipe_labels = [name_to_id[o["label"]] for o in out]
     agree = _accuracy(ours_labels, pipe_labels)
     _CPU["last"] = ours_cpu
-    record("llambert StudentPredictor (bf16, sorted batches of 64)", len(texts), L, 64, ours_s, _accuracy(ours_labels, gold),
+    record(f"llambert StudentPredictor (bf16, sorted batches of {B})", len(texts), L, B, ours_s, _accuracy(ours_labels, gold),
            agree, {"python_heap_peak_mib": py_peak, "speedup_vs_pipeline_wall": pipe_s / ours_s,
                    "speedup_vs_pipeline_cpu": pipe_cpu / ours_cpu})
     _CPU["last"] = pipe_cpu
@@ -310,40 +311,40 @@ def stage_speed(args) -> None:
     n = min(args.trial_docs, len(texts))
     sub, sub_gold = texts[:n], gold[:n]
     base_labels, base_s = _timed_predict(ours, sub)
-    record(f"trial: bf16 (reference) on {n}", n, L, 64, base_s, _accuracy(base_labels, sub_gold), None)
-    fp32 = StudentPredictor(str(path), max_length=L, batch_size=64, bf16=False)
+    record(f"trial: bf16 (reference) on {n}", n, L, B, base_s, _accuracy(base_labels, sub_gold), None)
+    fp32 = StudentPredictor(str(path), max_length=L, batch_size=B, bf16=False)
     lab, sec = _timed_predict(fp32, sub)
-    record(f"trial: fp32 on {n}", n, L, 64, sec, _accuracy(lab, sub_gold), None)
+    record(f"trial: fp32 on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None)
     try:
         from torch.ao.quantization import quantize_dynamic
 
         fp32.model = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
         lab, sec = _timed_predict(fp32, sub)
-        record(f"trial: int8 dynamic quantization on {n}", n, L, 64, sec, _accuracy(lab, sub_gold), None)
+        record(f"trial: int8 dynamic quantization on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None)
     except Exception as e:  # noqa: BLE001 - a trial that cannot run is reported, not fatal
         log(f"int8 dynamic quantization failed: {e!r}")
     del fp32
     try:
-        ort_pred = OrtPredictor(str(path), L, 64, CKPT_DIR / "onnx", threads=args.threads)
+        ort_pred = OrtPredictor(str(path), L, B, CKPT_DIR / "onnx", threads=args.threads)
         lab, sec = _timed_predict(ort_pred, sub)
-        record(f"trial: ONNX Runtime fp32 on {n}", n, L, 64, sec, _accuracy(lab, sub_gold), None,
+        record(f"trial: ONNX Runtime fp32 on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
                {"onnxruntime": ort_pred.version, "export_s": ort_pred.export_s})
         ort_pred.quantize()
         lab, sec = _timed_predict(ort_pred, sub)
-        record(f"trial: ONNX Runtime int8 (dynamic) on {n}", n, L, 64, sec, _accuracy(lab, sub_gold), None)
+        record(f"trial: ONNX Runtime int8 (dynamic) on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None)
     except ImportError as e:
         log(f"onnxruntime not importable ({e}): ONNX Runtime not tried. For the trial: pip install --no-deps "
             "--target /tmp/ort_trial onnxruntime onnx onnxscript onnx_ir ml_dtypes flatbuffers; PYTHONPATH=/tmp/ort_trial")
     except Exception as e:  # noqa: BLE001
         log(f"ONNX Runtime trial failed: {e!r}")
     try:
-        comp = StudentPredictor(str(path), max_length=L, batch_size=64)
+        comp = StudentPredictor(str(path), max_length=L, batch_size=B)
         comp.model = torch.compile(comp.model, dynamic=True)
         t0 = time.perf_counter()
         comp.predict(sub[: min(128, n)])  # compile (and one warm batch) outside the timing
         warm = time.perf_counter() - t0
         lab, sec = _timed_predict(comp, sub)
-        record(f"trial: torch.compile bf16 on {n}", n, L, 64, sec, _accuracy(lab, sub_gold), None,
+        record(f"trial: torch.compile bf16 on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
                {"compile_and_warmup_s": warm})
     except Exception as e:  # noqa: BLE001
         log(f"torch.compile failed: {e!r}")
@@ -356,7 +357,7 @@ def student_cfg(args, **over):
 
     return StudentConfig(model=STUDENT, max_length=args.curve_max_length, infer_max_length=args.curve_max_length,
                          epochs=args.curve_epochs, learning_rate=args.curve_lr, batch_size=16, val_fraction=0.0,
-                         infer_batch_size=64, **over)
+                         infer_batch_size=StudentConfig().infer_batch_size, **over)
 
 
 def train_and_test(args, name: str, texts, labels, test: pl.DataFrame, keep: bool = False) -> dict:
@@ -374,7 +375,7 @@ def train_and_test(args, name: str, texts, labels, test: pl.DataFrame, keep: boo
     res = train_student(str(base.path), ["negative", "positive"], [0, 1], [Phase(name, texts, labels)], cfg, out,
                         model_card={"title": f"bench {name}", "task": "imdb_sentiment", "recipe": name},
                         threads=args.threads)
-    pred = StudentPredictor(str(out), max_length=args.curve_max_length, batch_size=64)
+    pred = StudentPredictor(str(out), max_length=args.curve_max_length, batch_size=StudentConfig().infer_batch_size)
     got, _ = pred.predict(test["text"].to_list())
     m = classification_metrics(test["label"].to_list(), got, [0, 1])
     if not keep:
@@ -551,7 +552,7 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) ->
         f"Same fine-tuned {STUDENT} checkpoint, same IMDb test reviews, same process. "
         "`transformers.pipeline(\"text-classification\", model=path)` with its defaults (fp32, batch size 1); "
         "it needs `truncation=True`, or reviews longer than 512 tokens fail. Ours: bf16 weights, "
-        "`torch.inference_mode`, length-sorted batches of 64 with dynamic padding, same 512-token truncation.",
+        "`torch.inference_mode`, length-sorted batches of " + str(StudentConfig().infer_batch_size) + " with dynamic padding, same 512-token truncation.",
         "",
         (f"**Speed-up: {ratio:.2f}x in wall time" + (f", {cpu_ratio:.2f}x per CPU-second" if cpu_ratio else "") + "**")
         if ratio else "(speed stage not run yet)",

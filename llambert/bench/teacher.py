@@ -48,13 +48,11 @@ NOTES = [
     "forward pass per spelling: 12 passes per batch. Now the prompt is read once and multi-token "
     "spellings continue from the KV cache, skipped when their first token is e^20 less likely than a "
     "one-token spelling: Qwen2.5-Coder-0.5B, 8 reviews, 1 thread: 9.3 CPU-s instead of 82.6, same labels.",
-    "- Small n, unbalanced draw: in the run recorded here the seeded sample's first 24 reviews held only 3 "
-    "positive ones (first 40: 9), so a model that answers positive to everything scores 12.5% on n=24: "
-    "Gemma-3-270M (2-shot, plain transcript prompt) and SmolLM2-135M did exactly that (share positive 1.0). "
-    "Rerun with a larger N (and a class-balanced draw) before reading accuracies beyond the Qwen rows.",
-    "- On a CPU shared with other jobs, 1 torch thread ran a batch 4-5x faster (wall) than 2 threads "
-    "(OpenMP threads wait for each other when one is descheduled): use `--threads 1` / `settings.threads: 1` "
-    "on a busy machine.",
+    "- The reviews are a class-balanced draw interleaved by label, so a model that answers one label to "
+    "everything scores 50% on any n (an earlier run drew its first 24 reviews with 3 positives and made such "
+    "models look 12.5% accurate).",
+    "- On a CPU shared with other jobs, 1 torch thread can run a batch several times faster (wall) than 2 "
+    "(OpenMP threads wait for each other when one is descheduled): `--threads 1` on a busy machine.",
 ]
 
 
