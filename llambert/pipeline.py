@@ -458,8 +458,14 @@ def predict_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str
 
 # -- 7. evaluation.report ---------------------------------------------------------------------
 def build_report(con: duckdb.DuckDBPyConnection, settings: Settings) -> pl.DataFrame:
+    from llambert.teacher.accounting import project_costs
+
     choose_champion(con, settings)
-    write_task_labels(con, load_task(settings.task))
+    task = load_task(settings.task)
+    write_task_labels(con, task)
+    latest = con.execute("SELECT run_id FROM labeling.cost_projection ORDER BY created_at DESC LIMIT 1").fetchone()
+    if latest:  # the student has run since: its docs/s completes the LLM-alone vs LlamBERT projection
+        project_costs(con, settings, task, latest[0])
     run_model(con, "evaluation.report", {"eval_split": settings.eval_split})
     return con.execute("SELECT * FROM evaluation.report ORDER BY subject, metric").pl()
 

@@ -38,7 +38,7 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int, float]]) -> list[str]:
+def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int | None, float]]) -> list[str]:
     from llambert.pipeline import report_value
 
     r = lambda s, m: report_value(report, s, m)  # noqa: E731
@@ -53,11 +53,17 @@ def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[s
         f"student macro-F1 on test split  {pct(r('student', 'macro_f1_vs_gold'))}",
         f"teacher-student agreement       {pct(r('student', 'agreement_with_teacher'))}",
         f"documents labeled               {int(r('corpus', 'documents_labeled') or 0):,} of {int(r('corpus', 'documents') or 0):,}",
+    ]
+    llm_h, ours_h = r("projection", "llm_only_hours"), r("projection", "llambert_hours")
+    if llm_h and ours_h:
+        lines.append(f"whole corpus, LLM alone         {llm_h:,.2f} h; with LlamBERT {ours_h:,.2f} h ({llm_h / ours_h:,.0f}x less)"
+                     "  (at this run's prompts/s and docs/s)")
+    lines += [
         "",
         "stage          rows        wall time",
     ]
     for stage, rows, secs in stages:
-        lines.append(f"{stage:<14} {rows:>10,}  {format_duration(secs):>10}")
+        lines.append(f"{stage:<14} {'' if rows is None else format(rows, ','):>10}  {format_duration(secs):>10}")
     lines += [
         "",
         f"warehouse: {warehouse}",

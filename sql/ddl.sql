@@ -86,6 +86,35 @@ CREATE TABLE IF NOT EXISTS labeling.llm_runs (
     finished_at       TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 
+-- One row per teacher run: LLM alone versus LlamBERT over the whole corpus
+-- (sql/labeling/cost_projection.sql fills it; refreshed by evaluation.report once the student has run).
+CREATE TABLE IF NOT EXISTS labeling.cost_projection (
+    run_id                VARCHAR PRIMARY KEY,
+    model_identity        VARCHAR,
+    backend               VARCHAR,
+    mode                  VARCHAR,
+    prompts               INTEGER,
+    prompt_tokens         BIGINT,
+    completion_tokens     BIGINT,
+    seconds               DOUBLE,
+    prompts_per_s         DOUBLE,
+    throughput_from_run   VARCHAR,
+    sample_docs           BIGINT,
+    discarded             BIGINT,
+    discard_rate          DOUBLE,
+    corpus_docs           BIGINT,
+    avg_prompt_tokens     DOUBLE,
+    avg_completion_tokens DOUBLE,
+    student_docs_per_s    DOUBLE,
+    llm_only_hours        DOUBLE,
+    llambert_hours        DOUBLE,
+    price_in_per_1m       DOUBLE,
+    price_out_per_1m      DOUBLE,
+    llm_only_cost         DOUBLE,
+    llambert_llm_cost     DOUBLE,
+    created_at            TIMESTAMP DEFAULT current_timestamp
+);
+
 -- One row per fine-tuned student.
 CREATE TABLE IF NOT EXISTS students.checkpoints (
     checkpoint_id  VARCHAR PRIMARY KEY,

@@ -51,7 +51,11 @@ def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, 
     report = dict(con.execute("SELECT subject || '.' || metric, value FROM evaluation.report").fetchall())
     assert 0.0 <= report["student.accuracy_vs_gold"] <= 1.0
     assert report["corpus.documents_labeled"] == n_docs
+    # The projection is completed with the student's measured docs/s once predictions ran.
+    assert report["projection.llm_only_hours"] > 0 and report["projection.llambert_hours"] > 0
+    assert report["projection.llm_only_over_llambert"] == report["projection.llm_only_hours"] / report["projection.llambert_hours"]
     con.close()
+    assert "whole corpus, LLM alone" in out
 
     # A second run pays for nothing again: every answer comes from the cache.
     assert run_pipeline(str(cfg)) == 0

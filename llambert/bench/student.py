@@ -44,6 +44,7 @@ CURVE_SIZES = (250, 500, 1000, 2000, 4000)
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
 STUDENT = "all-minilm-l6-v2"
+STAGES = ("label", "curve", "speed", "report")
 
 
 def log(msg: str) -> None:
@@ -589,8 +590,9 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) ->
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stages", nargs="*", default=["label", "curve", "speed", "report"],
-                   choices=["label", "speed", "curve", "report"])
+    # No argparse `choices` here: with nargs="*" Python 3.11 checks the default list as one value and fails.
+    p.add_argument("stages", nargs="*", default=list(STAGES), metavar="{" + ",".join(STAGES) + "}",
+                   help="stages to run, in order (default: all)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LLAMBERT_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb")))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--llm-max", type=int, default=1000, help="label at most this many train reviews with the LLM")
@@ -608,6 +610,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curve-sources", type=str, default="gold,llm")
     p.add_argument("--note", type=str, default="", help="report: a note on this run's conditions, shown at the top")
     args = p.parse_args(argv)
+    unknown = [s for s in args.stages if s not in STAGES]
+    if unknown:
+        p.error(f"unknown stage(s) {unknown}: choose from {', '.join(STAGES)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for stage in args.stages:
         log(f"stage {stage}")

@@ -1,6 +1,8 @@
 -- evaluation.report: how good and how costly each step was, one metric per row.
 -- Teacher: its parsed labels against gold where the sampled document has gold.
 -- Student: the champion's predictions against gold on every row of the evaluation split.
+-- Projection: the newest teacher run's labeling.cost_projection row: hours to label the whole
+-- corpus with the LLM alone versus with LlamBERT (sample by the LLM, everything by the student).
 CREATE OR REPLACE TABLE evaluation.report AS
 WITH champion AS (
     SELECT checkpoint_id FROM students.champion
@@ -32,6 +34,8 @@ WITH champion AS (
 ), f1 AS (
     SELECT who, avg(CASE WHEN 2 * tp + fp + fn = 0 THEN 0 ELSE 2.0 * tp / (2 * tp + fp + fn) END) AS macro_f1
     FROM per_label GROUP BY who
+), projection AS (
+    SELECT * FROM labeling.cost_projection ORDER BY created_at DESC LIMIT 1
 ), metrics AS (
     SELECT 'teacher' AS subject, 'accuracy_vs_gold' AS metric, avg((pred = gold)::INTEGER) AS value, count(*) AS n FROM teacher
     UNION ALL SELECT 'teacher', 'macro_f1_vs_gold', (SELECT macro_f1 FROM f1 WHERE who = 'teacher'), (SELECT count(*) FROM teacher)
@@ -44,6 +48,9 @@ WITH champion AS (
     UNION ALL SELECT 'corpus', 'documents', count(*), count(*) FROM raw.corpus
     UNION ALL SELECT 'corpus', 'documents_labeled', count(*), count(*) FROM predictions.labels
         WHERE checkpoint_id = (SELECT checkpoint_id FROM champion)
+    UNION ALL SELECT 'projection', 'llm_only_hours', llm_only_hours, corpus_docs FROM projection
+    UNION ALL SELECT 'projection', 'llambert_hours', llambert_hours, corpus_docs FROM projection
+    UNION ALL SELECT 'projection', 'llm_only_over_llambert', llm_only_hours / nullif(llambert_hours, 0), corpus_docs FROM projection
 )
 SELECT subject, metric, value, n, NULL::DOUBLE AS seconds FROM metrics
 UNION ALL

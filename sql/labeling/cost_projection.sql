@@ -5,32 +5,7 @@
 -- LLM); the student's docs/s is measured from ops.stage_runs ('predict'), NULL until a
 -- prediction has run. Money only for priced endpoints (price per 1M tokens, from the config).
 -- Variables: run_id, price_in_per_1m, price_out_per_1m.
-CREATE TABLE IF NOT EXISTS labeling.cost_projection (
-    run_id                VARCHAR PRIMARY KEY,
-    model_identity        VARCHAR,
-    backend               VARCHAR,
-    mode                  VARCHAR,
-    prompts               INTEGER,
-    prompt_tokens         BIGINT,
-    completion_tokens     BIGINT,
-    seconds               DOUBLE,
-    prompts_per_s         DOUBLE,
-    throughput_from_run   VARCHAR,
-    sample_docs           BIGINT,
-    discarded             BIGINT,
-    discard_rate          DOUBLE,
-    corpus_docs           BIGINT,
-    avg_prompt_tokens     DOUBLE,
-    avg_completion_tokens DOUBLE,
-    student_docs_per_s    DOUBLE,
-    llm_only_hours        DOUBLE,
-    llambert_hours        DOUBLE,
-    price_in_per_1m       DOUBLE,
-    price_out_per_1m      DOUBLE,
-    llm_only_cost         DOUBLE,
-    llambert_llm_cost     DOUBLE,
-    created_at            TIMESTAMP DEFAULT current_timestamp
-);
+-- (The table itself is in sql/ddl.sql.)
 
 DELETE FROM labeling.cost_projection WHERE run_id = getvariable('run_id');
 
