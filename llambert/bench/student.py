@@ -508,7 +508,14 @@ DESIGN_NOTES = """## How the student is trained and chosen (design notes)
   `torch.inference_mode`, a tqdm progress bar with rate and ETA, and only documents without a prediction
   from the current champion are computed on a re-run (tested). `student.truncation: head_tail` keeps the
   first quarter and the last three quarters of the token budget (tested token by token); `head` is the
-  default. Its accuracy effect was not measured here (CPU time).
+  default. Measured on 1,500 IMDb test reviews with a default-run checkpoint (MiniLM trained on 893 LLM
+  labels at 256 tokens, head): 256 head 84.73% at 68 docs/s; 256 head_tail 84.40%; 192 head_tail 84.40% at
+  85 docs/s; 128 head_tail 82.53% at 147 docs/s; 128 head 79.67% at 153 docs/s. Head+tail is worth it
+  only when cutting hard.
+- **Where the time goes** (MiniLM, bf16, batch 32, 256 tokens, torch profiler): 50% `addmm`, 37%
+  scaled-dot-product attention (32-wide heads: the CPU flash kernel runs at ~73 GFLOP/s against ~760 for
+  a large bf16 matmul on this CPU), 5% GELU. The SDPA math path (37 docs/s) and eager attention (58)
+  are slower than flash (68-71); bf16 weights and fp32 weights + bf16 autocast are the same speed.
 """
 
 
