@@ -401,7 +401,7 @@ def stage_curve(args) -> None:
     for source in sources:
         for n in sizes:
             have = res.execute("SELECT count(*) FROM bench.learning_curve WHERE label_source = ? AND n_labels = ? "
-                               "AND details->>'config' = ?", [source, n, cfg_key]).fetchone()[0]
+                               "AND (details->>'config') = ?", [source, n, cfg_key]).fetchone()[0]
             if have:
                 continue
             part = train.head(n)
