@@ -385,6 +385,13 @@ def train_and_test(args, name: str, texts, labels, test: pl.DataFrame, keep: boo
             "train_examples_per_s": res.train_examples_per_s}
 
 
+def curve_point_measured(res: duckdb.DuckDBPyConnection, source: str, n: int, cfg_key: str) -> bool:
+    """Whether this (label source, size, config) point is already in bench.learning_curve (resume)."""
+    # Parenthesized: DuckDB binds `=` tighter than `->>`.
+    return res.execute("SELECT count(*) FROM bench.learning_curve WHERE label_source = ? AND n_labels = ? "
+                       "AND (details->>'config') = ?", [source, n, cfg_key]).fetchone()[0] > 0
+
+
 def stage_curve(args) -> None:
     """Test accuracy against the number of training labels, gold then LLM; rows already measured are kept."""
     train = imdb("train", args.data_dir)
@@ -400,9 +407,7 @@ def stage_curve(args) -> None:
     cfg_key = f"epochs={args.curve_epochs};max_length={args.curve_max_length};lr={args.curve_lr};test={args.curve_test}"
     for source in sources:
         for n in sizes:
-            have = res.execute("SELECT count(*) FROM bench.learning_curve WHERE label_source = ? AND n_labels = ? "
-                               "AND (details->>'config') = ?", [source, n, cfg_key]).fetchone()[0]
-            if have:
+            if curve_point_measured(res, source, n, cfg_key):
                 continue
             part = train.head(n)
             if source == "llm":

@@ -1,4 +1,4 @@
-"""The teacher benchmark's review draw: the same reviews for every method, balanced in every prefix."""
+"""Benchmark plumbing: the teacher bench's review draw and the student bench's resume check."""
 
 from pathlib import Path
 
@@ -33,3 +33,18 @@ def test_a_smaller_n_is_a_prefix_of_a_larger_one(tmp_path):
 def test_conditions_name_the_machine():
     c = conditions()
     assert c["cores"] >= 1 and c["load_1m"] >= 0 and c["cpu"]
+
+
+def test_learning_curve_resume_finds_points_already_measured(tmp_path):
+    """The curve stage skips points it has; this query failed once the table held rows."""
+    import json
+
+    from llambert.bench.student import curve_point_measured, open_bench
+
+    con = open_bench(tmp_path / "results.duckdb")
+    assert not curve_point_measured(con, "gold", 250, "epochs=2")
+    con.execute("INSERT INTO bench.learning_curve (run_id, label_source, n_labels, details) VALUES ('r', 'gold', 250, ?)",
+                [json.dumps({"config": "epochs=2"})])
+    assert curve_point_measured(con, "gold", 250, "epochs=2")
+    assert not curve_point_measured(con, "gold", 250, "epochs=3")
+    assert not curve_point_measured(con, "llm", 250, "epochs=2")
