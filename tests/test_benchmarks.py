@@ -4,7 +4,8 @@ from pathlib import Path
 
 import polars as pl
 
-from llambert.bench.teacher import conditions, reviews
+from llambert.bench.machine import conditions
+from llambert.bench.teacher import reviews
 
 
 def _test_split(tmp_path: Path, n_pos: int, n_neg: int) -> Path:

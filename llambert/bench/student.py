@@ -551,14 +551,17 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) ->
     pipe = speed.filter(pl.col("what").str.starts_with("transformers.pipeline"))
     ratio = (pipe["seconds"][0] / ours["seconds"][0]) if ours.height and pipe.height else None
     cpu_ratio = json.loads(ours["details"][0]).get("speedup_vs_pipeline_cpu") if ratio else None
+    from llambert.bench.machine import conditions
+
+    machine = conditions()
     lines = [
         "# Student benchmark (`make bench-student`)",
         "",
         "Produced by `nice -n 10 python -m llambert.bench.student label speed curve report` "
         "(code: `llambert/bench/student.py`; figures in `bench.student_speed` in `var/bench/student_speed.duckdb`, "
-        "`bench.learning_curve` in `var/bench/student_results.duckdb`). Machine: 2 CPU cores with AMX, **shared with other "
-        "engineers' jobs while measured** (load average well above 2), so absolute rates are pessimistic; "
-        "the ratios were measured in the same process, back to back, under the same load.",
+        "`bench.learning_curve` in `var/bench/student_results.duckdb`). Machine when this report was written: "
+        f"{machine['cpu']}, {machine['cores']} cores, load average {machine['load_1m']}. The ratios are measured in the "
+        "same process, back to back, under the same conditions; see the note above for how busy the machine was.",
         "",
         "## Inference: ours vs `transformers.pipeline`",
         "",

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from llambert.bench.machine import conditions
 from llambert.config import PROJECT_ROOT, load_settings
 
 BENCH_DB = PROJECT_ROOT / "var" / "bench" / "teacher.duckdb"
@@ -94,18 +95,6 @@ def reviews(data_dir: Path, n: int, seed: int = 0) -> pl.DataFrame:
              for i, y in enumerate(labels)]
     mixed = pl.concat(parts).sort(["k", "gold"]).head(n)
     return mixed.select("doc_id", "text", "gold")
-
-
-def conditions() -> dict:
-    """What the machine was doing: CPU model, cores, load average (a shared machine skews wall time)."""
-    import os
-
-    cpu = "?"
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
 
 
 def parse(con: duckdb.DuckDBPyConnection, task, docs: pl.DataFrame, answers) -> pl.DataFrame:
