@@ -321,3 +321,35 @@ def test_gold_few_shot_examples(tiny_settings):
     assert in_sample == 0 and splits <= set(s.sample.pool_splits)
     assert gold_task.version != task.version and version == [(gold_task.version,)]
     assert stats["asked"] == 40
+
+
+def test_choice_probabilities_equal_brute_force_scoring(tiny_models):
+    """Label probabilities from one prompt pass (+ KV-cached continuations, first tokens scored on
+    their head rows only) equal scoring every spelling with its own full forward pass."""
+    import math
+
+    import torch
+
+    from llambert.teacher.hf_backend import TransformersTeacher
+
+    task = load_task("imdb_sentiment")
+    dec = DecodingParams(mode="choice", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=128)
+    teacher = TransformersTeacher(str(tiny_models["teacher"]), "tiny", task, dec)
+    texts = ["a wonderful film, loved it", "boring and awful", "it was a film with actors in it, some of them long"]
+    got = teacher.answer(teacher.prepare(texts))
+    variants = teacher.label_variants()
+    assert any(len(v.ids) > 1 for v in variants), "the test needs a multi-token spelling"
+    tok, model = teacher.tokenizer, teacher.model
+    for text, answer in zip(texts, got):
+        prompt = tok(teacher.prepare([text])[0], add_special_tokens=False)["input_ids"]
+        per_label = {name: -math.inf for name in task.label_names}
+        with torch.inference_mode():
+            for v in variants:
+                ids = torch.tensor([prompt + list(v.ids)])
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+                score = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(v.ids))
+                per_label[v.label] = float(torch.logaddexp(torch.tensor(per_label[v.label]), torch.tensor(score)))
+        z = float(torch.logsumexp(torch.tensor(list(per_label.values())), dim=0))
+        for name in task.label_names:
+            assert abs(answer.label_probs[name] - math.exp(per_label[name] - z)) < 2e-3, (text, name)
+    teacher.close()

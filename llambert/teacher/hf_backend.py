@@ -73,6 +73,7 @@ class TransformersTeacher:
 
     def close(self) -> None:
         del self.model
+        self._head32 = None
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, prepared: list[str]) -> list[Answer]:
@@ -134,6 +135,13 @@ class TransformersTeacher:
         self._variants = variants
         return variants
 
+    def _head_fp32(self) -> torch.Tensor:
+        """The output projection in fp32, converted once (not per call: that conversion cost more
+        than the projection itself); only continuations of multi-token spellings need all of it."""
+        if getattr(self, "_head32", None) is None:
+            self._head32 = self.model.get_output_embeddings().weight.float()
+        return self._head32
+
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None, offset=None):
         """Last hidden states (and the KV cache); positions count real tokens only (left padding)."""
         if offset is None:
@@ -160,13 +168,18 @@ class TransformersTeacher:
             rows = torch.tensor([v.ids[0] for v in variants])
             scores = last @ head[rows].float().T
         else:
-            first = torch.log_softmax(_fp32_logits(last, head), dim=-1)  # (B, V)
+            # First tokens: only their rows of the head, unnormalised. The vocabulary's normaliser at
+            # this position is the same for every spelling of a row and cancels in the label softmax
+            # below, so the full-vocabulary projection is paid only where a continuation needs it.
+            firsts = sorted({v.ids[0] for v in variants})
+            col = {t: j for j, t in enumerate(firsts)}
+            first = last @ head[firsts].float().T  # (B, len(firsts))
             lengths = mask.sum(dim=1)
-            single = [v.ids[0] for v in variants if len(v.ids) == 1]
+            single = [col[v.ids[0]] for v in variants if len(v.ids) == 1]
             floor = first[:, single].max(dim=1).values - SKIP_LOGPROB if single else None
             cols = []
             for v in variants:
-                total = first[:, v.ids[0]].clone()
+                total = first[:, col[v.ids[0]]].clone()
                 if len(v.ids) > 1 and floor is not None and bool((total < floor).all()):
                     # Its first token alone is e^SKIP_LOGPROB times less likely than a one-token
                     # spelling in every row: its mass is negligible, skip the continuation pass.
@@ -179,7 +192,7 @@ class TransformersTeacher:
                     # layers, e.g. Gemma 3); the cache is small next to the forward pass.
                     h, _ = self._hidden(cont, full_mask, past=copy.deepcopy(past), offset=lengths)
                     for pos, tid in enumerate(v.ids[1:]):
-                        total += torch.log_softmax(_fp32_logits(h[:, pos, :].float(), head), dim=-1)[:, tid]
+                        total += torch.log_softmax(h[:, pos, :].float() @ self._head_fp32().T, dim=-1)[:, tid]
                 cols.append(total)
             scores = torch.stack(cols, dim=1)
         probs_out = []
@@ -194,10 +207,6 @@ class TransformersTeacher:
             best = max(labels, key=lambda l: (probs[l], -labels.index(l)))
             probs_out.append(Answer(raw_text=best, label_probs=probs, completion_tokens=0))
         return probs_out
-
-
-def _fp32_logits(hidden: torch.Tensor, head: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-    return torch.cat([hidden @ head[i : i + chunk].float().T for i in range(0, head.shape[0], chunk)], dim=-1)
 
 
 def _logaddexp(a: float, b: float) -> float:
