@@ -91,7 +91,7 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
     backend = backend or make_teacher(settings, task)
     try:
         run = label_documents(con, backend, docs.select("doc_id", "text"), task.version,
-                              batch_size=settings.teacher.batch_size, commit_every=settings.teacher.commit_every)
+                              batch_size=settings.teacher.resolved_batch_size(), commit_every=settings.teacher.commit_every)
         variables = teacher_variables(backend, task)
     finally:
         if own:

@@ -47,7 +47,11 @@ class TeacherConfig(_Strict):
     mode: Literal["generate", "choice"] = Field(
         "generate", description="generate: free text + the task's parser (the paper); choice: score each label."
     )
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | None = Field(
+        None, ge=1, description="Prompts per model call. None: 1 for transformers (it runs on the CPU, where a "
+        "batch pays padding and masked attention: Qwen-1.5B generate 0.62 prompts/s at 1 vs 0.48 at 8), 8 for "
+        "vllm and openai (they batch or fan out what they are given).",
+    )
     max_new_tokens: int = Field(4, ge=1, le=512)
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
     top_k: int = Field(0, ge=0)
@@ -63,6 +67,12 @@ class TeacherConfig(_Strict):
     concurrency: int = Field(8, ge=1)
     price_per_1m_input_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
     price_per_1m_output_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
+
+    def resolved_batch_size(self) -> int:
+        """``batch_size``, or the backend's default when it is not set."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 1 if self.backend == "transformers" else 8
 
 
 class StudentConfig(_Strict):

@@ -144,7 +144,7 @@ def label_sample(con: duckdb.DuckDBPyConnection, settings: Settings, backend=Non
     load_s = time.perf_counter() - t0
     try:
         run = label_documents(
-            con, backend, docs, task.version, batch_size=settings.teacher.batch_size,
+            con, backend, docs, task.version, batch_size=settings.teacher.resolved_batch_size(),
             commit_every=settings.teacher.commit_every,
         )
         run_model(con, "labeling.llm_responses", teacher_variables(backend, task))

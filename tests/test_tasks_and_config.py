@@ -81,3 +81,11 @@ def test_missing_data_dir_fails_before_work(tmp_path):
     s = load_settings(overrides={"data_dir": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="LLAMBERT_DATA_DIR"):
         s.check_ready()
+
+
+def test_teacher_batch_size_defaults_per_backend():
+    from llambert.config import TeacherConfig
+
+    assert TeacherConfig().resolved_batch_size() == 1  # transformers runs on the CPU: no padding at batch 1
+    assert TeacherConfig(backend="vllm").resolved_batch_size() == 8
+    assert TeacherConfig(backend="openai", batch_size=32).resolved_batch_size() == 32
