@@ -65,6 +65,7 @@ class TransformersTeacher:
         self.model_identity = model_identity
         self.tokenizer, self.model = load_causal_lm(model_path, dtype)
         self._variants: list[_Variant] | None = None
+        self._head32: torch.Tensor | None = None
 
     # -- prompts ---------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> list[str]:
@@ -136,9 +137,9 @@ class TransformersTeacher:
         return variants
 
     def _head_fp32(self) -> torch.Tensor:
-        """The output projection in fp32, converted once (not per call: that conversion cost more
-        than the projection itself); only continuations of multi-token spellings need all of it."""
-        if getattr(self, "_head32", None) is None:
+        """The output projection in fp32, converted once rather than on every call; only
+        continuations of multi-token spellings need all of it."""
+        if self._head32 is None:
             self._head32 = self.model.get_output_embeddings().weight.float()
         return self._head32
 
@@ -163,38 +164,33 @@ class TransformersTeacher:
         ids, mask = enc["input_ids"], enc["attention_mask"]
         hidden, past = self._hidden(ids, mask)
         last = hidden[:, -1, :].float()
-        if all(len(v.ids) == 1 for v in variants):
-            # Only the label rows of the head, in fp32; the softmax normaliser cancels below.
-            rows = torch.tensor([v.ids[0] for v in variants])
-            scores = last @ head[rows].float().T
-        else:
-            # First tokens: only their rows of the head, unnormalised. The vocabulary's normaliser at
-            # this position is the same for every spelling of a row and cancels in the label softmax
-            # below, so the full-vocabulary projection is paid only where a continuation needs it.
-            firsts = sorted({v.ids[0] for v in variants})
-            col = {t: j for j, t in enumerate(firsts)}
-            first = last @ head[firsts].float().T  # (B, len(firsts))
-            lengths = mask.sum(dim=1)
-            single = [col[v.ids[0]] for v in variants if len(v.ids) == 1]
-            floor = first[:, single].max(dim=1).values - SKIP_LOGPROB if single else None
-            cols = []
-            for v in variants:
-                total = first[:, col[v.ids[0]]].clone()
-                if len(v.ids) > 1 and floor is not None and bool((total < floor).all()):
-                    # Its first token alone is e^SKIP_LOGPROB times less likely than a one-token
-                    # spelling in every row: its mass is negligible, skip the continuation pass.
-                    cols.append(torch.full_like(total, -math.inf))
-                    continue
-                if len(v.ids) > 1:
-                    cont = torch.tensor(v.ids[:-1]).unsqueeze(0).expand(ids.shape[0], -1)
-                    full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
-                    # A copy of the prompt's cache per spelling (crop() cannot roll back sliding-window
-                    # layers, e.g. Gemma 3); the cache is small next to the forward pass.
-                    h, _ = self._hidden(cont, full_mask, past=copy.deepcopy(past), offset=lengths)
-                    for pos, tid in enumerate(v.ids[1:]):
-                        total += torch.log_softmax(h[:, pos, :].float() @ self._head_fp32().T, dim=-1)[:, tid]
-                cols.append(total)
-            scores = torch.stack(cols, dim=1)
+        # First tokens: only their rows of the head, in fp32, unnormalised. The vocabulary's normaliser
+        # at this position is the same for every spelling of a row and cancels in the label softmax
+        # below, so the full-vocabulary projection is paid only where a multi-token spelling continues.
+        firsts = sorted({v.ids[0] for v in variants})
+        col = {t: j for j, t in enumerate(firsts)}
+        first = last @ head[firsts].float().T  # (B, len(firsts))
+        lengths = mask.sum(dim=1)
+        single = [col[v.ids[0]] for v in variants if len(v.ids) == 1]
+        floor = first[:, single].max(dim=1).values - SKIP_LOGPROB if single else None
+        cols = []
+        for v in variants:
+            total = first[:, col[v.ids[0]]].clone()
+            if len(v.ids) > 1 and floor is not None and bool((total < floor).all()):
+                # Its first token alone is e^SKIP_LOGPROB times less likely than a one-token
+                # spelling in every row: its mass is negligible, skip the continuation pass.
+                cols.append(torch.full_like(total, -math.inf))
+                continue
+            if len(v.ids) > 1:
+                cont = torch.tensor(v.ids[:-1]).unsqueeze(0).expand(ids.shape[0], -1)
+                full_mask = torch.cat([mask, torch.ones_like(cont)], dim=1)
+                # A copy of the prompt's cache per spelling (crop() cannot roll back sliding-window
+                # layers, e.g. Gemma 3); the cache is small next to the forward pass.
+                h, _ = self._hidden(cont, full_mask, past=copy.deepcopy(past), offset=lengths)
+                for pos, tid in enumerate(v.ids[1:]):
+                    total += torch.log_softmax(h[:, pos, :].float() @ self._head_fp32().T, dim=-1)[:, tid]
+            cols.append(total)
+        scores = torch.stack(cols, dim=1)
         probs_out = []
         for row in scores:
             per_label = {l: -math.inf for l in labels}
