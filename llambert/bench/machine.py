@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def conditions() -> dict:
     """What the machine was doing: CPU model, cores, load average (a shared machine skews wall time)."""
-    import os
-
     cpu = "?"
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))

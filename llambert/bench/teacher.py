@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 
 from llambert.bench.machine import conditions
-from llambert.config import PROJECT_ROOT, load_settings
+from llambert.config import PROJECT_ROOT, TeacherConfig, load_settings
 
 BENCH_DB = PROJECT_ROOT / "var" / "bench" / "teacher.duckdb"
 DOC = PROJECT_ROOT / "docs" / "bench_teacher.md"
@@ -279,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-n", type=int, default=500, help="reviews for the (slow) paper baseline")
     ap.add_argument("--models", nargs="+", default=list(TEACHERS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--batch", type=int, default=8, help="batch size of generate")
-    ap.add_argument("--choice-batch", type=int, default=8, help="batch size of choice")
+    product = TeacherConfig().resolved_batch_size()  # time what the pipeline runs by default
+    ap.add_argument("--batch", type=int, default=product, help=f"batch size of generate (default {product}: the pipeline's)")
+    ap.add_argument("--choice-batch", type=int, default=product, help=f"batch size of choice (default {product})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (on a CPU shared with other jobs, 1 can be several times faster than 2)")
