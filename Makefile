@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0   # first, alone: the local CPU wheel (an unpinned torch pulls GBs of CUDA)
-	$(PIP) install -q -c requirements/constraints.txt -e '.[test]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[test,onnx]'
 	touch $@
 
 install: $(VENV)/.installed

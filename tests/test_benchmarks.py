@@ -49,3 +49,34 @@ def test_learning_curve_resume_finds_points_already_measured(tmp_path):
     assert curve_point_measured(con, "gold", 250, "epochs=2")
     assert not curve_point_measured(con, "gold", 250, "epochs=3")
     assert not curve_point_measured(con, "llm", 250, "epochs=2")
+
+
+def test_onnx_runtime_trial_matches_the_torch_path(tmp_path, tiny_models):
+    """The bench's ONNX Runtime trial (export, BERT fusion, int8) computes the same model as ours."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from llambert.bench.student import OrtPredictor
+    from llambert.student.predict import StudentPredictor
+
+    ckpt = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(tiny_models["student"], num_labels=2).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(tiny_models["student"]).save_pretrained(ckpt)
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "film", "plot", "actor", "boring", "great", "x", "y", "z"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 40)))) for _ in range(24)]
+
+    ref = StudentPredictor(str(ckpt), max_length=32, batch_size=4, bf16=False)
+    ref_labels, ref_probs = ref.predict(texts)
+    ort_pred = OrtPredictor(str(ckpt), 32, 4, tmp_path / "onnx", threads=1)
+    labels, probs = ort_pred.predict(texts)
+    assert labels == ref_labels and np.allclose(probs, ref_probs, atol=1e-4)
+    ort_pred.optimize()
+    assert ort_pred.fused.get("Attention") == 2, ort_pred.fused  # both layers' attention fused
+    labels, probs = ort_pred.predict(texts)
+    assert labels == ref_labels and np.allclose(probs, ref_probs, atol=1e-4)
+    ort_pred.quantize(per_channel=True, matmul_only=True)
+    labels, probs = ort_pred.predict(texts)
+    assert np.allclose(probs, ref_probs, atol=0.05)
