@@ -45,14 +45,17 @@ NOTES = [
     "The 5x target over the baseline is a GPU-shaped target (batch 1 decoding leaves a GPU idle); "
     "on this CPU it is not reached. What the modes do buy here: choice never discards, gives a "
     "probability per label (the 80%-most-confident column), and needs no sampling luck.",
-    "- Measured on a quiet 2-core AMD EPYC (no AMX): the paper's one-prompt-at-a-time way is as fast as our "
-    "batch of 8 (1.5B: 0.58 vs 0.52 prompts/s; 0.5B: 1.42 vs 1.76): at batch 1 there is no padding and no "
-    "attention mask, and on a CPU the prefill is already at the matmul peak. Its sampling costs accuracy "
-    "(1.5B: 83.0% vs 87.0%; 0.5B: 66.0% vs 82.0%), not time.",
+    "- Measured on a quiet 2-core AMD EPYC (no AMX), 500 reviews, everything at the pipeline's batch 1: the "
+    "paper's one-prompt-at-a-time sampling is as fast as our greedy generate (1.5B: 0.55 vs 0.57 prompts/s; "
+    "0.5B: 1.76 vs 1.64): on a CPU the prefill is already at the matmul peak and dominates the few generated "
+    "tokens. Its sampling costs accuracy (1.5B: 84.2% vs 90.0%; 0.5B: 60.0% vs 81.0%), not time. Choice at "
+    "batch 1 is slower than generate (1.5B 0.40, 0.5B 1.18 prompts/s, same accuracy: 90.0%, 80.6%); at batch "
+    "8 it did 0.48 and 1.48 on the 100/200-review draws of an earlier run.",
     "- Choice mode scores first tokens on their rows of the output projection only (the vocabulary's "
     "normaliser cancels across a row's spellings) and converts the fp32 head once for continuations: "
     "Qwen2.5-Coder-0.5B on the same 200 reviews went from 1.28 to 1.48 prompts/s, same labels (81.5%). "
-    "SmolLM2's choice row ran while other jobs loaded the machine (load 0.0 -> 3.1) and is not comparable.",
+    "SmolLM2-135M answers 'positive' to every review in choice mode (50.0%, share positive 1.0) and mostly "
+    "off-format when generating (56.8% discards): too small to follow this prompt.",
     "- Scoring labels spelled with several tokens (\"POSITIVE\" is 2-3 tokens) used to run one full "
     "forward pass per spelling: 12 passes per batch. Now the prompt is read once and multi-token "
     "spellings continue from the KV cache, skipped when their first token is e^20 less likely than a "
