@@ -96,9 +96,10 @@ class StudentConfig(_Strict):
     bf16: bool = True
     truncation: Literal["head", "head_tail"] = "head"
     infer_batch_size: int = Field(
-        16, ge=1, description="Documents per forward pass when labeling the corpus. Measured on 2 cores (MiniLM, "
-        "bf16, IMDb): at 256 tokens batch 16 74 docs/s, 32 68, 64 64.6, 128 61.8; at 512 tokens 16 54, 8 50, "
-        "32 43-46: past 16 the activations spill out of cache and bigger batches cost more than they save.",
+        16, ge=1, description="Documents per forward pass when labeling the corpus. `make bench-student "
+        "BENCH_ARGS=batches` (MiniLM, bf16, 2 cores, 500 IMDb reviews, two interleaved rounds): 256 tokens: 16 -> "
+        "73.5-84.6 docs/s, 32 -> 74.6-77.3, 8 -> 70.0-83.6; 512 tokens: 16 -> 51.8-52.4, 32 -> 47.0-47.5, "
+        "8 -> 52.7-55.2 (64 did 64.6 at 256 earlier). Past 16 the activations spill out of cache.",
     )
     infer_max_length: int = Field(256, ge=8, le=8192)
     chunk_rows: int = Field(4096, ge=64, description="Rows per DuckDB write during whole-corpus labeling.")

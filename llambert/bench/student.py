@@ -44,7 +44,7 @@ CURVE_SIZES = (250, 500, 1000, 2000, 4000)
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
 STUDENT = "all-minilm-l6-v2"
-STAGES = ("label", "curve", "speed", "report")
+STAGES = ("label", "curve", "speed", "batches", "report")
 
 
 def log(msg: str) -> None:
@@ -379,6 +379,33 @@ def stage_speed(args) -> None:
     res.close()
 
 
+def stage_batches(args) -> None:
+    """The corpus-labeling batch size: each size on the same reviews, interleaved over two rounds
+    (a shared machine drifts; interleaving keeps the comparison fair)."""
+    from llambert.student.predict import StudentPredictor
+
+    path = next((CKPT_DIR / f"curve-gold-{n}" for n in (4000, 2000, 1000) if (CKPT_DIR / f"curve-gold-{n}" / "config.json").exists()), None)
+    if path is None:
+        log("batches: no curve-gold checkpoint (run the curve stage first)")
+        return
+    test = imdb("test", args.data_dir).head(args.trial_docs)
+    texts = test["text"].to_list()
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    res = open_bench(SPEED_DB)
+    res.execute("CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, max_length INTEGER, batch_size INTEGER, "
+                "round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE, measured_at TIMESTAMP DEFAULT now())")
+    for L in (256, 512):
+        preds = {b: StudentPredictor(str(path), max_length=L, batch_size=b, threads=args.threads) for b in sizes}
+        preds[sizes[0]].predict(texts[:32])  # warm-up
+        for rnd in (1, 2):
+            for b, pred in preds.items():
+                _, sec = _timed_predict(pred, texts)
+                res.execute("INSERT INTO bench.student_batches (run_id, max_length, batch_size, round, n_docs, seconds, docs_per_s) "
+                            "VALUES (?,?,?,?,?,?,?)", [RUN_ID, L, b, rnd, len(texts), sec, len(texts) / sec])
+                log(f"batches: {L} tokens, batch {b}, round {rnd}: {len(texts) / sec:.1f} docs/s")
+    res.close()
+
+
 # -- curve ------------------------------------------------------------------------------------
 def student_cfg(args, **over):
     from llambert.config import StudentConfig
@@ -476,6 +503,12 @@ def stage_report(args) -> None:
         "round(CAST(details->>'docs_per_cpu_s' AS DOUBLE), 1) AS docs_per_cpu_s, "
         "round(peak_rss_mib) AS peak_rss_mib, details FROM bench.student_speed "
         "WHERE run_id = (SELECT max(run_id) FROM bench.student_speed) ORDER BY measured_at").pl()
+    con.execute("CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, max_length INTEGER, batch_size INTEGER, "
+                "round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE, measured_at TIMESTAMP DEFAULT now())")
+    batches = con.execute(
+        "SELECT max_length, batch_size, any_value(n_docs) AS n_docs, round(min(docs_per_s), 1) AS docs_per_s_min, "
+        "round(max(docs_per_s), 1) AS docs_per_s_max FROM bench.student_batches "
+        "WHERE run_id = (SELECT max(run_id) FROM bench.student_batches) GROUP BY ALL ORDER BY ALL").pl()
     con.close()
     con = open_bench(RESULTS_DB)
     curve = con.execute(
@@ -500,7 +533,7 @@ def stage_report(args) -> None:
     fig.tight_layout()
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(PLOT, dpi=110)
-    text = render_markdown(speed, curve, markdown_table)
+    text = render_markdown(speed, curve, markdown_table, batches)
     if args.note:  # what was special about this run (load, sizes turned down), right under the title
         title, rest = text.split("\n", 1)
         text = f"{title}\n\n> **This run:** {args.note}\n{rest}"
@@ -552,9 +585,9 @@ DESIGN_NOTES = """## How the student is trained and chosen (design notes)
   fp32), per-sample `baddbmm` + softmax, compiled FlexAttention (41-51) and ONNX Runtime's fused Attention
   op all land there, which is why ORT's fused graph is not faster: it keeps attention slow and runs its
   matrix products in fp32 (~173 GFLOP/s against ~650 for bf16).
-- **Batch size** (`student.infer_batch_size`, default 16): interleaved on the same reviews, batch 16 beat 32
-  at both lengths (256 tokens: 74 vs 68 docs/s on 1,500 reviews; 512 tokens: 53-55 vs 41-46 on 1,000;
-  8: 50, 12: 49, 24: 67 at 256). Past 16 the activations of a 512-token batch no longer fit in cache.
+- **Batch size** (`student.infer_batch_size`, default 16): see the `batches` table above (same reviews,
+  interleaved rounds): 16 is at or near the best at both 256 and 512 tokens; 32 loses ~10% at 512, where
+  its activations no longer fit in cache.
 - **Timing noise.** This is a shared virtual machine: the same command on the same 1,000 reviews gave 55.2
   and 46.4 docs/s twenty minutes apart. Only ratios measured back to back in one run are compared.
 """
@@ -582,7 +615,7 @@ def trial_verdicts(speed: pl.DataFrame) -> list[str]:
     return out
 
 
-def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) -> str:
+def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, batches: pl.DataFrame | None = None) -> str:
     ours = speed.filter(pl.col("what").str.starts_with("llambert"))
     pipe = speed.filter(pl.col("what").str.starts_with("transformers.pipeline"))
     ratio = (pipe["seconds"][0] / ours["seconds"][0]) if ours.height and pipe.height else None
@@ -621,6 +654,12 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table) ->
         "",
         *trial_verdicts(speed),
         "",
+        "### Batch size for corpus labeling (`batches` stage)",
+        "",
+        "Our path at each batch size on the same reviews, interleaved over two rounds (min and max of the two):",
+        "",
+        markdown_table(batches) if batches is not None and batches.height else "(not measured in this results file)",
+        "",
         "## Learning curve (the paper's Fig. 1, left)",
         "",
         f"Test accuracy of {STUDENT} against the number of training labels: IMDb train reviews in a fixed seeded "
@@ -653,6 +692,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--speed-max-length", type=int, default=512)
     p.add_argument("--train-examples", type=int, default=256, help="examples for the training-speed figure")
     p.add_argument("--trial-docs", type=int, default=1000, help="reviews for the faster-path trials")
+    p.add_argument("--batch-sizes", type=str, default="8,16,32", help="batches stage: the sizes compared")
     p.add_argument("--curve-sizes", type=str, default=",".join(map(str, CURVE_SIZES)))
     p.add_argument("--curve-test", type=int, default=1000)
     p.add_argument("--curve-epochs", type=int, default=2)
