@@ -48,10 +48,10 @@ class TeacherConfig(_Strict):
         "generate", description="generate: free text + the task's parser (the paper); choice: score each label."
     )
     batch_size: int | None = Field(
-        None, ge=1, description="Prompts per model call. None: 1 for transformers (it runs on the CPU, where a "
-        "batch pays padding and masked attention: Qwen-1.5B generate 0.62 prompts/s at 1 vs 0.48 at 8 on 32 "
-        "reviews; the 0.5B goes the other way, 1.63 vs 1.76 on 200), 8 for "
-        "vllm and openai (they batch or fan out what they are given).",
+        None, ge=1, description="Prompts per model call. None: 1 for transformers (on a CPU the prompt's prefill "
+        "is already at the matmul peak, so a batch buys little and pays padding: `python -m llambert.bench.teacher "
+        "--methods generate --batch B`: Qwen-1.5B 0.57 prompts/s at 1 on 500 reviews, 0.52 at 8 on 100; the "
+        "0.5B 1.64 at 1 vs 1.76 at 8), 8 for vllm and openai (they batch or fan out what they are given).",
     )
     max_new_tokens: int = Field(4, ge=1, le=512)
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")

@@ -79,6 +79,10 @@ def open_bench(path: Path = RESULTS_DB) -> duckdb.DuckDBPyConnection:
         "label_source VARCHAR, n_labels INTEGER, label_accuracy DOUBLE, test_accuracy DOUBLE, test_f1 DOUBLE, "
         "n_test INTEGER, epochs INTEGER, max_length INTEGER, train_seconds DOUBLE, train_examples_per_s DOUBLE, details JSON)"
     )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, "
+        "max_length INTEGER, batch_size INTEGER, round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE)"
+    )
     return con
 
 
@@ -392,8 +396,6 @@ def stage_batches(args) -> None:
     texts = test["text"].to_list()
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     res = open_bench(SPEED_DB)
-    res.execute("CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, max_length INTEGER, batch_size INTEGER, "
-                "round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE, measured_at TIMESTAMP DEFAULT now())")
     for L in (256, 512):
         preds = {b: StudentPredictor(str(path), max_length=L, batch_size=b, threads=args.threads) for b in sizes}
         preds[sizes[0]].predict(texts[:32])  # warm-up
@@ -503,8 +505,6 @@ def stage_report(args) -> None:
         "round(CAST(details->>'docs_per_cpu_s' AS DOUBLE), 1) AS docs_per_cpu_s, "
         "round(peak_rss_mib) AS peak_rss_mib, details FROM bench.student_speed "
         "WHERE run_id = (SELECT max(run_id) FROM bench.student_speed) ORDER BY measured_at").pl()
-    con.execute("CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, max_length INTEGER, batch_size INTEGER, "
-                "round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE, measured_at TIMESTAMP DEFAULT now())")
     batches = con.execute(
         "SELECT max_length, batch_size, any_value(n_docs) AS n_docs, round(min(docs_per_s), 1) AS docs_per_s_min, "
         "round(max(docs_per_s), 1) AS docs_per_s_max FROM bench.student_batches "
