@@ -62,7 +62,10 @@ class TeacherConfig(_Strict):
     few_shot_source: Literal["task", "gold"] = Field(
         "task", description="task: the task file's examples; gold: short gold-labelled pool documents outside the sample."
     )
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512_BF16/AMX), else float32 "
+        "(emulated bf16 is ~100x slower than fp32 on an AVX2-only CPU; llambert/hardware.py).",
+    )
     base_urls: list[str] = Field(default_factory=list, description="openai backend: servers to spread load over.")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: env var holding the key (never stored).")
     concurrency: int = Field(8, ge=1)
@@ -93,7 +96,10 @@ class StudentConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 42
-    bf16: bool = True
+    bf16: bool | Literal["auto"] = Field(
+        "auto", description="bf16 weights/autocast for training and corpus labeling. auto: only where the hardware "
+        "has native bf16 (GPU, AVX512_BF16, AMX); emulated bf16 on an AVX2-only CPU is ~100x slower than fp32.",
+    )
     truncation: Literal["head", "head_tail"] = "head"
     infer_batch_size: int = Field(
         16, ge=1, description="Documents per forward pass when labeling the corpus. `make bench-student "

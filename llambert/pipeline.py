@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from llambert.config import CorpusSource, Settings
+from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.tasks import Task, load_task
 from llambert.warehouse import count, model_path, run_model, set_variables, transaction
@@ -284,7 +285,7 @@ def score_on_probe(con: duckdb.DuckDBPyConnection, settings: Settings, path: str
     if probe.height == 0:
         return None
     cfg = settings.student
-    pred = StudentPredictor(str(path), cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, bf16=cfg.bf16,
+    pred = StudentPredictor(str(path), cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, bf16=resolve_bf16(cfg.bf16),
                             threads=settings.threads)
     labels, _ = pred.predict(probe["text"].to_list())
     task = load_task(settings.task)
@@ -425,7 +426,7 @@ def predict_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str
     done = 0
     if pending:
         predictor = StudentPredictor(champ["path"], cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation,
-                                     bf16=cfg.bf16, threads=settings.threads)
+                                     bf16=resolve_bf16(cfg.bf16), threads=settings.threads)
         # A pending-id snapshot, so chunks are stable while we insert.
         con.execute(
             "CREATE OR REPLACE TEMP TABLE pending_docs AS SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "

@@ -334,7 +334,8 @@ def test_choice_probabilities_equal_brute_force_scoring(tiny_models):
 
     task = load_task("imdb_sentiment")
     dec = DecodingParams(mode="choice", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=128)
-    teacher = TransformersTeacher(str(tiny_models["teacher"]), "tiny", task, dec)
+    # fp32: the claim is about the algorithm (one pass + cached continuations), not bf16 rounding of padded batches.
+    teacher = TransformersTeacher(str(tiny_models["teacher"]), "tiny", task, dec, dtype="float32")
     texts = ["a wonderful film, loved it", "boring and awful", "it was a film with actors in it, some of them long"]
     got = teacher.answer(teacher.prepare(texts))
     variants = teacher.label_variants()

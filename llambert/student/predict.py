@@ -1,4 +1,4 @@
-"""Labeling documents with a fine-tuned student: bf16 weights, inference mode, length-sorted
+"""Labeling documents with a fine-tuned student: bf16 weights where the hardware has bf16 (else fp32), inference mode, length-sorted
 batches with dynamic padding. Callers feed chunks, so memory stays flat at any corpus size.
 """
 
@@ -7,19 +7,20 @@ from __future__ import annotations
 import polars as pl
 import torch
 
+from llambert.hardware import resolve_bf16
 from llambert.student.encoding import encode, pad_batch, sorted_batches
 
 
 class StudentPredictor:
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, truncation: str = "head",
-                 bf16: bool = True, threads: int | None = None) -> None:
+                 bf16: bool | str = "auto", threads: int | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.bfloat16 if bf16 else torch.float32
+            path, dtype=torch.bfloat16 if resolve_bf16(bf16) else torch.float32
         )
         self.model.eval()
         cfg = self.model.config

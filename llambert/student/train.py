@@ -18,6 +18,7 @@ import torch
 from llambert.config import StudentConfig
 from llambert.metrics import classification_metrics
 from llambert.progress import progress
+from llambert.hardware import resolve_bf16
 from llambert.student.encoding import encode, length_grouped_batches, pad_batch, sorted_batches
 
 
@@ -130,7 +131,7 @@ def train_student(
                 for bi, batch in enumerate(batches):
                     enc = pad_batch([ids[i] for i in batch], tok.pad_token_id or 0)
                     target = torch.tensor([ys[i] for i in batch])
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16)):
                         logits = model(**enc).logits
                     loss = torch.nn.functional.cross_entropy(logits.float(), target) / cfg.grad_accum
                     loss.backward()
@@ -192,7 +193,7 @@ def _predict_ids(model, tok, ids: list[list[int]], cfg: StudentConfig, y: list[i
     preds = [0] * len(ids)
     probs = [0.0] * len(ids)
     loss_sum = 0.0
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16)):
         for batch in sorted_batches([len(x) for x in ids], cfg.infer_batch_size):
             logits = model(**pad_batch([ids[i] for i in batch], tok.pad_token_id or 0)).logits.float()
             p = logits.softmax(-1)

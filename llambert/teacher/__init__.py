@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llambert.config import Settings
+from llambert.hardware import resolve_dtype
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams, TeacherBackend
 
@@ -82,11 +83,12 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
         from llambert.teacher.vllm_backend import VLLMTeacher
 
         decoding.extra["engine"] = "vllm"
-        return VLLMTeacher(str(resolved.path), resolved.identity, task, decoding, dtype=t.dtype)
+        return VLLMTeacher(str(resolved.path), resolved.identity, task, decoding,
+                           dtype="bfloat16" if t.dtype == "auto" else t.dtype)  # vLLM-CPU: unchanged
     from llambert.teacher.hf_backend import TransformersTeacher
 
     return TransformersTeacher(
-        str(resolved.path), resolved.identity, task, decoding, dtype=t.dtype, threads=settings.threads
+        str(resolved.path), resolved.identity, task, decoding, dtype=resolve_dtype(t.dtype), threads=settings.threads
     )
 
 
