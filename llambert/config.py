@@ -100,7 +100,48 @@ class StudentConfig(_Strict):
         "auto", description="bf16 weights/autocast for training and corpus labeling. auto: only where the hardware "
         "has native bf16 (GPU, AVX512_BF16, AMX); emulated bf16 on an AVX2-only CPU is ~100x slower than fp32.",
     )
-    truncation: Literal["head", "head_tail"] = "head"
+    truncation: Literal["head", "head_tail"] = Field(
+        "head_tail", description="head: the first max_length tokens; head_tail: the first quarter and the last "
+        "three quarters of the budget (a review's verdict is often at its end). Same cost; see docs/bench_quality.md.",
+    )
+    kind: Literal["encoder", "linear", "ensemble"] = Field(
+        "ensemble", description="Which students compete for champion. linear: TF-IDF + logistic regression only (the "
+        "floor, trained in seconds, thousands of docs/s); encoder: the fine-tuned `model` and the floor; ensemble: both "
+        "plus their temperature-calibrated weighted average (weights fitted on the validation split). The champion "
+        "rule (README \"Students\") picks among them by gold-probe score and measured docs/s.",
+    )
+    soft_labels: bool = Field(
+        True, description="Train on the teacher's label distribution (choice mode's label_probs) with a distillation "
+        "loss instead of its argmax; answers without probabilities (generate mode, audit, gold) stay hard labels.",
+    )
+    distill_temperature: float = Field(1.0, gt=0, description="Soft labels: the teacher distribution is p^(1/T), "
+                                       "renormalised (T>1 softer, T<1 sharper).")
+    confidence: Literal["none", "weight", "filter"] = Field(
+        "none", description="Teacher confidence per label: weight (loss weighted by the teacher's probability of "
+        "its label) or filter (drop labels below min_confidence). Needs choice-mode probabilities.",
+    )
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="confidence: filter drops teacher labels below this.")
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="balanced: each class weighs as much as the others in the loss (skewed label sets "
+        "must not collapse to the majority class).",
+    )
+    min_train_steps: int = Field(
+        240, ge=0, description="Small label sets get more epochs: at least this many optimizer steps (epochs is the "
+        "minimum; capped by max_epochs). 250 labels at batch 16 give 48 steps in 3 epochs: too few to leave the prior.",
+    )
+    max_epochs: int = Field(12, ge=1)
+    early_stopping_patience: int = Field(2, ge=0, description="Stop after this many epochs without a better "
+                                         "validation score (0: run every epoch); the best epoch is kept either way.")
+    linear_char_ngrams: bool = Field(False, description="Linear student: add character 2-5-grams (+0.3 pt on IMDb "
+                                     "at 1,000 labels, 8x slower to label).")
+    champion_tolerance: float = Field(
+        0.005, ge=0.0, le=0.2, description="Champion rule: among eligible candidates within this of the best score, "
+        "the fastest (measured docs/s) wins.",
+    )
+    collapse_ratio: float = Field(
+        0.25, ge=0.0, le=1.0, description="A candidate whose predicted share of some class is below this fraction of "
+        "that class's share in the reference labels (gold probe, else validation) is collapsed: never champion.",
+    )
     infer_batch_size: int = Field(
         16, ge=1, description="Documents per forward pass when labeling the corpus. `make bench-student "
         "BENCH_ARGS=batches` (MiniLM, bf16, 2 cores, 500 IMDb reviews, two interleaved rounds): 256 tokens: 16 -> "
@@ -124,6 +165,15 @@ class StudentConfig(_Strict):
 class SampleConfig(_Strict):
     size: int = Field(1000, ge=1)
     seed: int = 0
+    strategy: Literal["random", "uncertainty"] = Field(
+        "random", description="random: a seeded random sample; uncertainty: a random seed set, then rounds that send "
+        "the teacher the pool documents the linear student is least sure of, mixed with random picks.",
+    )
+    seed_size: int = Field(250, ge=1, description="uncertainty: documents in the random first round.")
+    round_growth: float = Field(2.0, gt=1.0, description="uncertainty: each round's cumulative size is this times "
+                                "the previous one (250, 500, 1000, ...), so budgets share prefixes.")
+    random_share: float = Field(0.3, ge=0.0, le=1.0, description="uncertainty: share of each round picked at random "
+                                "(coverage) instead of by uncertainty.")
     pool_splits: list[str] = Field(default_factory=lambda: ["train", "unsup"])
     exclude_splits: list[str] = Field(default_factory=lambda: ["test"], description="Never sampled.")
 

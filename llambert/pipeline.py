@@ -201,7 +201,8 @@ def label_balance(con: duckdb.DuckDBPyConnection, task: Task) -> dict[str, int]:
 # -- 5. students.checkpoints ------------------------------------------------------------------
 _RECIPE_SOURCE = {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}
 # Settings that change only how a checkpoint is used or compared, never its weights.
-_NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size"}
+_NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size", "kind",
+                 "champion_tolerance", "collapse_ratio", "linear_char_ngrams"}
 
 
 def ensure_gold_probe(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
@@ -233,16 +234,24 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
 
     recipe = settings.student.recipe
     ensure_gold_probe(con, settings)
-    run_model(con, "students.training_examples", {"recipe": recipe})
+    cfg = settings.student
+    run_model(con, "students.training_examples", {"recipe": recipe, "confidence": cfg.confidence,
+                                                  "min_confidence": cfg.min_confidence})
     rows = con.execute(
-        "SELECT e.phase, e.doc_id, e.label, e.origin, e.split, c.text FROM students.training_examples e "
-        "JOIN raw.corpus c USING (doc_id) ORDER BY e.phase_order, e.ord"
+        "SELECT e.phase, e.doc_id, e.label, e.origin, e.split, c.text, "
+        "map_keys(e.label_probs) AS probs_keys, map_values(e.label_probs) AS probs_values "
+        "FROM students.training_examples e JOIN raw.corpus c USING (doc_id) ORDER BY e.phase_order, e.ord"
     ).pl()
+    task = load_task(settings.task)
+    id_of = {lab.name: lab.id for lab in task.labels}
     phases = []
     for name in ("llm", "gold"):
         part = rows.filter(pl.col("phase") == name)
         if part.height:
-            phases.append(Phase(name, part["text"].to_list(), part["label"].to_list(), part["doc_id"].to_list()))
+            probs = [None if ks is None else {id_of[k]: v for k, v in zip(ks, vs) if k in id_of}
+                     for ks, vs in zip(part["probs_keys"].to_list(), part["probs_values"].to_list())]
+            phases.append(Phase(name, part["text"].to_list(), part["label"].to_list(), part["doc_id"].to_list(),
+                                probs=probs if any(probs) else None))
     sizes = {f"{r['phase']}_{r['origin']}_{r['split']}": r["n"] for r in
              rows.group_by("phase", "origin", "split").len("n").sort("phase", "origin", "split").to_dicts()}
     needed = {"baseline": ["gold"], "llambert": ["llm"], "llambert_extra": ["llm"], "combined": ["llm", "gold"]}[recipe]
@@ -259,14 +268,16 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
     return phases, _RECIPE_SOURCE[recipe], sizes
 
 
-def training_fingerprint(base_identity: str, task: Task, settings: Settings, phases) -> str:
-    """Same base model + training settings + the same (doc_id, label) lists => the same checkpoint."""
+def training_fingerprint(base_identity: str, task: Task, settings: Settings, phases, kind: str = "encoder") -> str:
+    """Same kind + base model + training settings + the same (doc_id, label) lists => the same checkpoint."""
     import hashlib
 
     cfg = {k: v for k, v in settings.student.model_dump().items() if k not in _NOT_TRAINING and k != "model"}
     h = hashlib.sha256()
     h.update(json.dumps({"base": base_identity, "task": task.name, "task_version": task.version,
                          "label_ids": task.label_ids, "config": cfg}, sort_keys=True).encode())
+    if kind != "encoder":  # encoder fingerprints stay those of the checkpoints made before the family existed
+        h.update(f"\x1dkind={kind}".encode())
     for p in phases:
         h.update(f"\x1e{p.name}\x1f".encode())
         for d, y in zip(p.doc_ids, p.labels):
@@ -274,28 +285,64 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
     return h.hexdigest()
 
 
-def score_on_probe(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path) -> dict | None:
-    """Accuracy / macro-F1 of a checkpoint folder on students.gold_probe (None without a probe)."""
+def _open_predictor(settings: Settings, path: str | Path):
+    from llambert.student.predict import load_predictor
+
+    cfg = settings.student
+    return load_predictor(path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation,
+                          bf16=resolve_bf16(cfg.bf16), threads=settings.threads)
+
+
+def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path,
+                    val=None) -> dict | None:
+    """Score a student folder on students.gold_probe: accuracy, macro-F1, docs/s, predicted shares.
+
+    ``min_share_ratio`` is the smallest (predicted share / true share) over the classes: near 0 when the
+    student (almost) never predicts a class that the probe holds, i.e. it collapsed. Without a gold
+    probe the held-out teacher labels ``val`` (a Phase) are the judge; None when neither exists.
+    """
     from llambert.metrics import classification_metrics
-    from llambert.student.predict import StudentPredictor
 
     probe = con.execute(
         "SELECT g.doc_id, g.gold_label, c.text FROM students.gold_probe g JOIN raw.corpus c USING (doc_id) ORDER BY g.doc_id"
     ).pl()
-    if probe.height == 0:
+    if probe.height:
+        texts, truth, prefix = probe["text"].to_list(), probe["gold_label"].to_list(), "probe_"
+    elif val is not None and val.texts:
+        texts, truth, prefix = val.texts, list(val.labels), "val_"
+    else:
         return None
-    cfg = settings.student
-    pred = StudentPredictor(str(path), cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, bf16=resolve_bf16(cfg.bf16),
-                            threads=settings.threads)
-    labels, _ = pred.predict(probe["text"].to_list())
     task = load_task(settings.task)
-    m = classification_metrics(probe["gold_label"].to_list(), labels, task.label_ids)
-    return {"probe_accuracy": m["accuracy"], "probe_f1": m["macro_f1"], "probe_n": probe.height}
+    pred = _open_predictor(settings, path)
+    t0 = time.perf_counter()
+    labels, _ = pred.predict(texts)
+    seconds = time.perf_counter() - t0
+    m = classification_metrics(truth, labels, task.label_ids)
+    true_share = {lid: truth.count(lid) / len(truth) for lid in task.label_ids}
+    pred_share = {lid: labels.count(lid) / len(labels) for lid in task.label_ids}
+    ratio = min(pred_share[lid] / true_share[lid] for lid in task.label_ids if true_share[lid] > 0)
+    out = {f"{prefix}accuracy": m["accuracy"], f"{prefix}f1": m["macro_f1"],
+           "docs_per_s": len(texts) / seconds if seconds > 0 else None, "min_share_ratio": ratio,
+           "pred_shares": {task.label_by_id(k).name: round(v, 4) for k, v in pred_share.items()}}
+    if prefix == "probe_":
+        out["probe_n"] = probe.height
+    return out
+
+
+def score_on_probe(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path) -> dict | None:
+    """Accuracy / macro-F1 / docs/s / predicted shares of a checkpoint on students.gold_probe (None without one)."""
+    scored = judge_candidate(con, settings, path)
+    return scored if scored and "probe_n" in scored else None
 
 
 def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
-    """Fine-tune the student for the configured recipe, unless this exact training was done before."""
-    from llambert.models import resolve_model
+    """Train the student family for the configured recipe (linear floor, encoder, ensemble: ``student.kind``),
+    reusing any member whose exact training was done before; judge each on the gold probe; pick the champion.
+
+    Returns the figures of the main member (the encoder, or the floor for ``kind: linear``) with every
+    candidate under ``candidates`` and the champion's id and reason.
+    """
+    from llambert.student.family import KINDS_FOR, Trained, build_ensemble, split_phases, train_linear
     from llambert.student.train import train_student
 
     t0 = time.perf_counter()
@@ -303,89 +350,121 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict
     cfg = settings.student
     phases, label_source, sizes = training_phases(con, settings)
     probe = ensure_gold_probe(con, settings)
-    base = resolve_model(cfg.model, settings.models_dir, role="student")
-    fingerprint = training_fingerprint(base.identity, task, settings, phases)
-    prior = con.execute(
-        "SELECT checkpoint_id, path, n_train, n_val, metrics, probe_set FROM students.checkpoints "
-        "WHERE fingerprint = ? ORDER BY created_at DESC", [fingerprint]
-    ).fetchall()
-    prior = next((r for r in prior if (Path(r[1]) / "config.json").exists()), None)
-    if prior is not None:
-        checkpoint_id, out = prior[0], Path(prior[1])
-        if prior[5] != probe["probe_set"]:  # the probe was rebuilt (other settings): score on the new one
-            _store_probe_score(con, checkpoint_id, probe, score_on_probe(con, settings, out))
-        champion = choose_champion(con, settings)
-        m = json.loads(prior[4])
-        stats = {"checkpoint_id": checkpoint_id, "path": str(out), "reused": True, "fingerprint": fingerprint[:16],
-                 "n_train": prior[2], "n_val": prior[3], "recipe": cfg.recipe, "label_source": label_source,
-                 **{k: v for k, v in m.items() if k.startswith(("val_", "probe_"))},
-                 "history": [], "champion": champion["checkpoint_id"],
-                 "is_champion": champion["checkpoint_id"] == checkpoint_id, "champion_reason": champion["reason"]}
-        record_stage(con, "train", None, 0, time.perf_counter() - t0, {k: v for k, v in stats.items() if k != "history"})
-        return stats
+    kinds = KINDS_FOR[cfg.kind]
+    base_identity, base_path = "tfidf-logreg", None
+    if "encoder" in kinds:
+        from llambert.models import resolve_model
 
-    checkpoint_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    out = settings.checkpoints_dir / checkpoint_id
-    card = {"title": f"llambert student for {task.name}", "task": task.name, "labels": ", ".join(task.label_names),
-            "base model": base.identity, "recipe": cfg.recipe, "label source": label_source,
-            "training data": ", ".join(f"{k}: {v}" for k, v in sizes.items()), "checkpoint": checkpoint_id,
-            "fingerprint": fingerprint}
-    result = train_student(str(base.path), task.label_names, task.label_ids, phases, cfg, out, model_card=card,
-                           threads=settings.threads)
-    m = dict(result.metrics)
-    scored = score_on_probe(con, settings, out)
-    if scored:
-        m |= scored
-        from llambert.student.train import append_to_model_card
+        base = resolve_model(cfg.model, settings.models_dir, role="student")
+        base_identity, base_path = base.identity, base.path
+    train_phases, val = split_phases(phases, cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    members: dict[str, Trained] = {}
+    rows: dict[str, dict] = {}
+    for kind in kinds:
+        fingerprint = training_fingerprint(base_identity, task, settings, phases, kind)
+        prior = con.execute(
+            "SELECT checkpoint_id, path, n_train, n_val, metrics, probe_set, train_seconds FROM students.checkpoints "
+            "WHERE fingerprint = ? ORDER BY created_at DESC", [fingerprint]).fetchall()
+        prior = next((r for r in prior if Path(r[1]).is_dir()), None)
+        if prior is not None:
+            cid, out = prior[0], Path(prior[1])
+            if prior[5] != probe["probe_set"]:  # the probe was rebuilt (other settings): score on the new one
+                _store_probe_score(con, cid, probe, score_on_probe(con, settings, out))
+            m = json.loads(prior[4])
+            members[kind] = Trained(kind, out, prior[2], prior[3], m, prior[6])
+            rows[kind] = {"checkpoint_id": cid, "kind": kind, "path": str(out), "reused": True,
+                          "fingerprint": fingerprint[:16], "n_train": prior[2], "n_val": prior[3], "history": [],
+                          **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_"))}}
+            continue
+        checkpoint_id = f"{stamp}-{kind}"
+        out = settings.checkpoints_dir / checkpoint_id
+        if kind == "linear":
+            trained = train_linear(train_phases, val, task.label_ids, cfg, out)
+        elif kind == "encoder":
+            card = {"title": f"llambert student for {task.name}", "task": task.name,
+                    "labels": ", ".join(task.label_names), "base model": base_identity, "recipe": cfg.recipe,
+                    "label source": label_source, "training data": ", ".join(f"{k}: {v}" for k, v in sizes.items()),
+                    "checkpoint": checkpoint_id, "fingerprint": fingerprint}
+            r = train_student(str(base_path), task.label_names, task.label_ids, train_phases, cfg, out, val=val,
+                              model_card=card, threads=settings.threads)
+            trained = Trained("encoder", out, r.n_train, r.n_val, dict(r.metrics), r.seconds, r.history,
+                              r.train_examples_per_s, r.best_epoch)
+        else:
+            trained = build_ensemble([members["encoder"], members["linear"]], val, task.label_ids, cfg, out,
+                                     threads=settings.threads)
+        members[kind] = trained
+        m = dict(trained.metrics)
+        scored = judge_candidate(con, settings, out, val)
+        if scored:
+            m |= scored
+            if kind == "encoder" and "probe_n" in scored:
+                from llambert.student.train import append_to_model_card
 
-        append_to_model_card(out, {"gold probe accuracy": f"{scored['probe_accuracy']:.4f} on {scored['probe_n']} "
-                                   "held-out gold train documents", "gold probe macro-F1": f"{scored['probe_f1']:.4f}"})
-    sizes |= {"train": result.n_train, "val": result.n_val, "probe": probe["n"]}
-    con.execute(
-        "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
-        "training_config, metrics, val_accuracy, val_f1, path, train_seconds, fingerprint, data_sizes, probe_set, "
-        "probe_n, probe_accuracy, probe_f1) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [checkpoint_id, task.name, base.identity, cfg.recipe, label_source, result.n_train, result.n_val,
-         json.dumps(cfg.model_dump()), json.dumps(m | {"train_examples_per_s": result.train_examples_per_s}),
-         m.get("val_accuracy"), m.get("val_f1"), str(out), result.seconds, fingerprint, json.dumps(sizes),
-         probe["probe_set"] if scored else None, m.get("probe_n"), m.get("probe_accuracy"), m.get("probe_f1")],
-    )
-    log = pl.DataFrame(
-        [{"checkpoint_id": checkpoint_id, "epoch": r["epoch"], "train_loss": r["train_loss"],
-          "val_loss": r.get("val_loss"), "val_accuracy": r.get("val_accuracy"), "val_f1": r.get("val_f1"),
-          "seconds": r["seconds"]} for r in result.history]
-    )
-    con.register("staged_log", log)
-    con.execute("INSERT INTO students.training_log SELECT * FROM staged_log")
-    con.unregister("staged_log")
+                append_to_model_card(out, {"gold probe accuracy": f"{scored['probe_accuracy']:.4f} on "
+                                           f"{scored['probe_n']} held-out gold train documents",
+                                           "gold probe macro-F1": f"{scored['probe_f1']:.4f}"})
+        data_sizes = sizes | {"train": trained.n_train, "val": trained.n_val, "probe": probe["n"]}
+        on_probe = bool(scored and "probe_n" in scored)
+        con.execute(
+            "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
+            "training_config, metrics, val_accuracy, val_f1, path, train_seconds, fingerprint, data_sizes, probe_set, "
+            "probe_n, probe_accuracy, probe_f1, kind, docs_per_s, min_share_ratio) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [checkpoint_id, task.name, base_identity if kind != "linear" else "tfidf-logreg", cfg.recipe,
+             label_source, trained.n_train, trained.n_val, json.dumps(cfg.model_dump()),
+             json.dumps(m | {"train_examples_per_s": trained.train_examples_per_s}, default=str),
+             m.get("val_accuracy"), m.get("val_f1"), str(out), trained.seconds, fingerprint, json.dumps(data_sizes),
+             probe["probe_set"] if on_probe else None, m.get("probe_n"), m.get("probe_accuracy"), m.get("probe_f1"),
+             kind, m.get("docs_per_s"), m.get("min_share_ratio")],
+        )
+        if trained.history:
+            log = pl.DataFrame(
+                [{"checkpoint_id": checkpoint_id, "epoch": r["epoch"], "train_loss": r["train_loss"],
+                  "val_loss": r.get("val_loss"), "val_accuracy": r.get("val_accuracy"), "val_f1": r.get("val_f1"),
+                  "seconds": r["seconds"]} for r in trained.history])
+            con.register("staged_log", log)
+            con.execute("INSERT INTO students.training_log SELECT * FROM staged_log")
+            con.unregister("staged_log")
+        rows[kind] = {"checkpoint_id": checkpoint_id, "kind": kind, "path": str(out), "reused": False,
+                      "fingerprint": fingerprint[:16], "n_train": trained.n_train, "n_val": trained.n_val,
+                      "history": trained.history, "best_epoch": trained.best_epoch,
+                      "train_examples_per_s": round(trained.train_examples_per_s, 2),
+                      **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_", "min_share"))}}
     champion = choose_champion(con, settings)
-    stats = {
-        "checkpoint_id": checkpoint_id, "path": str(out), "reused": False, "fingerprint": fingerprint[:16],
-        "recipe": cfg.recipe, "label_source": label_source, "n_train": result.n_train, "n_val": result.n_val,
-        "best_epoch": result.best_epoch, **{k: v for k, v in m.items() if k != "best_epoch"},
-        "train_examples_per_s": round(result.train_examples_per_s, 2), "history": result.history,
-        "champion": champion["checkpoint_id"], "is_champion": champion["checkpoint_id"] == checkpoint_id,
-        "champion_reason": champion["reason"],
-    }
-    record_stage(con, "train", None, result.n_train, time.perf_counter() - t0,
+    main = rows["encoder" if "encoder" in rows else "linear"]
+    stats = {**main, "recipe": cfg.recipe, "label_source": label_source, "student_kind": cfg.kind,
+             "candidates": [{k: v for k, v in r.items() if k != "history"} for r in rows.values()],
+             "champion": champion["checkpoint_id"], "champion_kind": champion["kind"],
+             "is_champion": champion["checkpoint_id"] == main["checkpoint_id"], "champion_reason": champion["reason"]}
+    stats["reused"] = all(r["reused"] for r in rows.values())
+    n_trained = sum(r["n_train"] for r in rows.values() if not r["reused"])
+    record_stage(con, "train", None, n_trained, time.perf_counter() - t0,
                  {k: v for k, v in stats.items() if k != "history"})
     return stats
 
 
 def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
     if scored:
-        con.execute("UPDATE students.checkpoints SET probe_set = ?, probe_n = ?, probe_accuracy = ?, probe_f1 = ? "
-                    "WHERE checkpoint_id = ?", [probe["probe_set"], scored["probe_n"], scored["probe_accuracy"],
-                                                scored["probe_f1"], checkpoint_id])
+        con.execute("UPDATE students.checkpoints SET probe_set = ?, probe_n = ?, probe_accuracy = ?, probe_f1 = ?, "
+                    "docs_per_s = ?, min_share_ratio = ? WHERE checkpoint_id = ?",
+                    [probe["probe_set"], scored["probe_n"], scored["probe_accuracy"], scored["probe_f1"],
+                     scored.get("docs_per_s"), scored.get("min_share_ratio"), checkpoint_id])
+
+
+class NoEligibleStudent(LookupError):
+    """Every student collapsed to (nearly) one class or scored below the linear floor."""
 
 
 def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
-    """Rebuild students.champion: best checkpoint of the task by the configured metric (see champion.sql).
+    """Rebuild students.champion by the champion rule (sql/students/champion.sql, README "Students").
 
     probe_* metrics compare checkpoints on the same gold documents; without a gold probe (a corpus
-    with no gold train labels) the val_* counterpart is used, and the reason says so.
+    with no gold train labels) the val_* counterpart is used, and the reason says so. Raises
+    :class:`NoEligibleStudent` when no candidate may label the corpus: a collapsed student never does.
     """
-    metric = settings.student.champion_metric
+    cfg = settings.student
+    metric = cfg.champion_metric
     task = load_task(settings.task).name
     probe_set = None
     if metric.startswith("probe_"):
@@ -397,13 +476,25 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             for cid, path in con.execute(
                 "SELECT checkpoint_id, path FROM students.checkpoints WHERE task = ? AND probe_set IS DISTINCT FROM ?",
                 [task, probe_set]).fetchall():
-                if (Path(path) / "config.json").exists():
+                if Path(path).is_dir():
                     _store_probe_score(con, cid, probe, score_on_probe(con, settings, path))
-    run_model(con, "students.champion", {"champion_metric": metric, "task": task, "probe_set": probe_set})
-    row = con.execute("SELECT checkpoint_id, path, reason, metric, score FROM students.champion").fetchone()
+    run_model(con, "students.candidates", {"champion_metric": metric, "task": task, "probe_set": probe_set,
+                                           "champion_tolerance": cfg.champion_tolerance,
+                                           "collapse_ratio": cfg.collapse_ratio})
+    run_model(con, "students.champion")
+    row = con.execute("SELECT checkpoint_id, path, reason, metric, score, kind FROM students.champion").fetchone()
     if row is None:
-        raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
-    return {"checkpoint_id": row[0], "path": row[1], "reason": row[2], "metric": row[3], "score": row[4]}
+        n, rejected = con.execute(
+            "SELECT count(*), string_agg(format('{} [{}]: {}', checkpoint_id, kind, verdict), '; ') "
+            "FROM students.candidates").fetchone()
+        if not n:
+            raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
+        raise NoEligibleStudent(
+            f"no student may label the corpus: all {n} candidates were rejected ({rejected}). A collapsed student "
+            "predicts (nearly) one class: check labeling.parsed_labels' balance (the teacher may answer one label), "
+            "raise sample.size, or set student.class_weight: balanced; a student below the linear floor is worse "
+            "than TF-IDF on the same labels: use student.kind: linear. (student.collapse_ratio sets the bound.)")
+    return {"checkpoint_id": row[0], "path": row[1], "reason": row[2], "metric": row[3], "score": row[4], "kind": row[5]}
 
 
 # -- 6. predictions.labels --------------------------------------------------------------------
@@ -411,7 +502,6 @@ def predict_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str
                   replace: bool = False) -> dict:
     """Label every document of a batch that has no prediction from the champion yet."""
     from llambert.progress import progress
-    from llambert.student.predict import StudentPredictor
 
     t0 = time.perf_counter()
     champ = choose_champion(con, settings)
@@ -425,8 +515,7 @@ def predict_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str
     cfg = settings.student
     done = 0
     if pending:
-        predictor = StudentPredictor(champ["path"], cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation,
-                                     bf16=resolve_bf16(cfg.bf16), threads=settings.threads)
+        predictor = _open_predictor(settings, champ["path"])
         # A pending-id snapshot, so chunks are stable while we insert.
         con.execute(
             "CREATE OR REPLACE TEMP TABLE pending_docs AS SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "

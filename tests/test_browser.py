@@ -171,14 +171,29 @@ def browser_page(ui, tmp_path_factory):
             ctx.close()
 
 
+def open_menu(page, button, tries: int = 5) -> None:
+    """Click a menu button until its menu shows: the community dialog's handler may run in
+    between (it appears on a timer) and its click closes the menu the first click opened."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        button.click()
+        try:
+            page.get_by_role("menuitem").first.wait_for(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
 def test_asset_graph_shows_every_asset(ui, browser_page):
     page = browser_page
     with snapshot_on_failure(page, "test_asset_graph_shows_every_asset"):
         page.goto(f"{ui}/asset-groups", wait_until="domcontentloaded")
         for group in ("ingest", "labeling", "training", "inference", "quality"):
             shown(page, group).wait_for()
-        page.get_by_role("button", name="settings", exact=True).click()
-        page.get_by_role("menuitem").first.wait_for()
+        open_menu(page, page.get_by_role("button", name="settings", exact=True))
         expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
         if expand.count():  # otherwise the groups are expanded already ("Collapse all groups")
             expand.click()

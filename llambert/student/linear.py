@@ -115,7 +115,7 @@ class LinearStudent:
         return LogisticRegression(C=C, max_iter=2000, class_weight=self.params.class_weight,
                                   random_state=self.params.seed)
 
-    def logits(self, texts: list[str]) -> np.ndarray:
+    def log_probs(self, texts: list[str]) -> np.ndarray:
         """Per-class log-probabilities, n x k (columns in class-index order, even if a class was unseen)."""
         proba = np.full((len(texts), len(self.label_ids)), 1e-12)
         if texts:
@@ -125,9 +125,14 @@ class LinearStudent:
 
     def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
         """Task label ids and their probabilities, in input order (the StudentPredictor interface)."""
-        p = np.exp(self.logits(texts))
-        top = p.argmax(axis=1)
-        return [self.label_ids[i] for i in top], [float(p[j, i]) for j, i in enumerate(top)]
+        from llambert.student.predict import top_labels
+
+        return top_labels(self.log_probs(texts), self.label_ids)
+
+    def predict_frame(self, frame):
+        from llambert.student.predict import predict_frame
+
+        return predict_frame(self, frame)
 
     def save(self, folder: Path) -> None:
         import joblib

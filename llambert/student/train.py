@@ -30,6 +30,14 @@ class Phase:
     texts: list[str]
     labels: list[int]
     doc_ids: list[str] = field(default_factory=list)
+    # Teacher distribution per example over the task's label ids (None: a hard label), and a loss weight.
+    probs: list[dict[int, float] | None] | None = None
+    weights: list[float] | None = None
+
+    def subset(self, idx: list[int], name: str | None = None) -> "Phase":
+        pick = lambda xs: [xs[i] for i in idx] if xs else xs  # noqa: E731
+        return Phase(name or self.name, pick(self.texts), pick(self.labels), pick(self.doc_ids),
+                     pick(self.probs), pick(self.weights))
 
 
 @dataclass
@@ -99,9 +107,8 @@ def train_student(
     if val is None:
         last = phases[-1]
         tr, va = split_validation(len(last.texts), cfg.val_fraction, cfg.seed)
-        val = Phase("val", [last.texts[i] for i in va], [last.labels[i] for i in va])
-        phases[-1] = Phase(last.name, [last.texts[i] for i in tr], [last.labels[i] for i in tr],
-                           [last.doc_ids[i] for i in tr] if last.doc_ids else [])
+        val = last.subset(va, "val")
+        phases[-1] = last.subset(tr)
     val_ids = encode(tok, val.texts, cfg.max_length, cfg.truncation) if val.texts else []
     val_y = [to_index[y] for y in val.labels]
 
@@ -114,14 +121,20 @@ def train_student(
     for phase in phases:
         ids = encode(tok, phase.texts, cfg.max_length, cfg.truncation)
         ys = [to_index[y] for y in phase.labels]
+        targets = soft_targets(phase, to_index, cfg)
+        weights = example_weights(phase, ys, len(label_ids), cfg)
         steps_per_epoch = math.ceil(len(ids) / (cfg.batch_size * cfg.grad_accum))
+        n_epochs = epochs_for(steps_per_epoch, cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        total = steps_per_epoch * cfg.epochs
+        total = steps_per_epoch * n_epochs
         warm = int(total * cfg.warmup_ratio)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
         )
-        for _ in range(cfg.epochs):
+        stale = 0
+        for _ in range(n_epochs):
+            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+                break
             epoch_no += 1
             model.train()
             t0 = time.perf_counter()
@@ -130,10 +143,12 @@ def train_student(
             with progress(len(ids), f"train {phase.name} epoch {epoch_no}", "ex") as bar:
                 for bi, batch in enumerate(batches):
                     enc = pad_batch([ids[i] for i in batch], tok.pad_token_id or 0)
-                    target = torch.tensor([ys[i] for i in batch])
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16)):
                         logits = model(**enc).logits
-                    loss = torch.nn.functional.cross_entropy(logits.float(), target) / cfg.grad_accum
+                    logp = torch.log_softmax(logits.float(), dim=-1)
+                    per_example = -(targets[batch] * logp).sum(-1)  # cross-entropy to a (soft or one-hot) target
+                    w = weights[batch]
+                    loss = (per_example * w).sum() / w.sum() / cfg.grad_accum
                     loss.backward()
                     if (bi + 1) % cfg.grad_accum == 0 or bi == len(batches) - 1:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -150,13 +165,16 @@ def train_student(
                 preds, _, vloss = _predict_ids(model, tok, val_ids, cfg, val_y)
                 m = classification_metrics(val_y, preds, list(range(len(label_ids))))
                 row |= {"val_loss": vloss, "val_accuracy": m["accuracy"], "val_f1": m["macro_f1"]}
-                score = row["val_f1" if cfg.champion_metric.endswith("f1") else "val_accuracy"]
+                # Macro-F1 picks the epoch: accuracy rewards predicting the majority class of a skewed set.
+                score = row["val_f1"]
             else:
                 score = -row["train_loss"]
             history.append(row)
             if score > best_score:
-                best_score, best_epoch = score, epoch_no
+                best_score, best_epoch, stale = score, epoch_no, 0
                 best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
     if best_state is not None:
         model.load_state_dict(best_state)
     best = next(r for r in history if r["epoch"] == best_epoch)
@@ -176,6 +194,43 @@ def train_student(
         seconds=time.perf_counter() - t_start,
         train_examples_per_s=seen / train_seconds if train_seconds else 0.0,
     )
+
+
+def soft_targets(phase: Phase, to_index: dict[int, int], cfg: StudentConfig) -> torch.Tensor:
+    """n x k training targets: one-hot labels, or (soft_labels) the teacher's distribution p^(1/T) renormalised."""
+    k = len(to_index)
+    out = torch.zeros(len(phase.labels), k)
+    for i, y in enumerate(phase.labels):
+        p = phase.probs[i] if (cfg.soft_labels and phase.probs) else None
+        if p:
+            v = torch.tensor([max(float(p.get(lid, 0.0)), 0.0) for lid in to_index], dtype=torch.float64)
+            if v.sum() > 0:
+                v = v.clamp_min(1e-12) ** (1.0 / cfg.distill_temperature)
+                out[i] = (v / v.sum()).float()
+                continue
+        out[i, to_index[y]] = 1.0
+    return out
+
+
+def example_weights(phase: Phase, ys: list[int], k: int, cfg: StudentConfig) -> torch.Tensor:
+    """Per-example loss weights: balanced classes (each class the same total weight) x teacher confidence."""
+    w = torch.tensor(phase.weights if phase.weights else [1.0] * len(ys), dtype=torch.float32)
+    if cfg.confidence == "weight" and phase.probs:
+        conf = [max(p.values()) / max(sum(p.values()), 1e-12) if p else 1.0 for p in phase.probs]
+        w = w * torch.tensor(conf, dtype=torch.float32)
+    if cfg.class_weight == "balanced" and ys:
+        counts = torch.bincount(torch.tensor(ys), minlength=k).float()
+        present = counts > 0
+        cw = torch.zeros(k)
+        cw[present] = counts.sum() / (present.sum() * counts[present])
+        w = w * cw[torch.tensor(ys)]
+    return w
+
+
+def epochs_for(steps_per_epoch: int, cfg: StudentConfig) -> int:
+    """``epochs``, raised so that small label sets get at least ``min_train_steps`` steps (at most max_epochs)."""
+    need = math.ceil(cfg.min_train_steps / max(1, steps_per_epoch)) if cfg.min_train_steps else 0
+    return max(cfg.epochs, min(cfg.max_epochs, need))
 
 
 def append_to_model_card(out_dir: Path, rows: dict) -> None:

@@ -1,31 +1,31 @@
 -- students.champion: the checkpoint whose predictions are the product, and why.
--- Checkpoints compete on one metric (variable champion_metric). probe_* compares them on the same
--- gold documents (students.gold_probe, identified by probe_set), so only checkpoints scored on
--- the current probe compete; val_* uses each checkpoint's own validation split, which differs
--- between label sources (the fallback when the corpus has no gold labels). The best score wins;
--- on a tie the older checkpoint stays, so a new checkpoint that is not better never replaces it.
+-- The rule (README "Students"), over the eligible rows of students.candidates (never collapsed,
+-- never below the linear floor): take the best score; every candidate within champion_tolerance of
+-- it is as good, and among those the fastest (docs_per_s, measured on the judge set) wins; then the
+-- higher score, then the older checkpoint (a new checkpoint that is not better never replaces it).
+-- No eligible candidate: no row (llambert.pipeline.choose_champion raises, nothing is labeled).
 CREATE OR REPLACE TABLE students.champion AS
-WITH candidates AS (
-    SELECT *,
-        CASE getvariable('champion_metric')
-            WHEN 'probe_accuracy' THEN probe_accuracy
-            WHEN 'probe_f1' THEN probe_f1
-            WHEN 'val_f1' THEN val_f1
-            ELSE val_accuracy END AS score
-    FROM students.checkpoints
-    WHERE task = getvariable('task')
-      AND (NOT starts_with(getvariable('champion_metric'), 'probe_')
-           OR probe_set IS NOT DISTINCT FROM getvariable('probe_set'))
+WITH eligible AS (
+    SELECT *, max(score) OVER () AS best_score, count(*) OVER () AS n_candidates
+    FROM students.candidates
+    WHERE eligible
 ), ranked AS (
     SELECT *,
-        row_number() OVER (ORDER BY score DESC NULLS LAST, created_at ASC, checkpoint_id) AS rnk,
-        count(*) OVER () AS n_candidates
-    FROM candidates
+        score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) AS as_good,
+        row_number() OVER (
+            ORDER BY score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) DESC,
+                     docs_per_s DESC NULLS LAST, score DESC, created_at ASC, checkpoint_id) AS rnk
+    FROM eligible
+), rejected AS (
+    SELECT count(*) AS n, string_agg(format('{} [{}] {}', checkpoint_id, kind, verdict), '; ') AS why
+    FROM students.candidates WHERE NOT eligible
 )
 SELECT
-    c.checkpoint_id, c.base_model, c.recipe, c.label_source, c.path, c.score,
+    c.checkpoint_id, c.kind, c.base_model, c.recipe, c.label_source, c.path, c.score,
     getvariable('champion_metric') AS metric,
     c.n_candidates,
+    c.docs_per_s,
+    c.floor_score,
     r.checkpoint_id AS runner_up,
     r.score AS runner_up_score,
     CASE WHEN starts_with(getvariable('champion_metric'), 'probe_')
@@ -34,12 +34,20 @@ SELECT
          ELSE format('{} = {:.4f} on its own validation split ({} documents of its label source {}; '
                      'not comparable across label sources: no gold probe)',
                      getvariable('champion_metric'), c.score, c.n_val, c.label_source) END
-    || CASE WHEN r.checkpoint_id IS NULL THEN '; the only checkpoint of task ' || getvariable('task')
+    || CASE WHEN c.kind <> 'linear' AND c.floor_score IS NOT NULL
+            THEN format('; linear floor {:.4f}', c.floor_score) ELSE '' END
+    || CASE WHEN r.checkpoint_id IS NULL THEN '; the only eligible checkpoint of task ' || getvariable('task')
             ELSE format('; best of {} comparable checkpoints (runner-up {} [{}]: {:.4f}{})',
-                        c.n_candidates, r.checkpoint_id, r.recipe, r.score,
-                        CASE WHEN r.score = c.score THEN ', a tie: the older one stays' ELSE '' END) END
+                        c.n_candidates, r.checkpoint_id, r.kind, r.score,
+                        CASE WHEN r.score = c.score AND r.as_good THEN ', a tie: the older one stays'
+                             WHEN r.as_good AND c.score < c.best_score
+                             THEN format(', within {} of the best and faster: {:.0f} docs/s',
+                                         getvariable('champion_tolerance'), c.docs_per_s)
+                             ELSE '' END) END
+    || CASE WHEN x.n > 0 THEN format('; not eligible: {}', x.why) ELSE '' END
     AS reason,
     current_timestamp AS chosen_at
 FROM ranked c
 LEFT JOIN ranked r ON r.rnk = 2
+CROSS JOIN rejected x
 WHERE c.rnk = 1;

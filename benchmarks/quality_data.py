@@ -1,0 +1,167 @@
+"""The corpora, slices and teacher answers of `make bench-quality` (resumable: answers live in DuckDB).
+
+Three corpora that behave like users' data: ``imdb`` (full reviews; pool = train + unsup, never test),
+``short`` (the first two sentences of each review, with the review's gold label) and ``short_skew``
+(the short train texts subsampled to ~20% positive). Each has a seeded random pool order (budgets are
+its prefixes, so a larger budget keeps every smaller budget's answers), a gold probe held out of the pool,
+and a fixed balanced (or skewed) test slice. Teacher answers are cached by (model, decoding, prompt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = ROOT / "var" / "bench" / "quality.duckdb"
+_SENT = re.compile(r"(?<=[.!?])\s+")
+_TAG = re.compile(r"<br\s*/?>|<[^>]{1,20}>")
+
+
+def data_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("LLAMBERT_DATA_DIR", ROOT.parent / "shared" / "data" / "imdb"))
+
+
+def shorten(text: str, n: int = 2) -> str:
+    """The first n sentences (markup removed), at least 20 characters when the review has them."""
+    parts = _SENT.split(_TAG.sub(" ", text).strip())
+    out = " ".join(parts[:n]).strip()
+    k = n
+    while len(out) < 20 and k < len(parts):
+        k += 1
+        out = " ".join(parts[:k]).strip()
+    return re.sub(r"\s+", " ", out)
+
+
+@dataclass
+class Corpus:
+    name: str
+    pool: pl.DataFrame    # doc_key, text, gold (nullable): what the teacher may label, in seeded random order
+    probe: pl.DataFrame   # doc_key, text, gold: held out of the pool, scores candidates (the product's gold probe)
+    test: pl.DataFrame    # doc_key, text, gold: the fixed test slice (never seen by teacher-for-training or student)
+
+
+def _frame(df: pl.DataFrame, split: str, short: bool) -> pl.DataFrame:
+    text = df["text"].map_elements(shorten, return_dtype=pl.Utf8) if short else df["text"]
+    return pl.DataFrame({"doc_key": [f"{split}:{i}" for i in df["id"].to_list()], "text": text,
+                         "gold": df["label"].cast(pl.Int64) if split != "unsup" else pl.Series([None] * len(df), dtype=pl.Int64)})
+
+
+def _balanced(df: pl.DataFrame, n: int, seed: int, pos_share: float = 0.5) -> pl.DataFrame:
+    n_pos = int(round(n * pos_share))
+    pos = df.filter(pl.col("gold") == 1).sample(n_pos, seed=seed)
+    neg = df.filter(pl.col("gold") == 0).sample(n - n_pos, seed=seed)
+    return pl.concat([pos, neg]).sample(fraction=1.0, shuffle=True, seed=seed)
+
+
+def load_corpus(name: str, test_n: int = 2000, probe_n: int = 500, seed: int = 0) -> Corpus:
+    """Build a corpus deterministically from the IMDb parquet files (nothing is copied)."""
+    d = data_dir()
+    short = name != "imdb"
+    train = _frame(pl.read_parquet(d / "train.parquet"), "train", short)
+    test = _frame(pl.read_parquet(d / "test.parquet"), "test", short)
+    if short:
+        train = train.filter(pl.col("text").str.len_chars() >= 10)
+        test = test.filter(pl.col("text").str.len_chars() >= 10)
+    pos_share = 0.2 if name == "short_skew" else 0.5
+    probe = _balanced(train, probe_n, seed + 1, pos_share)
+    rest = train.filter(~pl.col("doc_key").is_in(probe["doc_key"].implode()))
+    if name == "short_skew":
+        n_pos = int(rest.filter(pl.col("gold") == 0).height * 0.25)  # 20% positive
+        rest = pl.concat([rest.filter(pl.col("gold") == 0), rest.filter(pl.col("gold") == 1).sample(n_pos, seed=seed)])
+    if name == "imdb":
+        rest = pl.concat([rest, _frame(pl.read_parquet(d / "unsup.parquet"), "unsup", False)])
+    if name == "short":
+        rest = pl.concat([rest, _frame(pl.read_parquet(d / "unsup.parquet"), "unsup", True)
+                          .filter(pl.col("text").str.len_chars() >= 10)])
+    order = np.random.default_rng(seed).permutation(rest.height)
+    pool = rest[order.tolist()]
+    return Corpus(name, pool, probe, _balanced(test, test_n, seed + 2, pos_share))
+
+
+# -- teacher answers -----------------------------------------------------------------------------
+DDL = """
+CREATE SCHEMA IF NOT EXISTS bench;
+CREATE TABLE IF NOT EXISTS bench.quality_answers (
+    model VARCHAR, decoding VARCHAR, prompt_sha VARCHAR, corpus VARCHAR, doc_key VARCHAR,
+    label_probs VARCHAR, raw_text VARCHAR, prompt_tokens INTEGER, seconds DOUBLE, answered_at TIMESTAMP,
+    PRIMARY KEY (model, decoding, prompt_sha));
+"""
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    DB.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(DB))
+    con.execute(DDL)
+    return con
+
+
+class Teacher:
+    """The product's teacher backend (make_teacher) in choice mode, with a resumable answer table."""
+
+    def __init__(self, model: str, con: duckdb.DuckDBPyConnection) -> None:
+        from llambert.config import Settings
+        from llambert.tasks import load_task
+        from llambert.teacher import make_teacher
+
+        self.settings = Settings(teacher={"model": model, "mode": "choice", "batch_size": 1})
+        self.task = load_task(self.settings.task)
+        self.model_name = model
+        self.con = con
+        self._backend = None
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from llambert.teacher import make_teacher
+
+            self._backend = make_teacher(self.settings, self.task)
+        return self._backend
+
+    def answers(self, corpus: str, docs: pl.DataFrame, chunk: int = 8, log_every: float = 30.0) -> pl.DataFrame:
+        """doc_key -> p_pos (probability of label id 1) for every doc, asking the teacher only what is missing."""
+        prompts = self.backend.prepare(docs["text"].to_list())
+        sha = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+        dkey = self.backend.decoding.key()
+        ident = self.backend.model_identity
+        have = self.con.execute(
+            "SELECT prompt_sha FROM bench.quality_answers WHERE model = ? AND decoding = ?", [ident, dkey]).fetchall()
+        have = {r[0] for r in have}
+        todo = [i for i, s in enumerate(sha) if s not in have]
+        t0, last = time.perf_counter(), time.perf_counter()
+        keys = docs["doc_key"].to_list()
+        for start in range(0, len(todo), chunk):
+            idx = todo[start:start + chunk]
+            rows = []
+            for i in idx:
+                t = time.perf_counter()
+                a = self.backend.answer([prompts[i]])[0]
+                rows.append((ident, dkey, sha[i], corpus, keys[i], json.dumps(a.label_probs), a.raw_text,
+                             a.prompt_tokens, time.perf_counter() - t))
+            self.con.executemany("INSERT OR IGNORE INTO bench.quality_answers VALUES (?,?,?,?,?,?,?,?,?, now())", rows)
+            if time.perf_counter() - last > log_every or start + chunk >= len(todo):
+                done = min(start + chunk, len(todo))
+                rate = done / (time.perf_counter() - t0)
+                print(f"[teacher {self.model_name}] {corpus}: {done}/{len(todo)} new answers, {rate:.2f} prompts/s, "
+                      f"~{(len(todo) - done) / max(rate, 1e-9) / 60:.1f} min left", flush=True)
+                last = time.perf_counter()
+        got = self.con.execute(
+            "SELECT prompt_sha, label_probs FROM bench.quality_answers WHERE model = ? AND decoding = ?",
+            [ident, dkey]).fetchall()
+        by_sha = dict(got)
+        pos_name = self.task.label_by_id(1).name
+        p_pos = []
+        for s in sha:
+            lp = json.loads(by_sha[s]) if by_sha.get(s) else None
+            p_pos.append(None if not lp else float(lp.get(pos_name, 0.0)) / max(sum(lp.values()), 1e-12))
+        return pl.DataFrame({"doc_key": keys, "p_pos": pl.Series(p_pos, dtype=pl.Float64)})

@@ -1,0 +1,105 @@
+"""The ensemble student: a weighted average of temperature-calibrated member probabilities.
+
+A fine-tuned encoder and the TF-IDF floor make different mistakes (the encoder reads word order,
+the linear model counts every word of a long review), so their average beats both (IMDb, 1,000
+labels: docs/bench_quality.md). Temperatures and weights are fitted on the validation split (the
+held-out teacher labels), never on test or on the gold probe, which stays the judge.
+The folder holds only ``ensemble.json``: its members are the sibling checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "ensemble.json"
+TEMPERATURES = tuple(float(t) for t in np.geomspace(0.25, 8.0, 21))
+WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def nll(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of class indexes ``y``."""
+    return float(-log_probs[np.arange(len(y)), y].mean()) if len(y) else 0.0
+
+
+def fit_temperature(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """The temperature (on a log grid) that minimises validation NLL; 1.0 without validation data."""
+    if len(y) == 0:
+        return 1.0
+    return min(TEMPERATURES, key=lambda t: (nll(_log_softmax(log_probs / t), y), abs(np.log(t))))
+
+
+def mix(member_log_probs: list[np.ndarray], temperatures: list[float], weights: list[float]) -> np.ndarray:
+    """log of sum_i w_i softmax(log p_i / T_i)."""
+    p = sum(w * np.exp(_log_softmax(lp / t)) for lp, t, w in zip(member_log_probs, temperatures, weights))
+    return np.log(np.maximum(p, 1e-12))
+
+
+def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[list[float], list[float]]:
+    """Temperatures per member, then the two-member weight on a grid, both by validation NLL.
+
+    Ties (and no validation data) keep equal weights: the prior that the members are as good.
+    """
+    temps = [fit_temperature(lp, y) for lp in member_log_probs]
+    if len(member_log_probs) != 2 or len(y) == 0:
+        n = len(member_log_probs)
+        return temps, [1.0 / n] * n
+    best = min(WEIGHTS, key=lambda w: (round(nll(mix(member_log_probs, temps, [w, 1 - w]), y), 6), abs(w - 0.5)))
+    return temps, [best, 1.0 - best]
+
+
+@dataclass
+class EnsembleStudent:
+    """Members are student folders (any kind but ensemble) predicting over the same label ids."""
+
+    label_ids: list[int]
+    member_paths: list[str]
+    temperatures: list[float]
+    weights: list[float]
+    members: list = field(default_factory=list)
+    val_nll: float | None = None
+
+    def log_probs(self, texts: list[str]) -> np.ndarray:
+        return mix([m.log_probs(texts) for m in self.members], self.temperatures, self.weights)
+
+    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
+        from llambert.student.predict import top_labels
+
+        return top_labels(self.log_probs(texts), self.label_ids)
+
+    def predict_frame(self, frame):
+        from llambert.student.predict import predict_frame
+
+        return predict_frame(self, frame)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MANIFEST).write_text(json.dumps({
+            "kind": "ensemble", "label_ids": self.label_ids, "members": self.member_paths,
+            "temperatures": self.temperatures, "weights": self.weights, "val_nll": self.val_nll,
+        }, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path, max_length: int = 256, batch_size: int = 16, truncation: str = "head",
+             bf16: bool | str = "auto", threads: int | None = None) -> "EnsembleStudent":
+        from llambert.student.predict import load_predictor
+
+        meta = json.loads((folder / MANIFEST).read_text())
+        missing = [p for p in meta["members"] if not Path(p).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"ensemble {folder} needs member folders that are gone: {missing}; "
+                                    "retrain (llambert run) or restore them")
+        members = [load_predictor(p, max_length, batch_size, truncation, bf16, threads) for p in meta["members"]]
+        for p, m in zip(meta["members"], members):
+            if list(m.label_ids) != list(meta["label_ids"]):
+                raise ValueError(f"ensemble member {p} predicts labels {m.label_ids}, the ensemble {meta['label_ids']}")
+        return cls(list(meta["label_ids"]), list(meta["members"]), list(meta["temperatures"]), list(meta["weights"]),
+                   members, meta.get("val_nll"))
