@@ -138,10 +138,6 @@ class StudentConfig(_Strict):
         0.005, ge=0.0, le=0.2, description="Champion rule: among eligible candidates within this of the best score, "
         "the fastest (measured docs/s) wins.",
     )
-    collapse_ratio: float = Field(
-        0.25, ge=0.0, le=1.0, description="A candidate whose predicted share of some class is below this fraction of "
-        "that class's share in the reference labels (gold probe, else validation) is collapsed: never champion.",
-    )
     infer_batch_size: int = Field(
         16, ge=1, description="Documents per forward pass when labeling the corpus. `make bench-student "
         "BENCH_ARGS=batches` (MiniLM, bf16, 2 cores, 500 IMDb reviews, two interleaved rounds): 256 tokens: 16 -> "
@@ -165,15 +161,6 @@ class StudentConfig(_Strict):
 class SampleConfig(_Strict):
     size: int = Field(1000, ge=1)
     seed: int = 0
-    strategy: Literal["random", "uncertainty"] = Field(
-        "random", description="random: a seeded random sample; uncertainty: a random seed set, then rounds that send "
-        "the teacher the pool documents the linear student is least sure of, mixed with random picks.",
-    )
-    seed_size: int = Field(250, ge=1, description="uncertainty: documents in the random first round.")
-    round_growth: float = Field(2.0, gt=1.0, description="uncertainty: each round's cumulative size is this times "
-                                "the previous one (250, 500, 1000, ...), so budgets share prefixes.")
-    random_share: float = Field(0.3, ge=0.0, le=1.0, description="uncertainty: share of each round picked at random "
-                                "(coverage) instead of by uncertainty.")
     pool_splits: list[str] = Field(default_factory=lambda: ["train", "unsup"])
     exclude_splits: list[str] = Field(default_factory=lambda: ["test"], description="Never sampled.")
 
@@ -195,8 +182,14 @@ class CheckConfig(_Strict):
                                      "share against the previous run (parsed labels) or the other batches (predictions).")
     min_teacher_gold_accuracy: float = Field(0.7, ge=0.0, le=1.0, description="Warning: the teacher's accuracy on the "
                                              "sampled documents that have a gold label (the gold probe).")
-    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0, description="Warning: the champion's agreement "
-                                                 "with the teacher on held-out LLM labels and on a batch's sampled documents.")
+    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0, description="The champion's agreement with the "
+                                                 "teacher on a batch's sampled documents (blocking) and the newest "
+                                                 "checkpoint's on held-out LLM labels (warning).")
+    collapse_ratio: float = Field(
+        0.25, ge=0.0, le=1.0, description="Blocking: a student whose predicted share of some class is below this "
+        "fraction of that class's true share (gold probe; for a batch's predictions, the teacher's labels) has "
+        "collapsed: it is never champion, and such predictions fail the batch.",
+    )
     max_rejected_share: float = Field(0.05, ge=0.0, le=1.0, description="Warning: share of a batch's input rows that "
                                       "went to raw.rejected.")
     max_validated_rows: int = Field(200_000, ge=1_000, description="Row-level expectations (great_expectations) see at "

@@ -101,7 +101,8 @@ CATALOG: dict[str, list[ContractSpec]] = {
         _s("schema", "students.checkpoints has its columns and types.", blocking=True),
         _s("keys", "checkpoint_id is present and unique.", blocking=True),
         _s("values", "Sizes are positive; validation metrics are within [0, 1]; base model and path are set.", blocking=True),
-        _s("champion", "students.champion names a checkpoint whose folder exists.", blocking=True),
+        _s("champion", "students.champion names an eligible checkpoint whose folder exists: never a collapsed "
+           "student, never one below the linear floor (students.candidates says why each was or was not).", blocking=True),
         _s("student_teacher_agreement", "The newest checkpoint agrees with the teacher on held-out LLM labels at "
            "least checks.min_student_teacher_agreement of the time.", error=False),
     ],
@@ -111,12 +112,15 @@ CATALOG: dict[str, list[ContractSpec]] = {
         _s("label_domain", "Every label is one of the task's label ids.", blocking=True),
         _s("probabilities", "Probabilities are present and within [0, 1].", blocking=True),
         _s("coverage", "Every document of the batch has a prediction from the champion.", blocking=True),
+        _s("collapse", "No label's share of the batch's predictions is below checks.collapse_ratio times its "
+           "share of the teacher's labels: a student that predicts one class for nearly everything is wrong.",
+           blocking=True),
         _s("label_balance", "The rarest label's share of the batch's predictions is at least "
            "checks.min_minority_share.", error=False),
         _s("balance_shift", "No label's share of this batch moved by more than checks.max_balance_shift "
            "against the other batches.", error=False),
         _s("student_teacher_agreement", "On the batch's documents the teacher labeled, the champion agrees with "
-           "the teacher at least checks.min_student_teacher_agreement of the time.", error=False),
+           "the teacher at least checks.min_student_teacher_agreement of the time.", blocking=True),
     ],
 }
 PARTITIONED = {"raw.corpus": "batch", "predictions.labels": "batch"}
@@ -355,6 +359,32 @@ def _shift(table: str, now: dict[str, float], before: dict[str, float] | None, b
     )
 
 
+def _collapse(con, table: str, counts: dict[str, int], names: list[str], ratio_bound: float, where: str,
+              partition: str | None) -> ContractResult:
+    """Predicted shares against the teacher's: a label the teacher gives 40% and the student 1% means collapse."""
+    if not table_exists(con, "labeling.parsed_labels"):
+        return ContractResult(table, "collapse", True, "skipped: no teacher labels to compare with", "sql", partition,
+                              bound=ratio_bound, skipped=True)
+    ref = _shares(dict(con.execute("SELECT label_name, count(*) FROM labeling.parsed_labels GROUP BY 1").fetchall()), names)
+    now = _shares(counts, names)
+    if not sum(counts.values()) or not any(ref.values()):
+        return ContractResult(table, "collapse", True, f"skipped: no predictions {where} or no teacher labels", "sql",
+                              partition, bound=ratio_bound, skipped=True)
+    ratios = {n: now[n] / ref[n] for n in names if ref[n] > 0}
+    worst = min(ratios, key=ratios.get)
+    ok = ratios[worst] >= ratio_bound
+    frame = pl.DataFrame({"label": names, "teacher_share": [round(ref[n], 4) for n in names],
+                          "predicted_share": [round(now[n], 4) for n in names]})
+    return ContractResult(
+        table, "collapse", ok,
+        f"'{worst}': {now[worst]:.1%} of the predictions {where} vs {ref[worst]:.1%} of the teacher's labels "
+        f"(ratio {ratios[worst]:.2f}, bound {ratio_bound})" + ("" if ok else ": the student collapsed; its labels are "
+        "wrong. Retrain (more or better-balanced labels, student.class_weight: balanced) or use student.kind: linear"),
+        "sql", partition, observed=ratios[worst], bound=ratio_bound, rows_checked=sum(counts.values()),
+        rows_failing=0 if ok else counts.get(worst, 0), failing=None if ok else frame,
+        details={"teacher_shares": ref, "predicted_shares": now})
+
+
 def _agreement(table: str, name: str, n: int, agree: int, bound: float, failing: pl.DataFrame | None, what: str,
                partition: str | None = None) -> ContractResult:
     if n == 0:
@@ -503,12 +533,25 @@ def gates_checkpoints(con, settings: Settings, partition: str | None) -> list[Co
     if table_exists(con, "students.champion"):
         champ = con.execute("SELECT checkpoint_id, path FROM students.champion").fetchone()
     ok = champ is not None and Path(champ[1]).is_dir()
+    rejected = None
+    if champ is None and table_exists(con, "students.candidates"):
+        rejected = con.execute("SELECT checkpoint_id, kind, round(score, 4) AS score, round(min_share_ratio, 3) AS "
+                               "min_share_ratio, round(floor_score, 4) AS floor_score, verdict FROM students.candidates "
+                               "WHERE NOT eligible ORDER BY created_at DESC").pl()
+    if ok:
+        desc = f"champion {champ[0]} at {champ[1]}"
+    elif champ is None and rejected is not None and rejected.height:
+        desc = (f"no eligible student: all {rejected.height} candidates collapsed or scored below the linear floor "
+                "(see students.candidates). Check the teacher's labels (labeling.parsed_labels), raise sample.size, "
+                "or use student.kind: linear")
+    elif champ is None:
+        desc = "no champion: students.champion is empty or missing"
+    else:
+        desc = f"champion {champ[0]}: folder {champ[1]} is missing"
     out.append(ContractResult(
-        t, "champion", ok,
-        f"champion {champ[0]} at {champ[1]}" if ok else
-        ("no champion: students.champion is empty or missing" if champ is None else f"champion {champ[0]}: folder {champ[1]} is missing"),
-        "sql", rows_checked=1, rows_failing=0 if ok else 1,
-        failing=None if ok else pl.DataFrame({"checkpoint_id": [champ[0] if champ else None], "path": [champ[1] if champ else None]})))
+        t, "champion", ok, desc, "sql", rows_checked=1, rows_failing=0 if ok else 1,
+        failing=None if ok else (rejected if rejected is not None and rejected.height else pl.DataFrame(
+            {"checkpoint_id": [champ[0] if champ else None], "path": [champ[1] if champ else None]}))))
     newest = con.execute(
         "SELECT checkpoint_id, label_source, n_val, val_accuracy FROM students.checkpoints ORDER BY created_at DESC LIMIT 1").fetchone()
     bound = settings.checks.min_student_teacher_agreement
@@ -550,6 +593,7 @@ def gates_predictions(con, settings: Settings, partition: str | None) -> list[Co
     raw_counts = dict(con.execute(
         f"SELECT label, count(*) FROM predictions.labels WHERE checkpoint_id = ? {pfilter} GROUP BY 1", [cid, *pparams]).fetchall())
     counts = {names.get(k, str(k)): v for k, v in raw_counts.items()}
+    out.append(_collapse(con, t, counts, task.label_names, settings.checks.collapse_ratio, where, partition))
     balance = _balance(t, counts, task.label_names, c.min_minority_share, f"predictions {where}", partition)
     out.append(balance)
     if partition is not None:

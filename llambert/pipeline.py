@@ -202,7 +202,7 @@ def label_balance(con: duckdb.DuckDBPyConnection, task: Task) -> dict[str, int]:
 _RECIPE_SOURCE = {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size", "kind",
-                 "champion_tolerance", "collapse_ratio", "linear_char_ngrams"}
+                 "champion_tolerance"}
 
 
 def ensure_gold_probe(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
@@ -431,7 +431,10 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict
                       "history": trained.history, "best_epoch": trained.best_epoch,
                       "train_examples_per_s": round(trained.train_examples_per_s, 2),
                       **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_", "min_share"))}}
-    champion = choose_champion(con, settings)
+    try:
+        champion = choose_champion(con, settings)
+    except NoEligibleStudent as exc:  # recorded; the blocking `champion` contract stops the run and says why
+        champion = {"checkpoint_id": None, "kind": None, "reason": str(exc)}
     main = rows["encoder" if "encoder" in rows else "linear"]
     stats = {**main, "recipe": cfg.recipe, "label_source": label_source, "student_kind": cfg.kind,
              "candidates": [{k: v for k, v in r.items() if k != "history"} for r in rows.values()],
@@ -480,7 +483,7 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
                     _store_probe_score(con, cid, probe, score_on_probe(con, settings, path))
     run_model(con, "students.candidates", {"champion_metric": metric, "task": task, "probe_set": probe_set,
                                            "champion_tolerance": cfg.champion_tolerance,
-                                           "collapse_ratio": cfg.collapse_ratio})
+                                           "collapse_ratio": settings.checks.collapse_ratio})
     run_model(con, "students.champion")
     row = con.execute("SELECT checkpoint_id, path, reason, metric, score, kind FROM students.champion").fetchone()
     if row is None:
@@ -493,7 +496,7 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             f"no student may label the corpus: all {n} candidates were rejected ({rejected}). A collapsed student "
             "predicts (nearly) one class: check labeling.parsed_labels' balance (the teacher may answer one label), "
             "raise sample.size, or set student.class_weight: balanced; a student below the linear floor is worse "
-            "than TF-IDF on the same labels: use student.kind: linear. (student.collapse_ratio sets the bound.)")
+            "than TF-IDF on the same labels: use student.kind: linear. (checks.collapse_ratio sets the bound.)")
     return {"checkpoint_id": row[0], "path": row[1], "reason": row[2], "metric": row[3], "score": row[4], "kind": row[5]}
 
 

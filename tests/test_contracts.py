@@ -16,7 +16,8 @@ from llambert.config import load_settings
 from tests.conftest import tiny_settings_dict
 
 LENIENT = {"min_minority_share": 0.0, "max_discard_rate": 1.0, "max_balance_shift": 1.0,
-           "min_teacher_gold_accuracy": 0.0, "min_student_teacher_agreement": 0.0, "max_rejected_share": 1.0}
+           "min_teacher_gold_accuracy": 0.0, "min_student_teacher_agreement": 0.0, "max_rejected_share": 1.0,
+           "collapse_ratio": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,7 @@ CASES = [
     ("predictions.labels", "label_domain", ["UPDATE predictions.labels SET label = 4 WHERE doc_id = (SELECT min(doc_id) FROM predictions.labels)"], {}, "4"),
     ("predictions.labels", "probabilities", ["UPDATE predictions.labels SET probability = 1.25 WHERE doc_id = (SELECT min(doc_id) FROM predictions.labels)"], {}, "1.25"),
     ("predictions.labels", "coverage", ["DELETE FROM predictions.labels WHERE doc_id IN (SELECT doc_id FROM predictions.labels ORDER BY doc_id LIMIT 3)"], {}, "initial"),
+    ("predictions.labels", "collapse", ["UPDATE predictions.labels SET label = 0"], {"collapse_ratio": 0.25}, "positive"),
     ("predictions.labels", "label_balance", ["UPDATE predictions.labels SET label = 0"], {"min_minority_share": 0.3}, "positive"),
     ("predictions.labels", "balance_shift", [
         "UPDATE predictions.labels SET label = 1",
@@ -140,6 +142,9 @@ SETUP = {
         "UPDATE labeling.parsed_labels SET label = gold_label, label_name = CASE WHEN gold_label = 1 THEN 'positive' ELSE 'negative' END "
         "WHERE gold_label IS NOT NULL"],
     ("predictions.labels", "label_balance"): ["UPDATE predictions.labels SET label = hash(doc_id) % 2"],
+    ("predictions.labels", "collapse"): [
+        "UPDATE labeling.parsed_labels SET label = sample_rank % 2, label_name = CASE WHEN sample_rank % 2 = 1 THEN 'positive' ELSE 'negative' END",
+        "UPDATE predictions.labels SET label = hash(doc_id) % 2"],
 }
 
 

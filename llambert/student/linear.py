@@ -103,8 +103,15 @@ class LinearStudent:
                     best = (acc, C)
         self.cv_accuracy = best[0] if best[0] >= 0 else None
         self.C = best[1]
-        self.model = self._lr(self.C)
         r, ys, w = _expand_soft(y_probs, weights)
+        if len(np.unique(ys)) < 2:
+            # One class in every target: logistic regression cannot fit; the prior is the honest model
+            # (and the champion rule's collapse test rejects it when the judge set holds other classes).
+            from sklearn.dummy import DummyClassifier
+
+            self.model = DummyClassifier(strategy="prior")
+        else:
+            self.model = self._lr(self.C)
         self.model.fit(X[r], ys, sample_weight=w)
         self.train_seconds = time.perf_counter() - t0
         return self
