@@ -131,10 +131,14 @@ def train_student(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
         )
-        stale = 0
+        stale, steps_done = 0, 0
         for _ in range(n_epochs):
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+            # Early stopping only once the small-set minimum of steps is done: a model still predicting the
+            # majority class has a flat validation F1 in its first epochs, and stopping there keeps it collapsed.
+            if (cfg.early_stopping_patience and stale >= cfg.early_stopping_patience
+                    and steps_done >= cfg.min_train_steps):
                 break
+            steps_done += steps_per_epoch
             epoch_no += 1
             model.train()
             t0 = time.perf_counter()
