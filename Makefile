@@ -18,7 +18,7 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2 smollm2-135m-instruct
 PORT ?= 3000
 
-.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots
+.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
@@ -30,6 +30,7 @@ help:
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
+	@echo "make bench-quality [QUALITY_MAX=1000]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +84,13 @@ test-vllm: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-0.5b-instruct"
 	time scripts/vllm_env.sh
 	LLAMBERT_REQUIRE_VLLM=1 $(PY) -m pytest -q -s -m vllm -o addopts="-p no:cacheprovider" tests/test_teacher_vllm.py
+
+# Quality-cost frontier of the students (students issue): the 1.5B teacher labels prefixes of each corpus's
+# pool (answers cached in var/bench/quality.duckdb, resumable), then every strategy trains and is tested.
+QUALITY_MAX ?= 1000
+bench-quality: install
+	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct all-minilm-l6-v2"
+	nice -n 10 $(PY) -m benchmarks.quality label students report --max-budget $(QUALITY_MAX)
 
 # Teacher benchmark: every offline teacher x mode + the paper's way (N reviews; baseline on BASELINE_N).
 N ?= 500

@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from benchmarks.quality_data import Teacher, connect, load_corpus
+from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"
 # (corpus, budget) in the order the teacher labels them: small budgets of every corpus first, so a
@@ -41,6 +41,7 @@ def stage_label(max_budget: int, teacher: str) -> None:
         c = corpora.setdefault(name, load_corpus(name))
         log(f"teacher {teacher}: {name} pool prefix {budget}")
         t.answers(name, c.pool.head(budget))
+        export_answers(con)
 
 
 def main(argv: list[str] | None = None) -> None:

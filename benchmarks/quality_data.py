@@ -99,11 +99,24 @@ CREATE TABLE IF NOT EXISTS bench.quality_answers (
 """
 
 
+# The teacher's answers travel with the repository (labels and probabilities only, no review text: a few
+# hundred KB), so a fresh clone re-runs the students stage without paying the teacher again.
+ANSWERS = ROOT / "benchmarks" / "data" / "quality_answers.parquet"
+
+
 def connect() -> duckdb.DuckDBPyConnection:
     DB.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(DB))
     con.execute(DDL)
+    if ANSWERS.exists():
+        con.execute(f"INSERT OR IGNORE INTO bench.quality_answers SELECT * FROM read_parquet('{ANSWERS}')")
     return con
+
+
+def export_answers(con: duckdb.DuckDBPyConnection) -> None:
+    ANSWERS.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY (SELECT * FROM bench.quality_answers ORDER BY corpus, doc_key) TO '{ANSWERS}' "
+                "(FORMAT parquet, COMPRESSION zstd)")
 
 
 class Teacher:

@@ -71,8 +71,9 @@ def run_pipeline(
         from llambert.contracts import failures
 
         warned = failures(con, run_ids)  # non-blocking contracts that failed: said here, not only in the UI
+        candidates = pipeline.candidate_summary(con)
     stages.append(("total (this run)", None, time.perf_counter() - t_all))
-    print("\n".join(summary_lines(report, str(settings.warehouse_path), stages)))
+    print("\n".join(summary_lines(report, str(settings.warehouse_path), stages, candidates)))
     for table, partition, contract, description in warned:
         print(f"[llambert] contract warning: {table}{f' [{partition}]' if partition else ''} {contract}: {description}",
               file=sys.stderr)

@@ -455,6 +455,20 @@ def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe
                      scored.get("docs_per_s"), scored.get("min_share_ratio"), checkpoint_id])
 
 
+def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The newest training run's candidates (one per kind) with their judge-set scores and verdicts."""
+    return con.execute(
+        "WITH newest AS (SELECT DISTINCT ON (kind) * FROM students.candidates ORDER BY kind, created_at DESC) "
+        "SELECT n.kind, coalesce(k.probe_accuracy, k.val_accuracy) AS accuracy, coalesce(k.probe_f1, k.val_f1) AS f1, "
+        "n.docs_per_s, n.verdict, "
+        "n.checkpoint_id = (SELECT checkpoint_id FROM students.champion) AS champion, "
+        "CASE WHEN k.probe_n IS NOT NULL THEN format('the gold probe ({} documents)', k.probe_n) "
+        "ELSE 'held-out teacher labels (no gold probe)' END AS judge "
+        "FROM newest n JOIN students.checkpoints k USING (checkpoint_id) "
+        "ORDER BY CASE n.kind WHEN 'ensemble' THEN 1 WHEN 'encoder' THEN 2 ELSE 3 END"
+    ).pl()
+
+
 class NoEligibleStudent(LookupError):
     """Every student collapsed to (nearly) one class or scored below the linear floor."""
 

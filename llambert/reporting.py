@@ -38,7 +38,8 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int | None, float]]) -> list[str]:
+def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int | None, float]],
+                  candidates: pl.DataFrame | None = None) -> list[str]:
     from llambert.pipeline import report_value
 
     r = lambda s, m: report_value(report, s, m)  # noqa: E731
@@ -58,6 +59,14 @@ def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[s
     if llm_h and ours_h:
         lines.append(f"whole corpus, LLM alone         {llm_h:,.2f} h; with LlamBERT {ours_h:,.2f} h ({llm_h / ours_h:,.0f}x less)"
                      "  (at this run's prompts/s and docs/s)")
+    if candidates is not None and candidates.height:
+        lines += ["", f"students of this run, judged on {candidates['judge'][0]} (README \"Students\": the champion rule)",
+                  "   kind       accuracy  macro-F1    docs/s  verdict"]
+        for c in candidates.iter_rows(named=True):
+            mark = "*" if c["champion"] else " "
+            rate = "-" if c["docs_per_s"] is None else f"{c['docs_per_s']:,.0f}"
+            lines.append(f" {mark} {c['kind']:<9} {pct(c['accuracy']):>9} {pct(c['f1']):>9} {rate:>9}  {c['verdict']}")
+        lines.append("   (* the champion: its labels are the product; the linear row is the floor)")
     lines += [
         "",
         "stage          rows        wall time",

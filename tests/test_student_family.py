@@ -1,0 +1,119 @@
+"""The student family's parts on real (tiny) data: the small-set and skew rules of the encoder
+recipe, soft targets, the linear floor, the calibrated ensemble, and the gates that keep a
+collapsed student away from predictions.labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llambert.config import StudentConfig
+from llambert.student.train import Phase, epochs_for, example_weights, soft_targets
+
+POS = ["a wonderful film, loved it", "great acting and a great plot", "the best film this year", "good movie, fun",
+       "brilliant and moving", "I loved every minute", "superb cast, great story", "a joy to watch"]
+NEG = ["boring and awful", "terrible, I hated it", "the worst film ever made", "bad movie, dull",
+       "awful acting and a stupid plot", "I hated every minute", "a waste of time", "dreadful and boring"]
+
+
+def test_small_sets_get_more_epochs_large_sets_keep_theirs():
+    cfg = StudentConfig()  # epochs 3, min_train_steps 240, max_epochs 12
+    assert epochs_for(15, cfg) == 12          # 250 labels at batch 16: 16 epochs wanted, capped
+    assert epochs_for(57, cfg) == 5           # ~900 labels: 240 / 57 -> 5 epochs
+    assert epochs_for(300, cfg) == cfg.epochs  # 4,800 labels: the configured epochs
+    assert epochs_for(15, cfg.model_copy(update={"min_train_steps": 0})) == cfg.epochs
+
+
+def test_soft_targets_follow_the_teacher_and_its_temperature():
+    phase = Phase("llm", ["a", "b", "c"], [1, 0, 1], probs=[{0: 0.2, 1: 0.8}, {0: 0.9, 1: 0.1}, None])
+    to_index = {0: 0, 1: 1}
+    t1 = soft_targets(phase, to_index, StudentConfig(soft_labels=True, distill_temperature=1.0))
+    assert t1[0].tolist() == pytest.approx([0.2, 0.8]) and t1[1].tolist() == pytest.approx([0.9, 0.1])
+    assert t1[2].tolist() == [0.0, 1.0]  # no probabilities (generate mode): the hard label
+    sharp = soft_targets(phase, to_index, StudentConfig(soft_labels=True, distill_temperature=0.5))
+    assert sharp[0, 1] > 0.8 and sharp[0].sum() == pytest.approx(1.0)
+    hard = soft_targets(phase, to_index, StudentConfig(soft_labels=False))
+    assert hard.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def test_balanced_weights_give_each_class_the_same_total():
+    ys = [0] * 8 + [1] * 2
+    phase = Phase("llm", ["x"] * 10, ys)
+    w = example_weights(phase, ys, 2, StudentConfig(class_weight="balanced"))
+    assert float(w[:8].sum()) == pytest.approx(float(w[8:].sum()))
+    assert example_weights(phase, ys, 2, StudentConfig(class_weight="none")).tolist() == [1.0] * 10
+
+
+def test_linear_floor_learns_saves_and_loads(tmp_path):
+    from llambert.student.linear import LinearStudent
+    from llambert.student.predict import load_predictor, student_kind
+
+    texts = POS + NEG
+    y = np.array([1] * len(POS) + [0] * len(NEG))
+    model = LinearStudent(label_ids=[0, 1]).fit(texts, y)
+    labels, probs = model.predict(["loved it, great", "awful and boring"])
+    assert labels == [1, 0] and all(0.5 < p <= 1 for p in probs)
+    model.save(tmp_path / "lin")
+    assert student_kind(tmp_path / "lin") == "linear"
+    again = load_predictor(tmp_path / "lin")
+    assert np.allclose(again.log_probs(texts), model.log_probs(texts))
+    # One class only (a teacher that says "positive" to everything): the prior, not a crash.
+    prior = LinearStudent(label_ids=[0, 1]).fit(texts, np.ones(len(texts), dtype=int))
+    assert set(prior.predict(texts)[0]) == {1}
+
+
+def test_ensemble_calibrates_and_leans_on_the_better_member(tmp_path):
+    from llambert.student.ensemble import EnsembleStudent, fit_ensemble, fit_temperature, mix, nll
+    from llambert.student.linear import LinearStudent
+    from llambert.student.predict import load_predictor
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    guess = np.where(rng.random(400) < 0.8, y, 1 - y)              # right 80% of the time...
+    good = np.log(np.where(np.eye(2)[guess] == 1, 0.8, 0.2))       # ...and says 0.8: calibrated
+    noise = np.log(rng.dirichlet([1, 1], 400))                     # knows nothing
+    overconfident = good * 6                                        # the same answers, far too sure
+    assert fit_temperature(overconfident - np.log(np.exp(overconfident).sum(1, keepdims=True)), y) > 1.0
+    temps, weights = fit_ensemble([good, noise], y)
+    assert weights[0] >= 0.8 and sum(weights) == pytest.approx(1.0)
+    assert nll(mix([good, noise], temps, weights), y) <= nll(mix([good, noise], [1, 1], [0.5, 0.5]), y)
+
+    # Saved and loaded from its folder, it predicts exactly the weighted mix of its members.
+    texts = POS + NEG
+    lab = np.array([1] * len(POS) + [0] * len(NEG))
+    a = LinearStudent(label_ids=[0, 1]).fit(texts, lab)
+    a.save(tmp_path / "a")
+    b = LinearStudent(label_ids=[0, 1]).fit(texts[::-1], lab[::-1])
+    b.save(tmp_path / "b")
+    EnsembleStudent([0, 1], [str(tmp_path / "a"), str(tmp_path / "b")], [1.0, 2.0], [0.7, 0.3]).save(tmp_path / "e")
+    ens = load_predictor(tmp_path / "e")
+    expect = mix([a.log_probs(texts), b.log_probs(texts)], [1.0, 2.0], [0.7, 0.3])
+    assert np.allclose(ens.log_probs(texts), expect)
+
+
+def test_a_teacher_that_says_one_label_never_reaches_predictions(tmp_path, small_corpus, tiny_models):
+    """The gate that blocks: every candidate trained on one-class labels collapses on the gold probe, so
+    there is no champion, the champion contract fails with each verdict, and nothing is predicted."""
+    from llambert import contracts, pipeline
+    from llambert.config import load_settings
+    from llambert.warehouse import open_warehouse
+    from tests.conftest import tiny_settings_dict
+
+    settings = load_settings(overrides=tiny_settings_dict(
+        tmp_path / "home", small_corpus, tiny_models, student={"epochs": 1}, checks={"collapse_ratio": 0.25}))
+    with open_warehouse(settings.warehouse_path) as con:
+        pipeline.ingest_batch(con, settings)
+        pipeline.build_sample(con, settings)
+        pipeline.label_sample(con, settings)
+        pipeline.parse_labels(con, settings)
+        con.execute("UPDATE labeling.parsed_labels SET label = 1, label_name = 'positive'")  # SmolLM2's failure
+        stats = pipeline.train_checkpoint(con, settings)
+        assert stats["champion"] is None and "collapsed" in stats["champion_reason"]
+        verdicts = con.execute("SELECT kind, eligible, verdict FROM students.candidates ORDER BY kind").fetchall()
+        assert [v[0] for v in verdicts] == ["encoder", "ensemble", "linear"]
+        assert not any(v[1] for v in verdicts) and all(v[2].startswith("collapsed") for v in verdicts)
+        gate = {r.contract: r for r in contracts.evaluate(con, settings, "students.checkpoints")}["champion"]
+        assert not gate.passed and gate.blocking and "collapsed" in gate.failing.write_csv()
+        with pytest.raises(pipeline.NoEligibleStudent, match="collapsed"):
+            pipeline.predict_batch(con, settings)
+        assert con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0] == 0
