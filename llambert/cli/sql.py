@@ -1,7 +1,10 @@
 """`llambert sql`: run SQL on the warehouse and print an aligned table, CSV or JSON.
 
-Read-only by default (a DuckDB read-only connection, so a typo cannot drop a table, and it can
-run beside a pipeline that is writing); ``--write`` opens it for writing.
+Read-only by default, and locked down: the warehouse is opened read-only (so a typo cannot drop
+a table, and it can run beside a pipeline that is writing), DuckDB's external access is off (no
+``COPY ... TO``, ``EXPORT``, ``ATTACH`` of another database, ``INSTALL``/``LOAD`` of extensions,
+or reading files) and the configuration is then locked (no ``SET``/``PRAGMA``/``RESET`` of a
+setting). ``--write`` opens it for writing, with none of these limits.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table: aligned columns for people (default); csv or json: for other programs")
     p.add_argument("--write", action="store_true",
-                   help="open the warehouse for writing (default: read-only, writes are refused)")
+                   help="open the warehouse for writing (default: read-only and locked down: writes, COPY TO, "
+                        "ATTACH, INSTALL/LOAD, file reads and SET/PRAGMA are refused)")
     p.add_argument("--max-rows", type=int, default=100, metavar="N",
                    help="table format: show at most N rows (default 100; 0 = all). CSV/JSON print every row")
     p.add_argument("--max-width", type=int, default=60, metavar="CHARS",
@@ -96,20 +100,47 @@ def run_sql(path: Path, query: str, write: bool = False) -> tuple[list[str] | No
         con = connect(path, read_only=True)
         ctx = None
     try:
+        if not write:
+            lock_down(con)
         try:
             rel = con.sql(query)
-        except duckdb.InvalidInputException as e:
-            if "read-only" in str(e).lower():
-                raise PermissionError(f"the warehouse is opened read-only: add --write to change it ({e})") from None
-            raise
-        if rel is None:
-            return None, []
-        return list(rel.columns), rel.fetchall()
+            if rel is None:
+                return None, []
+            return list(rel.columns), rel.fetchall()
+        except (duckdb.PermissionException, duckdb.InvalidInputException) as e:
+            if write or not _refused(e):
+                raise
+            raise PermissionError(
+                "query refused: `llambert sql` is read-only (no writes, files, ATTACH, extensions or settings); "
+                f"add --write if you really mean to write ({e})"
+            ) from None
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
         else:
             con.close()
+
+
+def lock_down(con: Any) -> None:
+    """Make a read-only connection unable to write anything, anywhere.
+
+    A read-only warehouse alone still lets SQL write files (``COPY ... TO``), attach another
+    database read-write and change it, install extensions over the network, or change settings.
+    ``enable_external_access=false`` shuts off every file, network and extension access beyond the
+    open warehouse; ``lock_configuration=true`` (set last) stops SQL from turning it back on.
+    """
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _refused(e: Exception) -> bool:
+    """Whether DuckDB refused ``e`` because of the lock-down (not an ordinary mistake in the SQL)."""
+    import duckdb
+
+    if isinstance(e, duckdb.PermissionException):
+        return True
+    msg = str(e).lower()
+    return "read-only" in msg or "configuration has been locked" in msg
 
 
 def _plain(v: Any) -> Any:
