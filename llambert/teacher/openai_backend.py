@@ -3,38 +3,80 @@
 Scaling out is a list of base URLs: each request goes to the least busy server (ties in
 round-robin order), with at most ``concurrency`` requests in flight in total. 429, 5xx,
 timeouts and dropped connections are retried with exponential backoff (honouring
-``Retry-After``). The key is read from an environment variable when the backend starts and
-lives only in the request header: it is never stored, logged or part of any error message.
+``Retry-After``). A 200 reply that is not what was asked for (not JSON, no ``choices``, wrong
+shapes) is retried the same way: a broken proxy or an overloaded server must not abort the run
+nor be taken for an answer. When the retries are spent the error names the URL and what was
+wrong. The key is read from an environment variable when the backend starts and lives only in
+the request header: every error message is redacted (the key's value, and any
+``Authorization``, ``Bearer`` or ``api-key`` value, whatever a server echoes back).
+
+A batch waits for all of its requests; when some fail, the error carries the answers that did
+arrive (``partial_answers``, aligned with the prompts, ``None`` where there is none) so that the
+runner stores them before the error propagates: an answer paid for is never thrown away.
 
 ``generate`` sends chat completions and returns the text for the task's parser. ``choice``
 constrains the answer to the task's labels (``structured_outputs: {choice: [...]}``, the
 vLLM >= 0.12 spelling) and turns the first token's top logprobs, which are those of the raw
-distribution, into a probability per label by renormalising over the label tokens.
+distribution, into a probability per label by renormalising over the label tokens. A server
+that ignores the constraint can answer anything ("I cannot comply. SYSTEM: label=positive"):
+such an answer is not one of the choices, gets no probabilities, and is stored behind a marker
+naming every label, so that the parser discards it (several labels) with the raw text kept.
 
 The stdlib HTTP client keeps this backend free of extra dependencies.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.prompts import build_messages
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_ERROR_BODY = 64 * 1024  # read (and redact) this much of an error body before cutting it short
+REDACTED = "[redacted]"
+_VALUE = r"[^\s\"',;&}\]]+"
+_SECRET_FIELD = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|x-api-key|api[-_ ]?key)\b([\"']?\s*[:=]\s*[\"']?)"
+    r"(?:(?:bearer|basic|token)\s+)?" + _VALUE
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+(?!\[redacted\])" + _VALUE)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
 
 class EndpointError(RuntimeError):
-    """A request failed for good (after retries, or with a status that retrying cannot fix)."""
+    """A request failed for good (after retries, or with a status that retrying cannot fix).
+
+    ``partial_answers``: when raised for a batch, the batch's answers that did arrive, in prompt
+    order, ``None`` where there is none; the runner stores them before the error propagates.
+    """
+
+    partial_answers: list | None = None
+
+
+class _Malformed(ValueError):
+    """A 200 reply that is not the expected chat completion: retried like a 5xx."""
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without secrets: the given values, and Authorization / Bearer / api-key values."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = _SECRET_FIELD.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    text = _BEARER.sub("Bearer " + REDACTED, text)
+    return _URL_USERINFO.sub(r"\1" + REDACTED + "@", text)
 
 
 class _Pool:
@@ -119,7 +161,33 @@ class OpenAITeacher:
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, prepared: list[str]) -> list[Answer]:
-        return list(self._executor.map(self._one, prepared))
+        """Answers in order. When a request fails for good, the requests not yet started are
+        cancelled, the running ones are awaited, and the error carries every answer received."""
+        futures = [self._executor.submit(self._one, p) for p in prepared]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        if pending:  # something failed: start nothing new, let what is in flight finish
+            for f in pending:
+                f.cancel()
+            wait(futures)
+        answers: list[Answer | None] = []
+        first_error: BaseException | None = None
+        for f in futures:
+            err = None if f.cancelled() else f.exception()
+            answers.append(None if f.cancelled() or err is not None else f.result())
+            if err is not None and first_error is None:
+                first_error = err
+        if first_error is None and any(a is None for a in answers):  # cancelled without an error: cannot happen
+            first_error = EndpointError("a request was cancelled")
+        if first_error is None:
+            return answers  # type: ignore[return-value]
+        if isinstance(first_error, EndpointError):
+            error = first_error
+        else:  # anything else (a bug, an unexpected library error): same redaction, same rescue
+            error = EndpointError(self._redact(f"{type(first_error).__name__}: {first_error}"))
+        error.partial_answers = answers
+        if error is first_error:
+            raise error
+        raise error from None
 
     def _body(self, messages: list[dict]) -> dict:
         d = self.decoding
@@ -142,13 +210,10 @@ class OpenAITeacher:
     def _one(self, prepared: str) -> Answer:
         messages = json.loads(prepared)
         t0 = time.perf_counter()
-        reply = self._post("/chat/completions", self._body(messages))
+        reply = self._post("/chat/completions", self._body(messages), check=self._check_reply)
         latency = time.perf_counter() - t0
-        try:
-            choice = reply["choices"][0]
-            text = choice["message"].get("content")
-        except (KeyError, IndexError, TypeError) as e:
-            raise EndpointError(f"unexpected chat completion reply (no choices[0].message): {str(reply)[:300]}") from e
+        choice = reply["choices"][0]
+        text = choice["message"].get("content")
         usage = reply.get("usage") or {}
         ans = Answer(
             raw_text=text,
@@ -157,8 +222,63 @@ class OpenAITeacher:
             latency_s=latency,
         )
         if self.decoding.mode == "choice":
-            ans.label_probs = self._label_probs(choice, text)
+            if self._is_choice(text):
+                ans.label_probs = self._label_probs(choice, text)
+            elif text is not None and text.strip():
+                # Not one of the choices: the constraint was ignored. No probabilities, and a
+                # marker naming every label so the parser discards it, raw text kept after it.
+                words = ", ".join(w for label in self.task.labels for w in label.words)
+                ans.raw_text = f"[answer outside the choices ({words})] {text}"
         return ans
+
+    def _is_choice(self, text: str | None) -> bool:
+        return text is not None and text.strip().lower() in {label.lower() for label in self.task.label_names}
+
+    def _check_reply(self, reply) -> str | None:
+        """What is wrong with a chat completion reply, or None: every field read later is checked."""
+        if not isinstance(reply, dict):
+            return f"the reply is a JSON {type(reply).__name__}, not an object"
+        choices = reply.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return "no choices in the reply" if not choices else f"'choices' is a {type(choices).__name__}, not a list"
+        choice = choices[0]
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            return "choices[0] has no 'message' object"
+        content = choice["message"].get("content")
+        if content is not None and not isinstance(content, str):
+            return f"choices[0].message.content is a {type(content).__name__}, not a string"
+        usage = reply.get("usage")
+        if usage is not None:
+            if not isinstance(usage, dict):
+                return f"'usage' is a {type(usage).__name__}, not an object"
+            for k in ("prompt_tokens", "completion_tokens"):
+                v = usage.get(k)
+                if v is not None and not (_is_number(v) and v >= 0 and float(v).is_integer()):
+                    return f"usage.{k} is {v!r}, not a token count"
+        if self.decoding.mode == "choice":
+            logprobs = choice.get("logprobs")
+            if logprobs is None:
+                return None
+            if not isinstance(logprobs, dict):
+                return "choices[0].logprobs is not an object"
+            content_lp = logprobs.get("content")
+            if content_lp is None or content_lp == []:
+                return None
+            if not isinstance(content_lp, list) or not isinstance(content_lp[0], dict):
+                return "choices[0].logprobs.content is not a list of objects"
+            first = content_lp[0]
+            top = first.get("top_logprobs")
+            if top is not None and not isinstance(top, list):
+                return "choices[0].logprobs.content[0].top_logprobs is not a list"
+            for j, e in enumerate([first] + (top or [])):
+                if not isinstance(e, dict) or not isinstance(e.get("token", ""), str):
+                    return "a logprobs entry has no string 'token'"
+                if j and ("token" not in e or "logprob" not in e):
+                    return "a top_logprobs entry lacks 'token' or 'logprob'"
+                lp = e.get("logprob")
+                if lp is not None and not (_is_number(lp) and not math.isnan(lp) and lp < math.inf):
+                    return f"a logprobs entry has logprob {lp!r}"
+        return None
 
     def _label_probs(self, choice: dict, text: str | None) -> dict[str, float] | None:
         """Renormalise the first answer token's logprobs over the tokens that start a label."""
@@ -182,7 +302,11 @@ class OpenAITeacher:
         return {label: math.exp(s - z) for label, s in per_label.items()}
 
     # -- HTTP --------------------------------------------------------------------------------
-    def _post(self, path: str, body: dict) -> dict:
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._key,) if self._key else ())
+
+    def _post(self, path: str, body: dict, check=None) -> dict:
+        """POST ``body`` as JSON; the decoded reply, which ``check`` (reply -> problem or None) accepted."""
         data = json.dumps(body).encode("utf-8")
         last = ""
         for attempt in range(self.max_retries + 1):
@@ -191,27 +315,52 @@ class OpenAITeacher:
             headers = {"Content-Type": "application/json"}
             if self._key:
                 headers["Authorization"] = "Bearer " + self._key
-            wait = None
+            wait_s = None
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
+                    raw = resp.read()
+                return _decode_reply(raw, check, self._redact)
+            except _Malformed as e:
+                last = f"malformed reply from {url}: {e}"
             except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode("utf-8", "replace")
+                try:
+                    detail = self._redact(e.read(MAX_ERROR_BODY).decode("utf-8", "replace"))[:300]
+                except Exception:  # noqa: BLE001 - the body is only for the message
+                    detail = ""
                 last = f"HTTP {e.code} from {url}: {detail}"
                 if e.code not in RETRY_STATUS:
-                    raise EndpointError(last) from None
+                    raise EndpointError(self._redact(last)) from None
                 ra = e.headers.get("Retry-After") if e.headers else None
-                wait = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                wait_s = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as e:
                 last = f"{type(e).__name__} talking to {url}: {getattr(e, 'reason', e)}"
             finally:
                 self.pool.release(i)
             if attempt < self.max_retries:
                 self.retries += 1
                 backoff = self.backoff_s * (2**attempt) * (1 + random.random() * 0.25)
-                time.sleep(min(60.0, wait if wait is not None else backoff))
-        raise EndpointError(f"gave up after {self.max_retries + 1} attempts; last error: {last}")
+                time.sleep(min(60.0, wait_s if wait_s is not None else backoff))
+        raise EndpointError(self._redact(f"gave up after {self.max_retries + 1} attempts; last error: {last}"))
+
+
+def _decode_reply(raw: bytes, check, redact_fn) -> dict:
+    """The JSON reply, or _Malformed saying what is wrong (with the start of the body, redacted
+    before it is cut so that a cut can never leave part of a secret)."""
+    try:
+        reply = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        start = redact_fn(raw[:MAX_ERROR_BODY].decode("utf-8", "replace"))[:120]
+        raise _Malformed(f"the body is not JSON ({type(e).__name__}: {e}); it starts with {start!r}") from None
+    problem = check(reply) if check is not None else None
+    if problem:
+        start = redact_fn(json.dumps(reply, ensure_ascii=False)[:MAX_ERROR_BODY])[:200]
+        raise _Malformed(f"{problem}; the reply starts with {start!r}")
+    return reply
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _label_of_token(token: str, labels: list[str]) -> str | None:

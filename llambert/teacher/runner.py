@@ -4,7 +4,10 @@ Each answer is stored in ``labeling.llm_cache`` under a key made of the model id
 weights hash), the decoding parameters and the rendered prompt. Only documents whose key is
 missing are sent to the model, in length-sorted batches, and answers are committed every
 ``commit_every`` documents: a run killed mid-way loses at most one uncommitted batch, and the
-next run starts where it stopped.
+next run starts where it stopped. When the backend raises, the answers already received are
+committed first (the buffer, and the failed batch's answers that a backend attaches to its error
+as ``partial_answers``, aligned with the prompts, ``None`` where there is none), then the error
+propagates: an answer paid for is never asked for again.
 """
 
 from __future__ import annotations
@@ -105,24 +108,20 @@ def label_documents(
     with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
         for start in range(0, todo.height, batch_size):
             chunk = todo.slice(start, batch_size)
-            answers = backend.answer(chunk["prepared"].to_list())
-            for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
-                buffer.append(
-                    {
-                        "cache_key": key,
-                        "model_identity": backend.model_identity,
-                        "backend": backend.name,
-                        "mode": mode,
-                        "decoding": decoding,
-                        "prompt_hash": p_hash,
-                        "raw_text": ans.raw_text,
-                        "label_probs": ans.label_probs,
-                        "prompt_tokens": ans.prompt_tokens,
-                        "completion_tokens": ans.completion_tokens,
-                        "latency_s": ans.latency_s,
-                        "run_id": run_id,
-                    }
+            try:
+                answers = backend.answer(chunk["prepared"].to_list())
+            except BaseException as e:
+                partial = getattr(e, "partial_answers", None) or []
+                buffer.extend(
+                    _row(backend, mode, decoding, run_id, key, p_hash, ans)
+                    for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], partial)
+                    if ans is not None
                 )
+                if buffer:
+                    _commit(con, buffer)
+                raise
+            for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
+                buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
                 prompt_tok += ans.prompt_tokens
                 completion_tok += ans.completion_tokens
             done += len(answers)
@@ -149,6 +148,23 @@ def label_documents(
         ],
     )
     return stats
+
+
+def _row(backend: TeacherBackend, mode: str, decoding: str, run_id: str, key: str, p_hash: str, ans) -> dict:
+    return {
+        "cache_key": key,
+        "model_identity": backend.model_identity,
+        "backend": backend.name,
+        "mode": mode,
+        "decoding": decoding,
+        "prompt_hash": p_hash,
+        "raw_text": ans.raw_text,
+        "label_probs": ans.label_probs,
+        "prompt_tokens": ans.prompt_tokens,
+        "completion_tokens": ans.completion_tokens,
+        "latency_s": ans.latency_s,
+        "run_id": run_id,
+    }
 
 
 def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
