@@ -4,7 +4,9 @@ The inbox sensor never opens the DuckDB warehouse (one writing process at a time
 it): its registry is the inbox's ``.batches/`` folder (see ``llambert/inbox.py``) plus the
 instance's dynamic partitions. A claimed file whose partition does not exist yet (say the daemon
 stopped between claiming and adding it) is picked up again on the next tick, and the run key
-(= partition key) keeps Dagster from launching a batch twice.
+(= partition key) keeps Dagster from launching a batch twice. ``llambert ingest --now`` claims a
+file and adds its partition under the inbox lock, and the sensor decides what lacks a partition
+under that lock too: a file claimed by ``--now`` is never launched again by the sensor.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ AUDIT_KEY = dg.AssetKey(["labeling", "audit_labels"])
 
 def inbox_sensor_result(instance: dg.DagsterInstance, settings) -> dg.SensorResult | dg.SkipReason:
     """Claim settled new inbox files; request a partition and a run for each batch without one."""
-    from llambert.inbox import known_batches, scan_inbox
+    from llambert.inbox import inbox_lock, known_batches, scan_inbox
 
-    scan = scan_inbox(settings)
-    existing = set(instance.get_dynamic_partitions(BATCHES))
-    todo = sorted((b for b in known_batches(settings).values() if b.partition not in existing),
-                  key=lambda b: (b.detected_at, b.partition))
+    with inbox_lock(settings):  # `ingest --now` claims + adds the partition under it: never half of that
+        scan = scan_inbox(settings)
+        existing = set(instance.get_dynamic_partitions(BATCHES))
+        todo = sorted((b for b in known_batches(settings).values() if b.partition not in existing),
+                      key=lambda b: (b.detected_at, b.partition))
     if not todo:
         parts = []
         if scan.duplicates:
@@ -35,6 +38,8 @@ def inbox_sensor_result(instance: dg.DagsterInstance, settings) -> dg.SensorResu
             parts.append("still being written: " + ", ".join(scan.waiting))
         if scan.ignored:
             parts.append("not parquet/CSV/JSONL: " + ", ".join(scan.ignored))
+        if scan.refused:
+            parts.append("refused: " + "; ".join(f"{f} ({why})" for f, why in scan.refused))
         return dg.SkipReason("; ".join(parts) or f"no new file in {settings.inbox_dir}")
     keys = [b.partition for b in todo]
     return dg.SensorResult(

@@ -28,9 +28,10 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +72,7 @@ class ScanResult:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (file name, partition it repeats)
     waiting: list[str] = field(default_factory=list)  # still changing, or over max_files_per_tick
     ignored: list[str] = field(default_factory=list)  # not a parquet / CSV / JSONL file
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (file name, why): e.g. gzip bytes named .csv
 
 
 def file_sha256(path: Path) -> str:
@@ -131,15 +133,36 @@ def inbox_source(settings: Settings, batch: str) -> tuple[CorpusSource, Path]:
     return source, path
 
 
+_held_locks = threading.local()
+
+
 @contextlib.contextmanager
-def _inbox_lock(settings: Settings) -> Iterator[None]:
-    """One claimer at a time (the sensor and `llambert ingest --now` may race for a file)."""
+def inbox_lock(settings: Settings) -> Iterator[None]:
+    """One claimer at a time (the sensor and `llambert ingest --now` may race for a file).
+
+    Re-entrant within a thread, so a caller can hold it across a claim and what must go with it:
+    ``llambert ingest --now`` adds the claimed file's partition before the sensor can look, and the
+    sensor decides which claimed batches lack a partition while it holds the lock.
+    """
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.inbox_dir / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    key = str(settings.inbox_dir.resolve())
+    held = getattr(_held_locks, "depth", None)
+    if held is None:
+        held = _held_locks.depth = {}
+    if held.get(key):
+        held[key] += 1
         try:
             yield
         finally:
+            held[key] -= 1
+        return
+    with open(settings.inbox_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held[key] = 0
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -179,16 +202,38 @@ def _claim(settings: Settings, path: Path, move: bool, known: dict[str, InboxBat
     return batch, True
 
 
+def file_type_problem(path: Path) -> str | None:
+    """Why ``path``'s bytes are not what its extension says (gzip named .csv, CSV named .parquet), or None.
+
+    Reads only the head, like the readers do before parsing (``_sniff``): a batch that would fail on
+    this in its run is refused before it is claimed and before any partition exists.
+    """
+    from llambert.corpus.readers import ReaderError, _sniff
+
+    try:
+        _sniff(path, INBOX_FORMATS[path.suffix.lower()])
+    except ReaderError as e:
+        return str(e).removeprefix(f"{path}: ")
+    return None
+
+
 def check_inbox_file(settings: Settings, path: str | Path) -> None:
     """Fail early, naming the file and the setting, if ``path`` cannot be a batch (reads only its head)."""
     import polars as pl
 
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InboxError(f"{path}: is a directory, not a file; name the parquet/CSV/JSONL files in it")
+    if not path.exists():
         raise InboxError(f"{path}: no such file")
+    if not path.is_file():
+        raise InboxError(f"{path}: not a regular file (a pipe or a device?); copy the data into a file")
     fmt = INBOX_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InboxError(f"{path}: unsupported file type '{path.suffix}'; use .parquet, .csv or .jsonl")
+    problem = file_type_problem(path)  # before polars, which would happily read gzip bytes named .csv
+    if problem:
+        raise InboxError(f"{path}: {problem}")
     try:
         if fmt == "parquet":
             columns = list(pl.read_parquet_schema(path))
@@ -210,7 +255,7 @@ def claim_file(settings: Settings, path: str | Path, move: bool = False) -> tupl
     """
     path = Path(path)
     check_inbox_file(settings, path)
-    with _inbox_lock(settings):
+    with inbox_lock(settings):
         return _claim(settings, path, move, known_batches(settings))
 
 
@@ -243,7 +288,7 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
     d = settings.inbox_dir
     if not d.is_dir():
         return result
-    with _inbox_lock(settings):
+    with inbox_lock(settings):
         known = known_batches(settings)
         for p in sorted(d.iterdir(), key=lambda q: q.name):
             if p.name.startswith(".") or not p.is_file():
@@ -257,6 +302,10 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
                 continue
             if now - st.st_mtime < cfg.settle_seconds or len(result.claimed) >= cfg.max_files_per_tick:
                 result.waiting.append(p.name)
+                continue
+            problem = file_type_problem(p)  # left in the inbox: no batch, no partition, no failing run
+            if problem:
+                result.refused.append((p.name, problem))
                 continue
             batch, new = _claim(settings, p, move=True, known=known)
             if new:
@@ -286,3 +335,36 @@ def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: st
     )
     return {"batch": batch, "file": b.file_name, "sha256": b.sha256, "input_rows": input_rows + rejected,
             "rejected_rows": rejected, "new_documents": new_docs, "known_documents": known_docs}
+
+
+def unfinished_batches(con: duckdb.DuckDBPyConnection, settings: Settings,
+                       batches: Iterable[str] | None = None) -> dict[str, str]:
+    """Claimed inbox batches whose last run did not get through ingesting and labeling: {batch: why}.
+
+    Decided from what the runs write: ``ingest_batch`` records an 'ingest' row in ops.stage_runs,
+    the raw.inbox_files asset then the batch's row, and ``predict_batch`` a 'predict' row. A batch
+    with no raw.inbox_files row or no 'ingest' row never got through ingesting; one whose latest
+    'predict' is older than its latest 'ingest' stopped before its documents were labeled. Either
+    its run was killed or failed, or it is still going (the warehouse cannot tell; Dagster can).
+    ``batches`` defaults to every claimed batch (the inbox's manifests).
+    """
+    wanted = sorted(b.partition for b in known_batches(settings).values()) if batches is None else sorted(batches)
+    if not wanted:
+        return {}
+    rows = con.execute(
+        """SELECT c.batch, f.batch IS NOT NULL,
+                  max(s.finished_at) FILTER (WHERE s.stage = 'ingest'),
+                  max(s.finished_at) FILTER (WHERE s.stage = 'predict')
+           FROM (SELECT unnest(?::VARCHAR[]) AS batch) c
+           LEFT JOIN raw.inbox_files f USING (batch)
+           LEFT JOIN ops.stage_runs s ON s.partition = c.batch
+           GROUP BY ALL""",
+        [wanted],
+    ).fetchall()
+    out = {}
+    for batch, registered, ingested, predicted in rows:
+        if not registered or ingested is None:
+            out[batch] = "not ingested"
+        elif predicted is None or predicted < ingested:
+            out[batch] = "ingested, not labeled by the champion"
+    return dict(sorted(out.items()))

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest", help="add files of new reviews: queue them in the inbox, or --now ingest and label them",
         description="Copy parquet/CSV/JSONL files into the inbox, where the Dagster inbox sensor turns each into a "
         "batch partition and a run (ingest, label with the champion student, audit). With --now, do that at once "
-        "in a Dagster run in this process (no daemon needed); --now without FILE processes what waits in the inbox.")
+        "in a Dagster run in this process (no daemon needed); --now without FILE processes what waits in the inbox. "
+        "--now also re-runs batches whose last run did not finish (killed or failed; `llambert status` lists them).")
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--now", action="store_true", help="ingest and label at once through Dagster")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -27,7 +28,12 @@ def _ingest(args: argparse.Namespace) -> int:
             cmd += ["--config", args.config]
         for s in args.set:
             cmd += ["--set", s]
-        return subprocess.call(cmd)
+        rc = subprocess.call(cmd)
+        if rc < 0:  # killed by a signal (kill -9, the OOM killer): the batch's run did not finish
+            print(f"llambert ingest: the ingest process was killed by signal {-rc}; `llambert status` lists the "
+                  f"unfinished batch and `llambert ingest --now` finishes it", file=sys.stderr)
+            return 128 - rc
+        return rc
     if not args.files:
         print("llambert ingest: name at least one FILE (or use --now to process the inbox)", file=sys.stderr)
         return 2

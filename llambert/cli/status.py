@@ -1,6 +1,8 @@
 """`llambert status`: batches (partitions), counts, pending work, the champion, the inbox.
 
-Reads the warehouse read-only and the inbox folder; needs no Dagster.
+Reads the warehouse read-only and the inbox folder; needs no Dagster. Batches whose last run
+stopped before their rows were ingested and labeled (killed, failed, or still going) are listed
+as unfinished, with how to finish them (``llambert ingest --now``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ ORDER BY b.batch <> 'initial', ingested_at NULLS LAST, b.batch
 def status_report(settings: Settings) -> dict:
     """Everything `llambert status` shows, as plain data."""
     from llambert.audit import open_retrain_requests
-    from llambert.inbox import known_batches, pending_files
+    from llambert.inbox import known_batches, pending_files, unfinished_batches
     from llambert.warehouse import connect, table_exists
 
     report: dict = {"warehouse": str(settings.warehouse_path), "inbox": str(settings.inbox_dir),
@@ -77,8 +79,10 @@ def status_report(settings: Settings) -> dict:
         report["batches"] = batches.with_columns(batches["ingested_at"].cast(str)).to_dicts()
         report["pending_documents"] = int(batches["pending"].sum()) if batches.height else 0
         ingested = set(batches["batch"].to_list())
-        report["claimed_not_ingested"] = sorted(b.partition for b in known_batches(settings).values()
-                                                if b.partition not in ingested)
+        claimed = {b.partition: b for b in known_batches(settings).values()}
+        report["claimed_not_ingested"] = sorted(p for p in claimed if p not in ingested)
+        report["unfinished_batches"] = [{"batch": p, "file": claimed[p].file_name, "reason": why}
+                                        for p, why in unfinished_batches(con, settings, claimed).items()]
         report["open_retrain_requests"] = [{k: (str(v) if k == "requested_at" else v) for k, v in r.items()}
                                            for r in open_retrain_requests(con).to_dicts()]
     except duckdb.Error as e:
@@ -116,10 +120,16 @@ def format_report(r: dict) -> list[str]:
                      + (" (run label_corpus for their batches, e.g. a backfill)" if r["pending_documents"] else ""))
     for req in r.get("open_retrain_requests") or []:
         lines.append(f"retrain requested by batch {req['batch']}: {req['reason']}")
+    unfinished = r.get("unfinished_batches") or []
+    if unfinished:
+        lines.append(f"unfinished batches: {len(unfinished)} (the last run stopped before the end: killed, failed, "
+                     f"or still going)")
+        for u in unfinished:
+            lines.append(f"  {u['batch']} ({u['file']}): {u['reason']}")
+        lines.append("  finish them with `llambert ingest --now` (it re-runs each batch whose run is not going; "
+                     "what was committed is kept or replaced, never doubled)")
     waiting = r.get("waiting_in_inbox") or []
-    claimed = r.get("claimed_not_ingested") or []
-    lines.append(f"inbox ({r['inbox']}): {len(waiting)} file(s) waiting" + (": " + ", ".join(waiting) if waiting else "")
-                 + (f"; {len(claimed)} claimed, not ingested yet: " + ", ".join(claimed) if claimed else ""))
+    lines.append(f"inbox ({r['inbox']}): {len(waiting)} file(s) waiting" + (": " + ", ".join(waiting) if waiting else ""))
     return lines
 
 
