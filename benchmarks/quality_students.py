@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchmarks.quality_data import ROOT, connect, load_corpus
+import duckdb
+
+from benchmarks.quality_data import ANSWERS, ROOT, load_corpus
 
 DOC = ROOT / "docs" / "bench_quality.md"
 PLOT = ROOT / "docs" / "bench_quality.png"
@@ -39,6 +41,17 @@ CREATE TABLE IF NOT EXISTS bench.quality_results (
 """
 PLAN = {"imdb": [250, 500, 1000, 2000], "short": [300], "short_skew": [300]}
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
+# Results have their own file: the label stage holds quality.duckdb's one write lock while it runs, and the
+# students stage reads the teacher's answers from their parquet export, so both may run at once.
+RESULTS_DB = ROOT / "var" / "bench" / "quality_results.duckdb"
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    RESULTS_DB.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(RESULTS_DB))
+    con.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    con.execute(RESULTS_DDL)
+    return con
 
 
 def log(msg: str) -> None:
@@ -48,8 +61,10 @@ def log(msg: str) -> None:
 def teacher_labels(con, corpus: str, keys: list[str]) -> dict[str, dict]:
     """doc_key -> the teacher's label distribution {label name: p} for the cached answers."""
     family = ["imdb"] if corpus == "imdb" else ["short", "short_skew"]
+    if not ANSWERS.exists():
+        return {}
     rows = con.execute(
-        "SELECT doc_key, label_probs FROM bench.quality_answers WHERE list_contains(?, corpus) "
+        f"SELECT doc_key, label_probs FROM read_parquet('{ANSWERS}') WHERE list_contains(?, corpus) "
         "AND list_contains(?, doc_key)", [family, keys]).fetchall()
     return {k: json.loads(v) for k, v in rows if v}
 
