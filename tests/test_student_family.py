@@ -68,14 +68,16 @@ def test_ensemble_calibrates_and_leans_on_the_better_member(tmp_path):
     from llambert.student.predict import load_predictor
 
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 400)
-    guess = np.where(rng.random(400) < 0.8, y, 1 - y)              # right 80% of the time...
+    y = rng.integers(0, 2, 2000)
+    guess = np.where(rng.random(2000) < 0.8, y, 1 - y)              # right 80% of the time...
     good = np.log(np.where(np.eye(2)[guess] == 1, 0.8, 0.2))       # ...and says 0.8: calibrated
-    noise = np.log(rng.dirichlet([1, 1], 400))                     # knows nothing
+    noise = np.log(rng.dirichlet([1, 1], 2000))                     # knows nothing
     overconfident = good * 6                                        # the same answers, far too sure
     assert fit_temperature(overconfident - np.log(np.exp(overconfident).sum(1, keepdims=True)), y) > 1.0
     temps, weights = fit_ensemble([good, noise], y)
-    assert weights[0] >= 0.8 and sum(weights) == pytest.approx(1.0)
+    assert weights[0] >= 0.85 and sum(weights) == pytest.approx(1.0)  # 2,000 documents outweigh the prior
+    few = fit_ensemble([good[:20], noise[:20]], y[:20])[1]
+    assert 0.5 <= few[0] <= 0.6  # 20 documents barely move it from equal weights
     assert nll(mix([good, noise], temps, weights), y) <= nll(mix([good, noise], [1, 1], [0.5, 0.5]), y)
 
     # Saved and loaded from its folder, it predicts exactly the weighted mix of its members.

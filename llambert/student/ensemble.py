@@ -43,17 +43,23 @@ def mix(member_log_probs: list[np.ndarray], temperatures: list[float], weights: 
     return np.log(np.maximum(p, 1e-12))
 
 
-def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[list[float], list[float]]:
-    """Temperatures per member, then the two-member weight on a grid, both by validation NLL.
+# The validation split of a few hundred labels is 25-100 documents: the weight that minimises NLL
+# there is often 0 or 1 by chance. It is shrunk toward equal weights as w = 0.5 + (w* - 0.5) * n / (n + SHRINK_N),
+# so a member is dropped only when many documents say so (equal weights: +1.7 points over MiniLM
+# alone on IMDb at 1,000 gold labels, the students issue's measurement).
+SHRINK_N = 200
 
-    Ties (and no validation data) keep equal weights: the prior that the members are as good.
-    """
+
+def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[list[float], list[float]]:
+    """Temperatures per member, then the two-member weight on a grid, both by validation NLL, the
+    weight shrunk toward 1/2 by the validation size (ties and no data: equal weights)."""
     temps = [fit_temperature(lp, y) for lp in member_log_probs]
     if len(member_log_probs) != 2 or len(y) == 0:
         n = len(member_log_probs)
         return temps, [1.0 / n] * n
     best = min(WEIGHTS, key=lambda w: (round(nll(mix(member_log_probs, temps, [w, 1 - w]), y), 6), abs(w - 0.5)))
-    return temps, [best, 1.0 - best]
+    w = round(0.5 + (best - 0.5) * len(y) / (len(y) + SHRINK_N), 4)
+    return temps, [w, 1.0 - w]
 
 
 @dataclass
