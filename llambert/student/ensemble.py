@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llambert.student.predict import Predicts
+
 MANIFEST = "ensemble.json"
 TEMPERATURES = tuple(float(t) for t in np.geomspace(0.25, 8.0, 21))
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
@@ -63,7 +65,7 @@ def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[lis
 
 
 @dataclass
-class EnsembleStudent:
+class EnsembleStudent(Predicts):
     """Members are student folders (any kind but ensemble) predicting over the same label ids."""
 
     label_ids: list[int]
@@ -75,16 +77,6 @@ class EnsembleStudent:
 
     def log_probs(self, texts: list[str]) -> np.ndarray:
         return mix([m.log_probs(texts) for m in self.members], self.temperatures, self.weights)
-
-    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
-        from llambert.student.predict import top_labels
-
-        return top_labels(self.log_probs(texts), self.label_ids)
-
-    def predict_frame(self, frame):
-        from llambert.student.predict import predict_frame
-
-        return predict_frame(self, frame)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

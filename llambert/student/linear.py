@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llambert.student.predict import Predicts
+
 MANIFEST = "linear_student.json"
 WEIGHTS = "linear_student.joblib"
 
@@ -59,7 +61,7 @@ def _expand_soft(y_probs: np.ndarray, weights: np.ndarray | None) -> tuple[np.nd
 
 
 @dataclass
-class LinearStudent:
+class LinearStudent(Predicts):
     """A fitted TF-IDF + LR model over class indexes ``0..k-1`` (``label_ids`` maps them to task ids)."""
 
     label_ids: list[int]
@@ -129,17 +131,6 @@ class LinearStudent:
             p = self.model.predict_proba(self.features.transform(texts))
             proba[:, self.model.classes_] = np.maximum(p, 1e-12)
         return np.log(proba / proba.sum(axis=1, keepdims=True))
-
-    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
-        """Task label ids and their probabilities, in input order (the StudentPredictor interface)."""
-        from llambert.student.predict import top_labels
-
-        return top_labels(self.log_probs(texts), self.label_ids)
-
-    def predict_frame(self, frame):
-        from llambert.student.predict import predict_frame
-
-        return predict_frame(self, frame)
 
     def save(self, folder: Path) -> None:
         import joblib

@@ -18,7 +18,24 @@ from llambert.hardware import resolve_bf16
 from llambert.student.encoding import encode, pad_batch, sorted_batches
 
 
-class StudentPredictor:
+class Predicts:
+    """``predict`` and ``predict_frame`` for any student that has ``log_probs`` and ``label_ids``."""
+
+    label_ids: list[int]
+
+    def log_probs(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
+        """Task label ids and their probabilities, in input order."""
+        return top_labels(self.log_probs(texts), self.label_ids)
+
+    def predict_frame(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """(doc_id, text) -> (doc_id, label, probability)."""
+        return predict_frame(self, frame)
+
+
+class StudentPredictor(Predicts):
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, truncation: str = "head",
                  bf16: bool | str = "auto", threads: int | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -48,13 +65,6 @@ class StudentPredictor:
                 out[batch] = torch.log_softmax(logits, -1).numpy()
         return out
 
-    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
-        """Task label ids and their probabilities, in input order."""
-        return top_labels(self.log_probs(texts), self.label_ids)
-
-    def predict_frame(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """(doc_id, text) -> (doc_id, label, probability)."""
-        return predict_frame(self, frame)
 
 
 def top_labels(log_probs: np.ndarray, label_ids: list[int]) -> tuple[list[int], list[float]]:
