@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stages", nargs="*", default=["label", "students", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
+    ap.add_argument("--variants-at", type=int, default=None,
+                    help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)")
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":

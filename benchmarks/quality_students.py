@@ -207,7 +207,8 @@ def stage_students(args) -> None:
         corpus = load_corpus(name)
         usable = [b for b in budgets if b <= (args.max_budget if name == "imdb" else b)]
         for b in usable:
-            run_budget(con, corpus, b, largest=(name == "imdb" and b == max(usable)))
+            at = getattr(args, "variants_at", None) or max(usable)
+            run_budget(con, corpus, b, largest=(name == "imdb" and b == at))
 
 
 def stage_report(args) -> None:
