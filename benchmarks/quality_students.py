@@ -124,16 +124,12 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
         configs |= {"encoder_hard": new.model_copy(update={"soft_labels": False}),
                     "encoder_512": new.model_copy(update={"max_length": 512, "infer_max_length": 512})}
     trained: dict[str, Trained] = {}
-    scores: dict[str, dict] = {}
     tag = f"{corpus.name}-{budget}"
 
     def record(strategy, cfg, tr: Trained, pred, extra=None):
         ev = _evaluate(pred, corpus.test, ids)
         pr = _evaluate(pred, corpus.probe, ids)
         extra = (extra or {}) | {"probe_f1": pr["f1"]}
-        scores[strategy] = {"probe": pr["accuracy"], "docs_per_s": pr["docs_per_s"],
-                            "min_share": min(pr["shares"][lid] / max(1e-9, (corpus.probe["gold"] == lid).mean())
-                                             for lid in ids)}
         con.execute(RESULTS_DDL)
         con.execute(
             "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
