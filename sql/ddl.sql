@@ -69,7 +69,12 @@ CREATE TABLE IF NOT EXISTS labeling.llm_requests (
     PRIMARY KEY (doc_id, cache_key)
 );
 
--- One row per teacher run: what it cost and what labeling everything would cost.
+-- One row per teacher run: what it cost and what labeling everything would cost. The row is written
+-- when the run starts (status 'running') and updated before each batch is sent, in the transaction
+-- that commits the answers received so far: prompts = asked (counted before sending, so a batch lost
+-- in flight is counted), answered = answers committed, tokens = those of every answer received.
+-- A run that raised is 'failed'; one whose process died (kill -9, power loss) is marked 'killed' by
+-- the next teacher run (finished_at is then its last accounting).
 CREATE TABLE IF NOT EXISTS labeling.llm_runs (
     run_id            VARCHAR PRIMARY KEY,
     model_identity    VARCHAR NOT NULL,
@@ -85,6 +90,12 @@ CREATE TABLE IF NOT EXISTS labeling.llm_runs (
     started_at        TIMESTAMP NOT NULL,
     finished_at       TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+-- Added by issue 13 (ALTER keeps warehouses made before it; their rows were all finished runs).
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS status VARCHAR DEFAULT 'done';
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS answered INTEGER;
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS pid INTEGER;
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS host VARCHAR;
+UPDATE labeling.llm_runs SET answered = prompts WHERE answered IS NULL AND status = 'done';
 
 -- One row per teacher run: LLM alone versus LlamBERT over the whole corpus
 -- (sql/labeling/cost_projection.sql fills it; refreshed by evaluation.report once the student has run).

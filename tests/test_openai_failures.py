@@ -183,7 +183,8 @@ def test_reply_without_choices_fails_naming_url_and_keeps_received_answers(tmp_p
         assert server.calls_for("BROKEN") == 3  # retried like a 5xx
         # Every answer received, from the earlier batch and from the failed one, was committed.
         assert len(kept) == len(texts) - 1 and server.total == len(texts) - 1 + 3
-        assert con.execute("SELECT count(*) FROM labeling.llm_runs").fetchone()[0] == 0
+        # The failed run is accounted: 8 prompts asked, the 7 answers received kept (issue 13: every prompt counted).
+        assert con.execute("SELECT status, prompts, answered FROM labeling.llm_runs").fetchall() == [("failed", 8, 7)]
         # The re-run asks only for the missing one: nothing is paid for twice.
         state["fixed"] = True
         before = server.total

@@ -43,10 +43,18 @@ def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
 
     with open_warehouse(warehouse) as con:
         before = con.execute("SELECT cache_key, raw_text, run_id, created_at FROM labeling.llm_cache").pl()
+        killed = con.execute("SELECT run_id, status, prompts, answered, prompt_tokens, pid FROM labeling.llm_runs").fetchall()
     # Committed answers survived; the uncommitted buffer (at most commit_every + batch) is lost.
     assert before.height % commit_every == 0
     assert answered - (commit_every + batch) <= before.height <= answered
     assert before.height > 0
+    # The killed run's row was written when it started and counted every prompt before sending it: it says how
+    # many were asked (the answered ones and at most one batch in flight), how many answers it committed, and it
+    # still says 'running' (nothing ran since to notice the process is gone).
+    [(killed_id, status, asked_killed, answered_killed, tokens_killed, pid)] = killed
+    assert status == "running" and pid == child.pid
+    assert answered <= asked_killed <= answered + batch
+    assert answered_killed == before.height and tokens_killed > 0
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -58,13 +66,21 @@ def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
     with open_warehouse(warehouse) as con:
         after = con.execute("SELECT cache_key, raw_text, run_id, created_at FROM labeling.llm_cache").pl()
         requests = con.execute("SELECT count(*), count(DISTINCT doc_id) FROM labeling.llm_requests").fetchone()
-        runs = con.execute("SELECT prompts, cached FROM labeling.llm_runs").fetchall()
+        runs = con.execute("SELECT run_id, status, prompts, answered, cached FROM labeling.llm_runs "
+                           "ORDER BY started_at").fetchall()
     assert after.height == n and after["cache_key"].n_unique() == n  # nothing lost, nothing twice
     assert requests == (n, n)
     kept = before.join(after, on="cache_key", suffix="_after")
     assert kept.height == before.height
     assert (kept["run_id"] == kept["run_id_after"]).all() and (kept["created_at"] == kept["created_at_after"]).all()
-    assert runs == [(n - before.height, before.height)]  # the killed run left no accounting row
+    # Both runs are accounted: the next run marked the dead one 'killed'. Every prompt asked is in llm_runs; the
+    # ones asked twice are the killed run's uncommitted answers (at most commit_every, here commit_every + batch
+    # at worst when a batch was in flight).
+    assert runs == [(killed_id, "killed", asked_killed, before.height, 0),
+                    (runs[1][0], "done", n - before.height, n - before.height, before.height)]
+    asked_total = sum(r[2] for r in runs)
+    assert n <= asked_total <= n + commit_every + batch
+    assert asked_total - n == asked_killed - before.height
 
 
 # -- prompt injection can never produce a label outside the task's labels --------------------------

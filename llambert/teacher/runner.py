@@ -8,10 +8,18 @@ next run starts where it stopped. When the backend raises, the answers already r
 committed first (the buffer, and the failed batch's answers that a backend attaches to its error
 as ``partial_answers``, aligned with the prompts, ``None`` where there is none), then the error
 propagates: an answer paid for is never asked for again.
+
+Every run is accounted in ``labeling.llm_runs``, killed ones included: its row is written when the
+run starts (status 'running'), and before each batch is sent one transaction commits the answers
+due and the run's counts with that batch already counted as asked. After a kill -9 the row says how
+many prompts were asked (a batch lost in flight included), how many answers were kept and the tokens
+of every answer received; the next run marks it 'killed'. A run that raises ends 'failed'.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -80,6 +88,7 @@ def label_documents(
     run_id = run_id or uuid.uuid4().hex[:12]
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
+    mark_dead_runs(con)
     keys = register_requests(con, backend, docs, prompt_version)
     # Flush the WAL before the long part: DuckDB 1.5.6 cannot replay a WAL that holds the views
     # created when the warehouse was opened ("GetDefaultDatabase with no default database set"),
@@ -100,54 +109,94 @@ def label_documents(
     todo = keys.filter(~pl.col("cache_key").is_in(list(have))).unique("cache_key", keep="first")
     # Length-sorted: batches of similar length waste little compute on padding.
     todo = todo.with_columns(_len=pl.col("prepared").str.len_bytes()).sort("_len", descending=True)
-    prompt_tok = completion_tok = 0
-    done = 0
-    buffer: list[dict] = []
     decoding = backend.decoding.key()
     mode = backend.decoding.mode
-    with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
-        for start in range(0, todo.height, batch_size):
-            chunk = todo.slice(start, batch_size)
-            try:
-                answers = backend.answer(chunk["prepared"].to_list())
-            except BaseException as e:
-                partial = getattr(e, "partial_answers", None) or []
-                buffer.extend(
-                    _row(backend, mode, decoding, run_id, key, p_hash, ans)
-                    for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], partial)
-                    if ans is not None
-                )
-                if buffer:
-                    _commit(con, buffer)
-                raise
-            for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
-                buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
-                prompt_tok += ans.prompt_tokens
-                completion_tok += ans.completion_tokens
-            done += len(answers)
-            bar.update(len(answers))
-            if len(buffer) >= commit_every:
-                _commit(con, buffer)
-                buffer = []
-        if buffer:
-            _commit(con, buffer)
-    stats = TeacherRunStats(
-        run_id=run_id,
-        requested=keys.height,
-        cached=keys.height - todo.height,
-        prompts=done,
-        prompt_tokens=prompt_tok,
-        completion_tokens=completion_tok,
-        seconds=time.perf_counter() - t0,
-    )
+    acct = _RunAccount(run_id, requested=keys.height, cached=keys.height - todo.height, t0=t0)
     con.execute(
-        "INSERT INTO labeling.llm_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-        [
-            run_id, backend.model_identity, backend.name, mode, stats.requested, stats.cached, stats.prompts,
-            stats.prompt_tokens, stats.completion_tokens, stats.seconds, stats.prompts_per_s, started,
-        ],
+        "INSERT INTO labeling.llm_runs (run_id, model_identity, backend, mode, requested, cached, prompts, answered, "
+        "prompt_tokens, completion_tokens, seconds, prompts_per_s, started_at, finished_at, status, pid, host) "
+        "VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, NULL, ?, current_timestamp, 'running', ?, ?)",
+        [run_id, backend.model_identity, backend.name, mode, acct.requested, acct.cached, started, os.getpid(),
+         socket.gethostname()],
     )
-    return stats
+    _ACTIVE_RUNS.add(run_id)
+    buffer: list[dict] = []
+    try:
+        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
+            for start in range(0, todo.height, batch_size):
+                chunk = todo.slice(start, batch_size)
+                # Commit the intent before sending: the answers due and this batch counted as asked.
+                due = buffer if len(buffer) >= commit_every else []
+                acct.asked += chunk.height
+                _commit(con, due, acct)
+                if due:
+                    buffer = []
+                try:
+                    answers = backend.answer(chunk["prepared"].to_list())
+                except BaseException as e:
+                    partial = getattr(e, "partial_answers", None) or []
+                    for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], partial):
+                        if ans is not None:
+                            buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
+                            acct.received(ans)
+                    raise
+                for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
+                    buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
+                    acct.received(ans)
+                bar.update(len(answers))
+    except BaseException as e:
+        _ACTIVE_RUNS.discard(run_id)
+        acct.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        _commit(con, buffer, acct)  # answers already received are never asked for again
+        raise
+    _ACTIVE_RUNS.discard(run_id)
+    acct.status = "done"
+    _commit(con, buffer, acct)
+    return TeacherRunStats(
+        run_id=run_id,
+        requested=acct.requested,
+        cached=acct.cached,
+        prompts=acct.asked,
+        prompt_tokens=acct.prompt_tokens,
+        completion_tokens=acct.completion_tokens,
+        seconds=acct.seconds,
+    )
+
+
+# Runs in progress in this process. DuckDB lets one process at a time open the warehouse for writing
+# and a run holds its connection until it ends, so a 'running' row that is not one of these belongs to
+# a process that died: it is marked 'killed' (pid and host say which process it was).
+_ACTIVE_RUNS: set[str] = set()
+
+
+def mark_dead_runs(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark 'running' rows of dead processes 'killed'; returns how many."""
+    active = list(_ACTIVE_RUNS) or [""]
+    return len(con.execute(
+        "UPDATE labeling.llm_runs SET status = 'killed' WHERE status = 'running' AND NOT list_contains(?, run_id) "
+        "RETURNING run_id", [active]).fetchall())
+
+
+@dataclass
+class _RunAccount:
+    """A run's figures as they are committed to its labeling.llm_runs row."""
+
+    run_id: str
+    requested: int
+    cached: int
+    t0: float
+    asked: int = 0
+    answered: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    status: str = "running"
+    _received: int = 0
+
+    def received(self, ans) -> None:
+        self._received += 1
+        self.prompt_tokens += ans.prompt_tokens
+        self.completion_tokens += ans.completion_tokens
 
 
 def _row(backend: TeacherBackend, mode: str, decoding: str, run_id: str, key: str, p_hash: str, ans) -> dict:
@@ -167,23 +216,36 @@ def _row(backend: TeacherBackend, mode: str, decoding: str, run_id: str, key: st
     }
 
 
-def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
-    """One transaction per batch: a crash loses at most this batch, never half of it."""
-    frame = _frame([dict(r) for r in rows])
-    con.register("staged_answers", frame)
+def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict], acct: _RunAccount) -> None:
+    """One transaction: these answers (all or none) and the run's row, so the row never counts an answer
+    that was lost, nor misses a prompt that was sent."""
+    if rows:
+        con.register("staged_answers", _frame([dict(r) for r in rows]))
+    acct.seconds = time.perf_counter() - acct.t0
     try:
         with transaction(con):
+            if rows:
+                con.execute(
+                    """INSERT OR IGNORE INTO labeling.llm_cache
+                       (cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text, label_probs,
+                        prompt_tokens, completion_tokens, latency_s, run_id)
+                       SELECT cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text,
+                              CASE WHEN probs_keys IS NULL THEN NULL ELSE map(probs_keys, probs_values) END,
+                              prompt_tokens, completion_tokens, latency_s, run_id
+                       FROM staged_answers"""
+                )
+            answered = acct.answered + len(rows)
             con.execute(
-                """INSERT OR IGNORE INTO labeling.llm_cache
-                   (cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text, label_probs,
-                    prompt_tokens, completion_tokens, latency_s, run_id)
-                   SELECT cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text,
-                          CASE WHEN probs_keys IS NULL THEN NULL ELSE map(probs_keys, probs_values) END,
-                          prompt_tokens, completion_tokens, latency_s, run_id
-                   FROM staged_answers"""
+                "UPDATE labeling.llm_runs SET prompts = ?, answered = ?, prompt_tokens = ?, completion_tokens = ?, "
+                "seconds = ?, prompts_per_s = ?, status = ?, finished_at = current_timestamp WHERE run_id = ?",
+                [acct.asked, answered, acct.prompt_tokens, acct.completion_tokens, acct.seconds,
+                 acct._received / acct.seconds if acct.seconds > 0 and acct._received else None, acct.status,
+                 acct.run_id],
             )
+        acct.answered = answered
     finally:
-        con.unregister("staged_answers")
+        if rows:
+            con.unregister("staged_answers")
 
 
 def _frame(rows: list[dict]) -> pl.DataFrame:
