@@ -9,31 +9,41 @@ from llambert.reporting import dict_table, markdown_table
 from llambert.tasks import load_task
 
 
-@dg.asset(
-    key=["labeling", "sample"],
-    deps=[dg.AssetKey(["raw", "corpus"])],
-    group_name="labeling",
-    kinds={"duckdb", "sql"},
-    code_version="1",
-    description="A seeded random sample of the pool (train + unsup by default, never test) for the LLM to label. "
-    "Growing it keeps every document already chosen.",
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["labeling", "pool"], deps=[dg.AssetKey(["raw", "corpus"])], group_name="labeling", kinds={"duckdb", "sql"},
+            code_version="1", description="Every document the teacher may label (a pool split, never an excluded "
+            "one), in the seeded order the sample takes them.",
+        ),
+        dg.AssetSpec(
+            ["labeling", "sample"], deps=[["labeling", "pool"]], group_name="labeling", kinds={"duckdb", "sql"},
+            code_version="2", description="The documents the LLM labels, each with its round and why it was picked. "
+            "sample.strategy random: a seeded prefix of the pool (growing it keeps every document already chosen); "
+            "uncertainty: the seed round here, later rounds appended by the teacher step.",
+        ),
+    ],
 )
-def sample(llambert: LlambertResource) -> dg.MaterializeResult:
+def sample(llambert: LlambertResource):
     with llambert.warehouse() as con:
         stats = pipeline.build_sample(con, llambert.settings())
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": stats["rows"], "by_split": dg.MetadataValue.md(dict_table(stats["by_split"], "split", "rows"))}
+    yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats["pool"]})
+    yield dg.MaterializeResult(
+        asset_key=["labeling", "sample"],
+        metadata={"dagster/row_count": stats["rows"], "strategy": stats["strategy"],
+                  "by_split": dg.MetadataValue.md(dict_table(stats["by_split"], "split", "rows"))},
     )
 
 
 @dg.asset(
     key=["labeling", "llm_responses"],
-    deps=[sample],
+    deps=[dg.AssetKey(["labeling", "sample"])],
     group_name="labeling",
     kinds={"duckdb", "pytorch"},
     code_version="1",
     description="The teacher's raw answer for every sampled document, with model identity, prompt version, "
-    "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for.",
+    "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for. Under "
+    "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
 )
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
     from llambert.teacher.accounting import project_costs, projection_markdown

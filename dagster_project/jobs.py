@@ -7,7 +7,8 @@ from dagster_project.partitions import batches_partitions
 CORPUS = dg.AssetKey(["raw", "corpus"])
 PREDICTIONS = dg.AssetKey(["predictions", "labels"])
 LLM_STEPS = dg.AssetSelection.assets(
-    ["labeling", "sample"], ["labeling", "llm_responses"], ["labeling", "parsed_labels"], ["labeling", "discarded"]
+    ["labeling", "pool"], ["labeling", "sample"], ["labeling", "llm_responses"], ["labeling", "parsed_labels"],
+    ["labeling", "discarded"],
 )
 
 ingest_job = dg.define_asset_job(

@@ -8,6 +8,7 @@ records the stage's rows and seconds in ``ops.stage_runs``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -95,30 +96,45 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
     return stats
 
 
-# -- 2. labeling.sample -----------------------------------------------------------------------
-def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+# -- 2. labeling.pool / labeling.sample ------------------------------------------------------
+def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+    """Every document the teacher may label, in the seeded order (``sql/labeling/pool.sql``)."""
     t0 = time.perf_counter()
     s = settings.sample
-    run_model(
-        con,
-        "labeling.sample",
-        {
-            "pool_splits": s.pool_splits,
-            "exclude_splits": s.exclude_splits,
-            "sample_seed": s.seed,
-            "sample_size": s.size,
-        },
-    )
-    n = count(con, "labeling.sample")
-    by_split = dict(con.execute("SELECT split, count(*) FROM labeling.sample GROUP BY 1 ORDER BY 1").fetchall())
+    run_model(con, "labeling.pool", {"pool_splits": s.pool_splits, "exclude_splits": s.exclude_splits,
+                                      "sample_seed": s.seed})
+    n = count(con, "labeling.pool")
     if n == 0:
         raise ValueError(
             f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
             f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
-    stats = {"rows": n, "requested": s.size, "by_split": by_split}
+    record_stage(con, "pool", None, n, time.perf_counter() - t0, {"rows": n})
+    return {"rows": n}
+
+
+def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+    """Round 0 of the sample: all of it (random) or the seed round (uncertainty)."""
+    from llambert.sampling import seed_size
+
+    t0 = time.perf_counter()
+    s = settings.sample
+    pool = build_pool(con, settings)
+    run_model(con, "labeling.sample", {"sample_size": seed_size(s.size, s.strategy, s.round_size)})
+    n = count(con, "labeling.sample")
+    if n == 0:
+        raise ValueError(
+            f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
+            f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
+        )
+    stats = {"rows": n, "requested": s.size, "strategy": s.strategy, "pool": pool["rows"],
+             "by_split": _sample_by_split(con)}
     record_stage(con, "sample", None, n, time.perf_counter() - t0, stats)
     return stats
+
+
+def _sample_by_split(con: duckdb.DuckDBPyConnection) -> dict:
+    return dict(con.execute("SELECT split, count(*) FROM labeling.sample GROUP BY 1 ORDER BY 1").fetchall())
 
 
 # -- 3. labeling.llm_responses ----------------------------------------------------------------
@@ -130,43 +146,105 @@ def teacher_variables(backend, task: Task) -> dict:
     }
 
 
+def _labels_so_far(con: duckdb.DuckDBPyConnection, task: Task, backend) -> pl.DataFrame:
+    """(text, label) of every sampled document the teacher has answered usefully so far."""
+    write_task_labels(con, task)
+    run_model(con, "labeling.llm_responses", teacher_variables(backend, task))
+    run_model(con, "labeling.answer_matches")
+    run_model(con, "labeling.parsed_labels")
+    return con.execute("SELECT c.text, p.label FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) "
+                       "ORDER BY p.sample_rank").pl()
+
+
+def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, backend, round_no: int) -> dict | None:
+    """Append the next round of ``sample.strategy: uncertainty`` to labeling.sample; None when full or exhausted."""
+    from llambert.sampling import next_round, plan_round
+
+    s = settings.sample
+    plan = plan_round(round_no, count(con, "labeling.sample"), s.size, s.round_size, s.random_share)
+    if plan is None:
+        return None
+    labeled = _labels_so_far(con, task, backend)
+    candidates = con.execute(
+        "SELECT p.doc_id, c.text FROM labeling.pool p JOIN raw.corpus c USING (doc_id) "
+        "WHERE p.doc_id NOT IN (SELECT doc_id FROM labeling.sample) ORDER BY p.pool_rank LIMIT ?",
+        [s.score_pool]).pl()
+    if candidates.is_empty():
+        return None
+    if labeled["label"].n_unique() < 2:  # one class so far: nothing to be unsure between; keep to the pool order
+        plan = type(plan)(plan.round, 0, plan.size, 0, plan.size)
+    t0 = time.perf_counter()
+    picks = next_round(labeled["text"].to_list(), labeled["label"].to_list(), task.label_ids, candidates, plan,
+                       seed=s.seed)
+    con.register("round_picks", picks)
+    try:
+        run_model(con, "labeling.sample_round", {"round": round_no})
+    finally:
+        con.unregister("round_picks")
+    added = con.execute("SELECT count(*) FROM labeling.sample WHERE round = ?", [round_no]).fetchone()[0]
+    return {"round": round_no, "added": added, "uncertain": plan.n_uncertain, "random": plan.n_random,
+            "trained_on": labeled.height, "scored": candidates.height,
+            "select_seconds": round(time.perf_counter() - t0, 2)}
+
+
 def label_sample(con: duckdb.DuckDBPyConnection, settings: Settings, backend=None) -> dict:
-    """Ask the teacher about every sampled document that has no cached answer yet."""
+    """Ask the teacher about every sampled document that has no cached answer yet.
+
+    Under ``sample.strategy: uncertainty`` this step also grows labeling.sample, round by round,
+    until it holds ``sample.size`` documents (each round picked from the answers of the ones before).
+    """
     from llambert.teacher import make_teacher, with_gold_examples
     from llambert.teacher.runner import label_documents
 
     t0 = time.perf_counter()
     task = with_gold_examples(con, settings, load_task(settings.task))
-    docs = con.execute(
+    sample_docs = (
         "SELECT s.doc_id, c.text FROM labeling.sample s JOIN raw.corpus c USING (doc_id) ORDER BY s.sample_rank"
-    ).pl()
+    )
     own = backend is None
     backend = backend or make_teacher(settings, task)
     load_s = time.perf_counter() - t0
+    runs, rounds = [], []
     try:
-        run = label_documents(
-            con, backend, docs, task.version, batch_size=settings.teacher.resolved_batch_size(),
-            commit_every=settings.teacher.commit_every,
-        )
+        while True:
+            runs.append(label_documents(
+                con, backend, con.execute(sample_docs).pl(), task.version,
+                batch_size=settings.teacher.resolved_batch_size(), commit_every=settings.teacher.commit_every,
+            ))
+            if settings.sample.strategy != "uncertainty":
+                break
+            step = _uncertainty_round(con, settings, task, backend, len(runs))
+            if step is None:
+                break
+            rounds.append(step)
+            print(f"[llambert] sample round {step['round']}: {step['added']} documents ({step['uncertain']} the "
+                  f"floor is least sure of, {step['random']} random), floor trained on {step['trained_on']} labels, "
+                  f"{step['scored']} pool documents scored in {step['select_seconds']} s", file=sys.stderr, flush=True)
         run_model(con, "labeling.llm_responses", teacher_variables(backend, task))
     finally:
         if own:
             backend.close()
+    asked = sum(r.prompts for r in runs)
+    seconds = sum(r.seconds for r in runs)
     stats = {
         "rows": count(con, "labeling.llm_responses"),
         "model": backend.model_identity,
         "backend": backend.name,
         "mode": backend.decoding.mode,
-        "asked": run.prompts,
-        "from_cache": run.cached,
-        "prompt_tokens": run.prompt_tokens,
-        "completion_tokens": run.completion_tokens,
-        "label_seconds": round(run.seconds, 2),
+        "asked": asked,
+        "from_cache": sum(r.cached for r in runs),
+        "prompt_tokens": sum(r.prompt_tokens for r in runs),
+        "completion_tokens": sum(r.completion_tokens for r in runs),
+        "label_seconds": round(seconds, 2),
         "model_load_seconds": round(load_s, 2),
-        "prompts_per_s": round(run.prompts_per_s, 3) if run.prompts_per_s else None,
-        "run_id": run.run_id,
+        "prompts_per_s": round(asked / seconds, 3) if asked and seconds else None,
+        "run_id": runs[-1].run_id,
+        "strategy": settings.sample.strategy,
+        "rounds": len(runs),
+        "sampled": count(con, "labeling.sample"),
     }
-    record_stage(con, "teacher", None, run.prompts, time.perf_counter() - t0, stats, run.run_id)
+    record_stage(con, "teacher", None, asked, time.perf_counter() - t0, {**stats, "round_details": rounds},
+                 runs[-1].run_id)
     return stats
 
 

@@ -92,8 +92,8 @@ def test_sample_is_seeded_stable_and_grows_by_extension(con):
     run_model(con, "raw.corpus")
 
     def sample(size, seed=0):
-        run_model(con, "labeling.sample", {"pool_splits": ["train", "unsup"], "exclude_splits": ["test"],
-                                           "sample_seed": seed, "sample_size": size})
+        run_model(con, "labeling.pool", {"pool_splits": ["train", "unsup"], "exclude_splits": ["test"], "sample_seed": seed})
+        run_model(con, "labeling.sample", {"sample_size": size})
         return [r[0] for r in con.execute("SELECT doc_id FROM labeling.sample ORDER BY sample_rank").fetchall()]
 
     small, big = sample(20), sample(60)

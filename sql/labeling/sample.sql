@@ -1,23 +1,17 @@
--- labeling.sample: the documents the teacher labels. A seeded, stable random order over the
--- pool (documents that occur in a pool split and in no excluded split), so growing the sample
--- keeps every document already chosen and only adds new ones.
+-- labeling.sample: the documents the teacher labels, each with the round it joined in and why.
+-- Round 0 is the first `sample_size` documents of labeling.pool (all of the sample under
+-- sample.strategy random; the seed round under uncertainty). Later rounds are appended by
+-- sql/labeling/sample_round.sql. Growing the sample keeps every document already chosen.
+-- Variables: sample_size (documents in round 0).
 CREATE OR REPLACE TABLE labeling.sample AS
-WITH pool AS (
-    SELECT DISTINCT o.doc_id
-    FROM raw.occurrences o
-    WHERE list_contains(getvariable('pool_splits'), o.split)
-      AND o.doc_id NOT IN (
-          SELECT doc_id FROM raw.occurrences
-          WHERE list_contains(getvariable('exclude_splits'), split)
-      )
-), ranked AS (
-    SELECT doc_id, md5(getvariable('sample_seed')::VARCHAR || ':' || doc_id) AS sort_key FROM pool
-)
 SELECT
-    row_number() OVER (ORDER BY sort_key) AS sample_rank,
-    r.doc_id,
+    p.pool_rank AS sample_rank,
+    p.doc_id,
     c.split,
-    c.gold_label
-FROM ranked r JOIN raw.corpus c USING (doc_id)
-ORDER BY sort_key
-LIMIT getvariable('sample_size');
+    c.gold_label,
+    0 AS round,
+    'random' AS picked_by,
+    NULL::DOUBLE AS student_margin
+FROM labeling.pool p JOIN raw.corpus c USING (doc_id)
+WHERE p.pool_rank <= getvariable('sample_size')
+ORDER BY p.pool_rank;
