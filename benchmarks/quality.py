@@ -19,19 +19,22 @@ import argparse
 import sys
 import time
 
-from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus
+from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus, uncertainty_selection
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"
 # (corpus, budget) in the order the teacher labels them: small budgets of every corpus first, so a
 # stopped run leaves usable rows everywhere.
 LABEL_PLAN = [("imdb", 250), ("short", 300), ("short_skew", 300), ("imdb", 500), ("imdb", 1000), ("imdb", 2000)]
+# sample.strategy uncertainty on IMDb: its rounds' extra answers are paid at these budgets (the seed round
+# is the random prefix, already cached).
+UNCERTAINTY_BUDGETS = [500, 1000]
 
 
 def log(msg: str) -> None:
     print(f"[bench-quality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def stage_label(max_budget: int, teacher: str) -> None:
+def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> None:
     con = connect()
     t = Teacher(teacher, con)
     corpora = {}
@@ -42,6 +45,12 @@ def stage_label(max_budget: int, teacher: str) -> None:
         log(f"teacher {teacher}: {name} pool prefix {budget}")
         t.answers(name, c.pool.head(budget))
         export_answers(con)
+    for budget in UNCERTAINTY_BUDGETS:
+        if budget > max_uncertainty:
+            continue
+        log(f"teacher {teacher}: imdb uncertainty selection at {budget}")
+        uncertainty_selection(corpora.setdefault("imdb", load_corpus("imdb")), budget, t.labels_of)
+        export_answers(con)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,12 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stages", nargs="*", default=["label", "students", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
+    ap.add_argument("--max-uncertainty", type=int, default=500,
+                    help="largest IMDb budget labeled with sample.strategy uncertainty (0: none)")
     ap.add_argument("--variants-at", type=int, default=None,
                     help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)")
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":
-            stage_label(args.max_budget, args.teacher)
+            stage_label(args.max_budget, args.teacher, args.max_uncertainty)
         else:
             from benchmarks import quality_students
 

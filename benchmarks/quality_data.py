@@ -178,3 +178,39 @@ class Teacher:
             lp = json.loads(by_sha[s]) if by_sha.get(s) else None
             p_pos.append(None if not lp else float(lp.get(pos_name, 0.0)) / max(sum(lp.values()), 1e-12))
         return pl.DataFrame({"doc_key": keys, "p_pos": pl.Series(p_pos, dtype=pl.Float64)})
+
+    def labels_of(self, docs: pl.DataFrame) -> dict[str, int]:
+        """doc_key -> the teacher's label id (argmax; ties go to the first label, as the students stage reads them)."""
+        got = self.answers("imdb", docs)
+        return {k: int(p > 0.5) for k, p in zip(got["doc_key"].to_list(), got["p_pos"].to_list()) if p is not None}
+
+
+def uncertainty_selection(corpus: Corpus, budget: int, label_of, round_size: int = 250, random_share: float = 0.2,
+                          score_pool: int = 20000, seed: int = 0) -> pl.DataFrame:
+    """The documents ``sample.strategy: uncertainty`` sends the teacher at ``budget`` (llambert.sampling's rounds).
+
+    ``label_of(docs)`` -> {doc_key: label id} for the teacher's usable answers (the label stage asks the
+    teacher; the students stage reads the cache). Returns doc_key, text, gold, round, picked_by in order.
+    """
+    from llambert.sampling import next_round, plan_round, seed_size
+
+    pool = corpus.pool
+    chosen = pool.head(seed_size(budget, "uncertainty", round_size)).with_columns(
+        round=pl.lit(0), picked_by=pl.lit("random"))
+    labels = dict(label_of(chosen))
+    r = 1
+    while (plan := plan_round(r, chosen.height, budget, round_size, random_share)) is not None:
+        cand = pool.join(chosen.select("doc_key"), on="doc_key", how="anti").head(score_pool)
+        if cand.is_empty():
+            break
+        have = chosen.filter(pl.col("doc_key").is_in(list(labels)))
+        picks = next_round(have["text"].to_list(), [labels[k] for k in have["doc_key"].to_list()], [0, 1],
+                           cand.rename({"doc_key": "doc_id"}), plan, seed)
+        new = (cand.join(picks.select(pl.col("doc_id").alias("doc_key"), "picked_by", "pick_order"), on="doc_key")
+               .sort("pick_order").drop("pick_order").with_columns(round=pl.lit(r)))
+        labels |= label_of(new)
+        chosen = pl.concat([chosen, new.select(chosen.columns)])
+        print(f"[uncertainty {corpus.name} {budget}] round {r}: {new.height} picked "
+              f"({plan.n_uncertain} least sure, {plan.n_random} random) from {cand.height} scored", flush=True)
+        r += 1
+    return chosen

@@ -93,7 +93,12 @@ def _evaluate(pred, frame: pl.DataFrame, ids: list[int]) -> dict:
     return {"accuracy": m["accuracy"], "f1": m["macro_f1"], "docs_per_s": len(labels) / secs, "shares": share}
 
 
-def run_budget(con, corpus, budget: int, largest: bool) -> None:
+def run_budget(con, corpus, budget: int, largest: bool, selection: pl.DataFrame | None = None, prefix: str = "") -> None:
+    """Train and score every strategy on the teacher's labels of ``budget`` documents.
+
+    ``selection`` (with ``prefix`` naming its strategies, e.g. ``uncertainty:``): the documents another
+    sample.strategy chose instead of the pool's random prefix; only the product's default family runs then.
+    """
     from llambert.config import StudentConfig
     from llambert.models import resolve_model
     from llambert.student.family import Trained, build_ensemble, split_phases, train_linear
@@ -103,7 +108,7 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
 
     task = load_task("imdb_sentiment")
     names, ids = task.label_names, task.label_ids
-    pool = corpus.pool.head(budget)
+    pool = corpus.pool.head(budget) if selection is None else selection
     answers = teacher_labels(con, corpus.name, pool["doc_key"].to_list())
     if len(answers) < 0.98 * budget:  # a few pool texts repeat (one answer per distinct prompt): dropped
         log(f"{corpus.name} {budget}: only {len(answers)} teacher answers cached; run the label stage first")
@@ -113,18 +118,19 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
     with_gold = [(lab, gold[k]) for k, lab in zip(phase.doc_ids, phase.labels) if gold.get(k) is not None]
     t_acc = sum(a == b for a, b in with_gold) / len(with_gold) if with_gold else None
     base = resolve_model("all-minilm-l6-v2", ROOT / "var" / "models", role="student").path
-    done = {r[0] for r in con.execute("SELECT strategy FROM bench.quality_results WHERE corpus = ? AND budget = ?",
-                                      [corpus.name, budget]).fetchall()}
+    done = {r[0].removeprefix(prefix) for r in con.execute(
+        "SELECT strategy FROM bench.quality_results WHERE corpus = ? AND budget = ? AND starts_with(strategy, ?)",
+        [corpus.name, budget, prefix]).fetchall() if prefix or ":" not in r[0]}
 
     paper = StudentConfig(truncation="head", soft_labels=False, class_weight="none", min_train_steps=0,
                           early_stopping_patience=0, epochs=3, learning_rate=5e-5)
     new = StudentConfig()
-    configs = {"paper": paper, "encoder": new}
-    if largest:
+    configs = {"paper": paper, "encoder": new} if not prefix else {"encoder": new}
+    if largest and not prefix:
         configs |= {"encoder_hard": new.model_copy(update={"soft_labels": False}),
                     "encoder_512": new.model_copy(update={"max_length": 512, "infer_max_length": 512})}
     trained: dict[str, Trained] = {}
-    tag = f"{corpus.name}-{budget}"
+    tag = f"{corpus.name}-{budget}" + (f"-{prefix.rstrip(':')}" if prefix else "")
 
     def record(strategy, cfg, tr: Trained, pred, extra=None):
         ev = _evaluate(pred, corpus.test, ids)
@@ -135,10 +141,10 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
             "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
             "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [RUN_ID, corpus.name, budget, strategy, tr.n_train, t_acc, corpus.test.height, ev["accuracy"], ev["f1"],
+            [RUN_ID, corpus.name, budget, prefix + strategy, tr.n_train, t_acc, corpus.test.height, ev["accuracy"], ev["f1"],
              pr["accuracy"], tr.seconds, ev["docs_per_s"], os.getloadavg()[0],
              json.dumps({"shares": ev["shares"], "metrics": tr.metrics, **(extra or {})}, default=str)])
-        log(f"{tag} {strategy}: test acc {ev['accuracy']:.4f} F1 {ev['f1']:.4f} (probe {pr['accuracy']:.4f}), "
+        log(f"{tag} {prefix}{strategy}: test acc {ev['accuracy']:.4f} F1 {ev['f1']:.4f} (probe {pr['accuracy']:.4f}), "
             f"train {tr.seconds:.0f}s, {ev['docs_per_s']:.0f} docs/s, load {os.getloadavg()[0]:.2f}")
 
     cfg_linear = new
@@ -175,8 +181,9 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
         row = {r[0]: r for r in con.execute(
             "SELECT strategy, test_accuracy, test_f1, coalesce(TRY_CAST(details->>'probe_f1' AS DOUBLE), probe_accuracy), "
             "train_seconds, docs_per_s FROM "
-            "bench.quality_results WHERE corpus = ? AND budget = ? AND strategy IN ('linear', 'encoder', 'ensemble')",
-            [corpus.name, budget]).fetchall()}
+            "bench.quality_results WHERE corpus = ? AND budget = ? AND strategy IN (?, ?, ?)",
+            [corpus.name, budget] + [prefix + k for k in ("linear", "encoder", "ensemble")]).fetchall()}
+        row = {k.removeprefix(prefix): v for k, v in row.items()}
         floor = row["linear"][3]
         eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
         best = max(r[3] for r in eligible.values())
@@ -186,11 +193,11 @@ def run_budget(con, corpus, budget: int, largest: bool) -> None:
         con.execute(
             "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
             "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
-            "VALUES (?,?,?,'default',?,?,?,?,?,?,?,?,?,?)",
-            [RUN_ID, corpus.name, budget, trained[pick].n_train, t_acc, corpus.test.height, r[1], r[2], r[3],
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [RUN_ID, corpus.name, budget, prefix + "default", trained[pick].n_train, t_acc, corpus.test.height, r[1], r[2], r[3],
              trained["ensemble"].seconds if pick == "ensemble" else trained[pick].seconds, r[5], os.getloadavg()[0],
              json.dumps({"champion": pick})])
-        log(f"{tag} default = champion rule picks {pick}: test acc {r[1]:.4f}")
+        log(f"{tag} {prefix}default = champion rule picks {pick}: test acc {r[1]:.4f}")
 
 
 def stage_students(args) -> None:
@@ -205,6 +212,23 @@ def stage_students(args) -> None:
         for b in usable:
             at = getattr(args, "variants_at", None) or max(usable)
             run_budget(con, corpus, b, largest=(name == "imdb" and b == at))
+    # sample.strategy uncertainty on IMDb, at the budgets the label stage paid for.
+    from benchmarks.quality import UNCERTAINTY_BUDGETS
+    from benchmarks.quality_data import uncertainty_selection
+
+    imdb = load_corpus("imdb")
+    for b in UNCERTAINTY_BUDGETS:
+        if b > getattr(args, "max_uncertainty", 500):
+            continue
+        cached = teacher_labels(con, "imdb", imdb.pool["doc_key"].to_list())
+        names = ["negative", "positive"]
+
+        def label_of(docs: pl.DataFrame) -> dict[str, int]:
+            return {k: int(np.argmax([cached[k].get(n, 0.0) for n in names])) for k in docs["doc_key"].to_list()
+                    if k in cached}
+
+        sel = uncertainty_selection(imdb, b, label_of)
+        run_budget(con, imdb, b, largest=False, selection=sel, prefix="uncertainty:")
 
 
 def stage_report(args) -> None:
