@@ -120,17 +120,21 @@ def known_batches(settings: Settings) -> dict[str, InboxBatch]:
     return out
 
 
+def _source_for(settings: Settings, path: Path) -> CorpusSource:
+    """How an inbox file is read: the ``inbox`` settings (columns, split), its format from its extension."""
+    cfg = settings.inbox
+    return CorpusSource(name="inbox", path=str(path), format=INBOX_FORMATS.get(path.suffix.lower(), "auto"),
+                        split=cfg.split, text_column=cfg.text_column, id_column=cfg.id_column,
+                        label_column=cfg.label_column)
+
+
 def inbox_source(settings: Settings, batch: str) -> tuple[CorpusSource, Path]:
     """The file behind a batch and how to read it (``pipeline.batch_sources`` calls this)."""
     b = read_manifest(settings, batch)
     path = batches_dir(settings) / batch / b.file_name  # not b.stored_path: the home folder may have moved
     if not path.exists():
         raise InboxError(f"batch '{batch}': its file {path} is gone; restore it to re-run the batch")
-    cfg = settings.inbox
-    source = CorpusSource(name="inbox", path=str(path), format=INBOX_FORMATS.get(path.suffix.lower(), "auto"),
-                          split=cfg.split, text_column=cfg.text_column, id_column=cfg.id_column,
-                          label_column=cfg.label_column)
-    return source, path
+    return _source_for(settings, path), path
 
 
 _held_locks = threading.local()
@@ -202,25 +206,30 @@ def _claim(settings: Settings, path: Path, move: bool, known: dict[str, InboxBat
     return batch, True
 
 
-def file_type_problem(path: Path) -> str | None:
-    """Why ``path``'s bytes are not what its extension says (gzip named .csv, CSV named .parquet), or None.
+def inbox_file_problem(settings: Settings, path: Path) -> str | None:
+    """Why ``path`` cannot be a batch at all, or None: only what makes the whole file unusable.
 
-    Reads only the head, like the readers do before parsing (``_sniff``): a batch that would fail on
-    this in its run is refused before it is claimed and before any partition exists.
+    The file type (gzip bytes named .csv), a parquet footer that cannot be read, a CSV header that
+    repeats a column the inbox reads, no text column. Nothing here parses rows: invalid UTF-8,
+    ragged rows, an unbalanced quote, a garbage JSON line or a value of the wrong type are the
+    rows' problems, which the batch's reader rejects into raw.rejected one by one (the same
+    quarantine as the initial corpus). See :func:`llambert.corpus.readers.preflight`.
     """
-    from llambert.corpus.readers import ReaderError, _sniff
+    from llambert.corpus.readers import ReaderError, preflight
 
+    source = _source_for(settings, path)
     try:
-        _sniff(path, INBOX_FORMATS[path.suffix.lower()])
+        columns = preflight(source, path)
     except ReaderError as e:
         return str(e).removeprefix(f"{path}: ")
+    if columns is not None and source.text_column not in columns:
+        return (f"no text column '{source.text_column}' (columns: {columns}); set inbox.text_column in "
+                f"llambert.yaml")
     return None
 
 
 def check_inbox_file(settings: Settings, path: str | Path) -> None:
-    """Fail early, naming the file and the setting, if ``path`` cannot be a batch (reads only its head)."""
-    import polars as pl
-
+    """Fail early, naming the file and the setting, if ``path`` cannot be a batch (see :func:`inbox_file_problem`)."""
     path = Path(path)
     if path.is_dir():
         raise InboxError(f"{path}: is a directory, not a file; name the parquet/CSV/JSONL files in it")
@@ -228,24 +237,11 @@ def check_inbox_file(settings: Settings, path: str | Path) -> None:
         raise InboxError(f"{path}: no such file")
     if not path.is_file():
         raise InboxError(f"{path}: not a regular file (a pipe or a device?); copy the data into a file")
-    fmt = INBOX_FORMATS.get(path.suffix.lower())
-    if fmt is None:
+    if INBOX_FORMATS.get(path.suffix.lower()) is None:
         raise InboxError(f"{path}: unsupported file type '{path.suffix}'; use .parquet, .csv or .jsonl")
-    problem = file_type_problem(path)  # before polars, which would happily read gzip bytes named .csv
+    problem = inbox_file_problem(settings, path)
     if problem:
         raise InboxError(f"{path}: {problem}")
-    try:
-        if fmt == "parquet":
-            columns = list(pl.read_parquet_schema(path))
-        elif fmt == "csv":
-            columns = pl.read_csv(path, n_rows=5, infer_schema_length=0).columns
-        else:
-            columns = pl.read_ndjson(path, n_rows=5).columns
-    except Exception as e:  # polars raises several types; the message is what matters
-        raise InboxError(f"{path}: cannot be read as {fmt}: {e}") from e
-    if settings.inbox.text_column not in columns:
-        raise InboxError(f"{path}: no text column '{settings.inbox.text_column}' (columns: {columns}); "
-                         f"set inbox.text_column in llambert.yaml")
 
 
 def claim_file(settings: Settings, path: str | Path, move: bool = False) -> tuple[InboxBatch, bool]:
@@ -303,7 +299,7 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
             if now - st.st_mtime < cfg.settle_seconds or len(result.claimed) >= cfg.max_files_per_tick:
                 result.waiting.append(p.name)
                 continue
-            problem = file_type_problem(p)  # left in the inbox: no batch, no partition, no failing run
+            problem = inbox_file_problem(settings, p)  # left in the inbox: no batch, no partition, no failing run
             if problem:
                 result.refused.append((p.name, problem))
                 continue

@@ -14,6 +14,7 @@ import pytest
 
 from llambert.config import ConfigError, CorpusSource, load_settings
 from llambert.corpus.readers import REJECT_REASONS, ReaderError, read_source
+from tests.test_batch_recovery import initial_state, recovery  # noqa: F401 (fixtures: a warehouse with a champion)
 
 LABELS = {"negative": 0, "positive": 1}
 
@@ -259,3 +260,117 @@ def test_impossible_balance_bound_for_three_labels(tmp_path):
         settings.check_ready()
     with pytest.raises(ConfigError, match="checks.min_minority_share"):  # above 0.5 never validates
         load_settings(overrides={"checks": {"min_minority_share": 0.6}})
+
+
+# -- the inbox pre-check leaves row-level problems to the readers (issue 13, defect 2) ------------
+def _ten_rows(bad_line: bytes, at: int = 4) -> bytes:
+    """A CSV of 10 data rows (ids 0-9) whose row ``at`` is ``bad_line``."""
+    rows = [b"%d,review number %d,1" % (i, i) for i in range(10)]
+    rows[at] = bad_line
+    return b"id,text,label\n" + b"\n".join(rows) + b"\n"
+
+
+# (file name, bytes, input rows, {reason code: rows rejected})
+PRECHECK_CASES = {
+    "latin1_row": ("latin1.csv", _ten_rows(b"4,caf\xe9 cr\xe8me,1"), 10, {"invalid_utf8": 1}),
+    "invalid_utf8_late": ("late.csv", _ten_rows(b"9,bad \xff\xfe bytes,0", at=9), 10, {"invalid_utf8": 1}),
+    "invalid_utf8_header": ("header.csv", b"id,text,label,not\xe9s\n1,fine,1,x\n2,also fine,0,y\n", 2, {}),
+    "ragged_rows": ("ragged.csv", _ten_rows(b"4,too,many,fields,here"), 10, {"malformed_row": 1}),
+    "unbalanced_quote": ("quote.csv", _ten_rows(b'4,"never closed,1'), 10, {"malformed_row": 1}),
+    "jsonl_truncated_line": ("trunc.jsonl", b'{"id": 1, "text": "fine"}\n{"id": 2, "text": "also fine"}\n{"id": 3, "text": "cut sh',
+                             3, {"invalid_json": 1}),
+    "jsonl_garbage_line": ("garbage.jsonl", b'{"id": 1, "text": "fine"}\nthis is not json\n{"id": 3, "text": "ok"}\n',
+                           3, {"invalid_json": 1}),
+    "jsonl_garbage_first_line": ("garbage1.jsonl", b'garbage\n{"id": 1, "text": "fine"}\n{"id": 2, "text": "ok"}\n',
+                                 3, {"invalid_json": 1}),
+    "jsonl_mixed_types": ("mixed.jsonl", b'{"id": 1, "text": 42}\n{"id": "b", "text": ["a", "list"]}\n'
+                          b'{"id": 3.5, "text": "fine", "label": "positive"}\n{"id": null, "text": "ok", "label": 1}\n'
+                          b'{"id": 5, "text": {"nested": "x"}}\n', 5, {"text_not_string": 3}),
+}
+
+
+@pytest.fixture
+def inbox_settings(tmp_path):
+    return load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(tmp_path), "task": "imdb_sentiment",
+                                    "inbox": {"settle_seconds": 0}})
+
+
+@pytest.mark.parametrize("kind", list(PRECHECK_CASES))
+def test_inbox_precheck_claims_files_with_bad_rows_and_the_batch_rejects_only_those(tmp_path, inbox_settings, kind):
+    """`llambert ingest FILE` refused these whole files (rc 2, "cannot be read as csv: invalid utf-8", "Syntax at
+    character 0"); now the file is claimed and the batch's reader rejects only the bad rows, naming them."""
+    from llambert import pipeline
+    from llambert.inbox import check_inbox_file, claim_file, scan_inbox
+    from llambert.warehouse import open_warehouse
+
+    name, body, n_input, expected = PRECHECK_CASES[kind]
+    f = tmp_path / name
+    f.write_bytes(body)
+    check_inbox_file(inbox_settings, f)
+    batch, new = claim_file(inbox_settings, f)
+    assert new
+    with open_warehouse(inbox_settings.warehouse_path) as con:
+        stats = pipeline.ingest_batch(con, inbox_settings, batch.partition)
+        occ = con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [batch.partition]).fetchone()[0]
+        rej = con.execute("SELECT source_row, reason FROM raw.rejected WHERE batch = ? ORDER BY source_row",
+                          [batch.partition]).fetchall()
+    assert stats["input_rows"] == n_input and occ + len(rej) == n_input, (occ, rej)
+    codes: dict[str, int] = {}
+    for _, reason in rej:
+        codes[reason.split(":")[0]] = codes.get(reason.split(":")[0], 0) + 1
+    assert codes == expected, rej
+    assert all(code in REJECT_REASONS for code in codes)
+    # The sensor's path claims it too (the inbox folder, scanned).
+    inbox_settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    (inbox_settings.inbox_dir / f"again-{name}").write_bytes(body + b"\n")
+    scan = scan_inbox(inbox_settings, now=float("inf"))
+    assert [b.file_name for b in scan.claimed] == [f"again-{name}"] and scan.refused == []
+
+
+def test_inbox_precheck_still_refuses_what_makes_the_whole_file_unusable(tmp_path, inbox_settings):
+    from llambert.inbox import InboxError, claim_file
+
+    cases = {
+        "nocol.csv": (b"id,review\n1,caf\xe9\n", r"no text column 'text' \(columns: \['id', 'review'\]\).*inbox.text_column"),
+        "nocol.jsonl": (b'{"review": "x"}\nnot json\n', r"no text column 'text' \(columns: \['review'\]\)"),
+        "dup.csv": (b"id,text,label,text\n1,a,1,b\n", r"column 'text' appears 2 times in the header \(columns 2 and 4 of"),
+        "packed.csv": (gzip.compress(b"text\nx\n"), "gzip-compressed"),
+        "cut.parquet": (b"PAR1" + b"\x00" * 40, "cannot be read as parquet"),
+    }
+    for name, (body, message) in cases.items():
+        f = tmp_path / name
+        f.write_bytes(body)
+        with pytest.raises(InboxError, match=message):
+            claim_file(inbox_settings, f)
+    assert not (inbox_settings.inbox_dir / ".batches").exists()  # nothing claimed
+
+
+def test_ingest_now_cli_takes_files_with_bad_rows_together(recovery, tmp_path):
+    """The real `llambert ingest A B C D --now` (a subprocess, a real Dagster instance and warehouse): it used to
+    stop with rc 2 on the first file ("cannot be read as csv: invalid utf-8 sequence"), 0 rows ingested."""
+    import subprocess
+    import sys
+
+    from llambert.config import PROJECT_ROOT
+
+    settings, cfg = recovery["settings"], recovery["cfg"]
+    picked = ["latin1_row", "unbalanced_quote", "jsonl_garbage_line", "jsonl_mixed_types"]
+    files = []
+    for kind in picked:
+        name, body, _, _ = PRECHECK_CASES[kind]
+        files.append(tmp_path / name)
+        files[-1].write_bytes(body)
+    cmd = [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "ingest", *map(str, files), "--now"]
+    out = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        for kind, f in zip(picked, files):
+            _, _, n_input, expected = PRECHECK_CASES[kind]
+            batch, input_rows, rejected_rows = con.execute(
+                "SELECT batch, input_rows, rejected_rows FROM raw.inbox_files WHERE file_name = ?", [f.name]).fetchone()
+            occ = con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [batch]).fetchone()[0]
+            codes = dict(con.execute("SELECT split_part(reason, ':', 1), count(*) FROM raw.rejected WHERE batch = ? "
+                                     "GROUP BY 1", [batch]).fetchall())
+            assert (input_rows, rejected_rows, occ + rejected_rows) == (n_input, sum(expected.values()), n_input), kind
+            assert codes == expected, (kind, codes)
+            assert f"batch {batch}: {n_input} rows ({rejected_rows} rejected)" in out.stdout
