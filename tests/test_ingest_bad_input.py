@@ -374,3 +374,167 @@ def test_ingest_now_cli_takes_files_with_bad_rows_together(recovery, tmp_path):
             assert (input_rows, rejected_rows, occ + rejected_rows) == (n_input, sum(expected.values()), n_input), kind
             assert codes == expected, (kind, codes)
             assert f"batch {batch}: {n_input} rows ({rejected_rows} rejected)" in out.stdout
+
+
+# -- bad values are rejected with a reason, never a crash or a silent change (issue 13, defect 4) -----
+def test_lone_surrogate_in_jsonl_rejects_that_line_not_the_batch(tmp_path):
+    """`{"text": "\\ud800 x"}` decodes to a str no encoder takes: it was a UnicodeEncodeError for the whole batch."""
+    from llambert import pipeline
+    from llambert.warehouse import open_warehouse
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "s.jsonl").write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": "\\ud800 x"}\n'
+                                  '{"id": "\\udfff", "text": "id broken"}\n{"id": 4, "text": "pair \\ud83d\\ude00 ok"}\n')
+    rows, rej = _read(data / "s.jsonl")
+    assert rows["text"].to_list() == ["fine", "pair \U0001f600 ok"]  # an escaped surrogate pair is one emoji
+    assert rej["reason"].to_list() == [
+        "invalid_utf8: line 2: column 'text' holds a lone surrogate (\\ud800), which is not valid UTF-8 "
+        "(kept with U+FFFD in its place)",
+        "invalid_utf8: line 3: column 'id' holds a lone surrogate (\\udfff), which is not valid UTF-8 "
+        "(kept with U+FFFD in its place)"]
+    assert rej["text"].to_list() == ["\ufffd x", "id broken"] and rej["source_id"][1] == "\ufffd"
+    settings = load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(data),
+                                        "sources": [{"name": "s", "path": "s.jsonl", "split": "unsup"}]})
+    with open_warehouse(settings.warehouse_path) as con:
+        stats = pipeline.ingest_batch(con, settings)
+        assert (stats["input_rows"], stats["accepted_rows"], stats["rejected_rows"]) == (4, 2, 2)
+        assert con.execute("SELECT text FROM raw.rejected ORDER BY source_row").fetchall() == [("\ufffd x",), ("id broken",)]
+
+
+def test_binary_text_column_is_decoded_row_by_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "bin.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"ok", b"caf\xc3\xa9", b"bad \xff\xfe", None], pa.binary()),
+                             "label": [1, 0, 1, 0]}), p)
+    rows, rej = _read(p)  # was polars ComputeError "invalid utf8" for the whole file
+    assert rows["text"].to_list() == ["ok", "café"] and rows["gold_label"].to_list() == [1, 0]
+    assert _reasons(rej) == {2: "invalid_utf8: column 'text' (binary) is not valid UTF-8 (byte 4)",
+                             3: "missing_text: column 'text' is null"}
+    assert rej["text"][0] == "bad \ufffd\ufffd"
+
+
+@pytest.mark.parametrize("values, dtype_name", [
+    ([["a", "b"], ["c"], None], "List(String)"),  # was InvalidOperationError
+    ([111, 222, None], "Int64"),  # was silently cast to "111" and labeled
+    ([1.5, 2.0, None], "Float64"),
+    ([True, False, None], "Boolean"),
+])
+def test_non_string_text_column_rejects_its_rows(tmp_path, values, dtype_name):
+    p = tmp_path / "t.parquet"
+    pl.DataFrame({"id": ["a", "b", "c"], "text": values}).write_parquet(p)
+    rows, rej = _read(p)
+    assert rows.height == 0 and rej.height == 3
+    assert set(rej["reason"]) == {f"text_not_string: column 'text' is {dtype_name}, not strings; values are not cast "
+                                  f"to text (write the texts as strings)"}
+    assert rej["text"][0] is not None  # the value is kept, as text, in raw.rejected
+    assert rej["text"][2] is None
+
+
+def test_duplicate_text_header_is_a_file_level_error(tmp_path):
+    p = _csv(tmp_path, b"id,text,label,text\n1,first,1,second\n")  # polars kept 'first', dropped 'second'
+    with pytest.raises(ReaderError, match=r"column 'text' appears 2 times in the header \(columns 2 and 4 of") as e:
+        _read(p)
+    assert str(p) in str(e.value)
+    q = _csv(tmp_path, b"id,text,note,note\n1,kept,a,b\n2,also,c,d\n", "unused.csv")  # a repeated unused column is fine
+    rows, rej = _read(q)
+    assert rows["text"].to_list() == ["kept", "also"] and rej.height == 0
+    # the careful reader (invalid UTF-8 further down) gives the same
+    r = _csv(tmp_path, b"id,text,note,note\n1,kept,a,b\n2,caf\xe9,c,d\n", "unused2.csv")
+    rows, rej = _read(r)
+    assert rows["text"].to_list() == ["kept"] and rej["reason"][0].startswith("invalid_utf8: column 'text'")
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", "\u00ad", " \u200b\t\ufeff\n",
+                                       "\ufe0f"])
+def test_text_of_only_invisible_characters_is_empty(tmp_path, invisible):
+    p = tmp_path / "z.parquet"
+    kept = ["a\u200bb", "\U0001f44d", "\u05e9\u05dc\u05d5\u05dd\u200f", "<b>bold</b> &amp;"]  # visible text stays as is
+    pl.DataFrame({"text": [invisible, *kept]}).write_parquet(p)
+    rows, rej = _read(p)
+    assert rows["text"].to_list() == kept
+    assert rej["reason"].to_list() == ["empty_text: column 'text' is empty, or only whitespace or invisible "
+                                       "characters (zero-width, BOM, soft hyphen)"]
+
+
+def test_boolean_labels_are_rejected_on_every_path(tmp_path):
+    """A parquet Boolean label column became 1/0 without a word; JSON true was rejected as 'True'."""
+    expected = ("label_out_of_task: column 'label' value {!r} is a boolean, not a label of the task; use the label "
+                "ids [0, 1] or names ['negative', 'positive']")
+    p = tmp_path / "b.parquet"
+    pl.DataFrame({"text": ["a", "b", "c"], "label": [True, False, None]}).write_parquet(p)
+    rows, rej = _read(p)
+    assert rows["text"].to_list() == ["c"] and rows["gold_label"].to_list() == [None]
+    assert rej["reason"].to_list() == [expected.format(True), expected.format(False)]
+    j = tmp_path / "b.jsonl"
+    j.write_text('{"text": "a", "label": true}\n{"text": "b", "label": false}\n{"text": "c", "label": 1}\n')
+    rows, rej = _read(j)
+    assert rows["gold_label"].to_list() == [1]
+    assert rej["reason"].to_list() == [expected.format("true"), expected.format("false")]
+    c = _csv(tmp_path, b"text,label\na,True\nb,FALSE\nc,positive\n")
+    rows, rej = _read(c)
+    assert rows["gold_label"].to_list() == [1]
+    assert rej["reason"].to_list() == [expected.format("True"), expected.format("FALSE")]
+
+
+def _quote_file(tmp_path: Path, bad: bytes, name: str, tail: bytes = b"") -> Path:
+    lines = [b"%d,row %d" % (i, i) for i in range(10)]
+    lines[4] = bad
+    return _csv(tmp_path, b"id,text\n" + b"\n".join(lines) + b"\n" + tail, name)
+
+
+@pytest.mark.parametrize("bad, tail, how", [
+    (b'4,"never closed', b"", "its quoted field never closes before the end of the file"),
+    (b'4,"closes later', b'10,"quoted" text\n', "its quoted field closes on line 12 followed by text"),
+    (b'4,"runs on', b'10,ends here",extra\n', "its quoted field runs to line 12 and leaves 3 fields, the header has 2"),
+])
+def test_unbalanced_quote_rejects_only_its_line(tmp_path, bad, tail, how):
+    """10 rows in, 9 accounted before: the quote swallowed the rows after it (polars: silently, into one cell)."""
+    p = _quote_file(tmp_path, bad, "q.csv", tail)
+    rows, rej = _read(p)
+    n_tail = tail.count(b"\n")
+    assert rows.height + rej.height == 10 + n_tail
+    assert rows["source_id"].to_list()[:9] == ["0", "1", "2", "3", "5", "6", "7", "8", "9"]
+    assert rej["source_row"][0] == 4 and rej["source_id"][0] == "4"
+    assert rej["reason"][0] == (f"malformed_row: line 6 has an unbalanced quote ({how}); the lines after it are read "
+                                f"as rows of their own")
+    assert rej["text"][0] == bad.decode()  # the raw line, to see what is wrong
+
+
+def test_quote_inside_a_quoted_field_is_rejected_not_dropped(tmp_path):
+    p = _csv(tmp_path, b'id,text\n1,"He said "wow" ok"\n2,"fine ""quoted"" text"\n3,a quote" inside\n')
+    rows, rej = _read(p)  # polars read 'He said wow ok' without a word
+    assert rows["text"].to_list() == ['fine "quoted" text', 'a quote" inside']
+    assert rej["reason"].to_list() == [
+        "malformed_row: line 2 has a quote inside a quoted field (',' expected after '\"'); double it (\"\") or quote "
+        "the whole field"]
+
+
+def test_fast_csv_path_keeps_every_row_or_hands_over(tmp_path, monkeypatch):
+    """polars reads clean files (same rows as the careful reader); a file it may have misread goes to the careful one.
+
+    polars raises on a quote that runs to the end of the file, but merges rows without a word when a
+    later quote closes the field (10 lines in, 7 rows out) and drops a quote inside a quoted field.
+    """
+    from llambert.corpus import readers
+
+    clean = _csv(tmp_path, b'id,text\n1,"a, ""quoted"" one"\n2,plain\n3,\xf0\x9f\x91\x8d\n', "clean.csv")
+    data = clean.read_bytes()
+    careful_rows = readers._read_csv_careful(clean, data, "text").drop(readers._REASON).rows()
+    calls = []
+    real = readers._read_csv_careful
+    monkeypatch.setattr(readers, "_read_csv_careful", lambda *a: calls.append(a[0].name) or real(*a))
+    fast = readers._read_csv(clean, CorpusSource(name="t", path=str(clean)))
+    assert calls == [] and fast.rows() == careful_rows
+
+    lines = [b"%d,row %d" % (i, i) for i in range(10)]
+    lines[4], lines[7] = b'4,"opens here', b'7,closes here"'
+    merged = _csv(tmp_path, b"id,text\n" + b"\n".join(lines) + b"\n", "merged.csv")
+    assert pl.read_csv(merged, infer_schema_length=0).height == 7  # polars alone: no error, 3 rows inside one cell
+    _read(merged)
+    stray = _csv(tmp_path, b'id,text\n1,"He said "wow" ok"\n', "stray.csv")
+    assert pl.read_csv(stray, infer_schema_length=0)["text"].to_list() == ["He said wow ok"]  # polars drops the quotes
+    _read(stray)
+    assert calls == ["merged.csv", "stray.csv"]  # both handed to the careful reader

@@ -41,6 +41,8 @@ REJECT_REASONS = (
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _ACLIMDB_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_VISIBLE = r"[^\s\p{Cf}\p{Default_Ignorable_Code_Point}]"  # not whitespace, not zero-width/format/BOM/soft hyphen
 _REASON = "_reader_reason"  # per-row problem found while reading (before the column checks)
 _MAGIC = {
     b"\x1f\x8b": "a gzip-compressed file (gunzip it first)",
@@ -478,7 +480,14 @@ def _read_jsonl(path: Path, source: CorpusSource) -> pl.DataFrame:
             obj = {}
         for c in cols:
             v = obj.get(c)
-            cols[c].append(v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            # JSON spelling for non-strings (true, not Python's True): labels are parsed, and rejected, later
+            value = v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v)
+            bad = _SURROGATE.search(value) if value is not None else None
+            if bad:  # a "\ud800" escape decodes to a str that no UTF-8 encoder (polars, DuckDB) takes
+                value = _SURROGATE.sub("\ufffd", value)
+                reason = reason or (f"invalid_utf8: line {line}: column '{c}' holds a lone surrogate "
+                                    f"(\\u{ord(bad.group()):04x}), which is not valid UTF-8 (kept with U+FFFD in its place)")
+            cols[c].append(value)
         raw_text = obj.get("__raw__")
         if raw_text is not None and wanted and wanted[0] in cols:
             cols[wanted[0]][-1] = raw_text  # keep the undecodable line itself in raw.rejected
@@ -568,14 +577,12 @@ def _normalise(
         },
         schema={"source": pl.Utf8, "source_file": pl.Utf8, "source_row": pl.Int64},
     )
-    ids = frame[id_col].cast(pl.Utf8) if id_col and id_col in frame.columns else pl.Series([None] * n, dtype=pl.Utf8)
+    ids = _as_strings(frame[id_col]) if id_col and id_col in frame.columns else pl.Series([None] * n, dtype=pl.Utf8)
     if split_from_frame or (source.split is None and "split" in frame.columns):
-        split = frame["split"].cast(pl.Utf8)
+        split = _as_strings(frame["split"])
     else:
         split = pl.Series([source.split or path.stem] * n, dtype=pl.Utf8)
-    text = frame[text_col]
-    if text.dtype != pl.Utf8:
-        text = text.cast(pl.Utf8, strict=False)
+    text, text_reason = _text_values(frame[text_col], text_col)
     out = out.with_columns(source_id=ids, split=split, text=text)
 
     gold = pl.Series([None] * n, dtype=pl.Int64)
@@ -584,28 +591,90 @@ def _normalise(
         gold, bad = _parse_labels(frame[label_col], labels)
         allowed = sorted(labels.items(), key=lambda kv: kv[1]) if labels else []
         label_reason = pl.Series(
-            [f"label_out_of_task: column '{label_col}' value {v!r} is not one of the task's labels {allowed}" if b else None
-             for v, b in zip(frame[label_col].to_list(), bad.to_list())],
+            [_label_problem(label_col, v, allowed) if b else None for v, b in zip(frame[label_col].to_list(), bad.to_list())],
             dtype=pl.Utf8,
         )
     reader_reason = frame[_REASON] if _REASON in frame.columns else pl.Series([None] * n, dtype=pl.Utf8)
-    out = out.with_columns(gold_label=gold, _label_reason=label_reason, _reader=reader_reason)
+    out = out.with_columns(gold_label=gold, _label_reason=label_reason, _reader=reader_reason, _text_reason=text_reason)
     text_e = pl.col("text")
     limit = source.max_text_bytes
     out = out.with_columns(
         reason=pl.when(pl.col("_reader").is_not_null()).then(pl.col("_reader"))
+        .when(pl.col("_text_reason").is_not_null()).then(pl.col("_text_reason"))
         .when(text_e.is_null()).then(pl.lit(f"missing_text: column '{text_col}' is null"))
-        .when(text_e.str.strip_chars().str.len_chars() == 0).then(pl.lit(f"empty_text: column '{text_col}' is empty or whitespace"))
+        .when(~text_e.str.contains(_VISIBLE)).then(pl.lit(
+            f"empty_text: column '{text_col}' is empty, or only whitespace or invisible characters "
+            f"(zero-width, BOM, soft hyphen)"))
         .when(text_e.str.contains("\x00", literal=True)).then(pl.lit(f"nul_byte: column '{text_col}' contains a NUL byte"))
         .when(text_e.str.len_bytes() > limit).then(
             pl.format(f"too_long: column '{text_col}' has {{}} bytes, above max_text_bytes={limit} of source "
                       f"'{source.name}' (raise it in llambert.yaml to accept)", text_e.str.len_bytes()))
         .otherwise(pl.col("_label_reason"))
-    ).drop("_label_reason", "_reader")
+    ).drop("_label_reason", "_reader", "_text_reason")
     out = _flag_id_conflicts(out)
     good = out.filter(pl.col("reason").is_null()).drop("reason").select(CORPUS_COLUMNS)
     rejected = out.filter(pl.col("reason").is_not_null()).select(list(REJECTED_SCHEMA))
     return ReadResult(rows=good.cast(CORPUS_SCHEMA), rejected=rejected.cast(REJECTED_SCHEMA))
+
+
+def _as_strings(col: pl.Series) -> pl.Series:
+    """An id or split column as strings: numbers and booleans cast, bytes decoded, lists/structs as JSON."""
+    if col.dtype == pl.Utf8:
+        return col
+    if col.dtype == pl.Binary:
+        return pl.Series([None if v is None else v.decode("utf-8", "replace") for v in col.to_list()], dtype=pl.Utf8)
+    if col.dtype.is_nested():
+        return pl.Series([None if v is None else json.dumps(v, default=str) for v in col.to_list()], dtype=pl.Utf8)
+    return col.cast(pl.Utf8, strict=False)
+
+
+def _text_values(col: pl.Series, name: str) -> tuple[pl.Series, pl.Series]:
+    """The text column as strings, and per row why its value is not usable text (None when it is).
+
+    * Strings (and Categorical/Enum, which are strings; a Null column is all missing) pass as they are.
+    * Binary is decoded row by row: valid UTF-8 is text like any other, invalid bytes reject that
+      row (``invalid_utf8``, the text kept with U+FFFD for raw.rejected). polars refused the whole file.
+    * Any other type (integers, floats, booleans, dates, lists, structs) rejects every row as
+      ``text_not_string``: nothing is cast. An Int64 column used to become "111" and be labeled as
+      if someone had written it; a list has no one text.
+
+    Rows rather than a file-level error: the row accounting (input = occurrences + rejected) holds
+    as for every other bad value, each rejected row shows its value (as text) in raw.rejected, the
+    other sources of the batch are still read, and the ``rejected_share`` contract reports the batch
+    (all of it rejected, with the reason naming the column and its type).
+    """
+    n = col.len()
+    none = pl.Series([None] * n, dtype=pl.Utf8)
+    if col.dtype == pl.Utf8:
+        return col, none
+    if col.dtype in (pl.Categorical, pl.Null) or isinstance(col.dtype, pl.Enum):
+        return col.cast(pl.Utf8), none
+    if col.dtype == pl.Binary:
+        texts, reasons = [], []
+        for v in col.to_list():
+            if v is None:
+                texts.append(None)
+                reasons.append(None)
+                continue
+            try:
+                texts.append(v.decode("utf-8"))
+                reasons.append(None)
+            except UnicodeDecodeError as e:
+                texts.append(v.decode("utf-8", "replace"))
+                reasons.append(f"invalid_utf8: column '{name}' (binary) is not valid UTF-8 (byte {e.start})")
+        return pl.Series(texts, dtype=pl.Utf8), pl.Series(reasons, dtype=pl.Utf8)
+    shown = _as_strings(col)  # kept in raw.rejected, so the value can be seen
+    reason = f"text_not_string: column '{name}' is {col.dtype}, not strings; values are not cast to text (write the texts as strings)"
+    return shown, pl.Series([reason] * n, dtype=pl.Utf8)
+
+
+def _label_problem(column: str, value, allowed: list[tuple[str, int]]) -> str:
+    """The label_out_of_task reason for a value: booleans get their own words (they are not 1/0 here)."""
+    ids, names = [i for _, i in allowed], [k for k, _ in allowed]
+    use = f"use the label ids {ids} or names {names}"
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false")):
+        return f"label_out_of_task: column '{column}' value {value!r} is a boolean, not a label of the task; {use}"
+    return f"label_out_of_task: column '{column}' value {value!r} is not one of the task's labels {allowed}; {use}"
 
 
 def _flag_id_conflicts(out: pl.DataFrame) -> pl.DataFrame:
@@ -638,8 +707,15 @@ def _flag_id_conflicts(out: pl.DataFrame) -> pl.DataFrame:
 
 
 def _parse_labels(col: pl.Series, labels: dict[str, int] | None) -> tuple[pl.Series, pl.Series]:
-    """Accept integer ids or label names; anything else is flagged (null stays unlabeled)."""
+    """Accept integer ids or label names; anything else is flagged (null stays unlabeled).
+
+    Booleans are flagged too (a Boolean column, JSON true/false, "True" in a CSV): True is not
+    silently label 1, even when the task's ids are 0 and 1. (A task with a label named "true" takes
+    the text "true" by name.)
+    """
     allowed_ids = set(labels.values()) if labels else None
+    if col.dtype == pl.Boolean:
+        return pl.Series([None] * col.len(), dtype=pl.Int64), col.is_not_null()
     if col.dtype.is_integer():  # the fast path for millions of rows
         ids = col.cast(pl.Int64)
         bad = ids.is_not_null() & (~ids.is_in(list(allowed_ids)) if allowed_ids else pl.lit(False))
@@ -655,7 +731,7 @@ def _parse_labels(col: pl.Series, labels: dict[str, int] | None) -> tuple[pl.Ser
             continue
         parsed: int | None = None
         if isinstance(v, bool):
-            parsed = int(v)
+            parsed = None
         elif isinstance(v, (int,)):
             parsed = v
         elif isinstance(v, float) and v.is_integer():
