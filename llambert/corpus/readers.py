@@ -183,8 +183,9 @@ def _jsonl_keys(path: Path, text_column: str) -> list[str] | None:
             objects = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ReaderError(f"{path}: a JSON array that cannot be parsed: {e}") from e
-        objects = objects if isinstance(objects, list) else [objects]
-        return list(dict.fromkeys(k for o in objects if isinstance(o, dict) for k in o)) if objects else None
+        if not objects:
+            raise ReaderError(f"{path}: no JSON records")
+        return list(dict.fromkeys(k for o in objects if isinstance(o, dict) for k in o))
     keys: dict[str, None] = {}
     decoded = False
     for raw in data.split(b"\n"):
