@@ -101,9 +101,7 @@ bench-teacher: install
 	nice -n 10 $(PY) -m llambert.bench.teacher --n $(N) --baseline-n $(BASELINE_N) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
 
 ui: install
-	$(PY) -c "from dagster_project.instance import ensure_dagster_home; from llambert.config import load_settings; \
-	  print(ensure_dagster_home(load_settings().home / 'dagster_home'))" > $(VENV)/.dagster_home
-	DAGSTER_HOME=$$(cat $(VENV)/.dagster_home) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+	$(PY) -m llambert.cli ui --host 127.0.0.1 --port $(PORT) $(if $(UI_GRACE),--grace $(UI_GRACE))
 
 clean:
 	rm -rf var/warehouse.duckdb var/checkpoints var/dagster_home
