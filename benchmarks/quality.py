@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="largest IMDb budget labeled with sample.strategy uncertainty (0: none)")
     ap.add_argument("--variants-at", type=int, default=None,
                     help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)")
+    ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":

@@ -291,3 +291,57 @@ def _plot(df: pl.DataFrame) -> None:
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
     log(f"wrote {PLOT}")
+
+
+def stage_ratio(args) -> None:
+    """`make run`'s wall time, new default vs the paper's recipe, from costs measured in this run.
+
+    The teacher stage is the same in both (same sample, same teacher, same cache), so the ratio is set by
+    what differs: training (measured by the students stage at ``--ratio-at`` labels) and corpus labeling,
+    measured here interleaved (paper, default, paper, default) on the same test documents.
+    """
+    import torch
+
+    from llambert.config import StudentConfig
+    from llambert.student.predict import load_predictor
+
+    torch.set_num_threads(2)
+    con = connect()
+    budget = getattr(args, "ratio_at", None) or 1000
+    row = {r[0]: r[1:] for r in con.execute(
+        "SELECT strategy, arg_max(train_seconds, measured_at), arg_max(details, measured_at) "
+        "FROM bench.quality_results WHERE corpus = 'imdb' AND budget = ? GROUP BY strategy", [budget]).fetchall()}
+    if "default" not in row or "paper" not in row:
+        log(f"ratio: run the students stage at IMDb {budget} first")
+        return
+    champion = json.loads(row["default"][1])["champion"]
+    new, paper = StudentConfig(), StudentConfig(truncation="head")
+    tag = CKPT / f"imdb-{budget}"
+    preds = {"paper": load_predictor(tag / "paper", paper.infer_max_length, paper.infer_batch_size, "head", threads=2),
+             "default": load_predictor(tag / champion, new.infer_max_length, new.infer_batch_size, new.truncation,
+                                       threads=2)}
+    texts = load_corpus("imdb").test["text"].to_list()[: getattr(args, "ratio_docs", 1000)]
+    secs = {"paper": [], "default": []}
+    loads = []
+    for _ in range(2):
+        for name in ("paper", "default"):
+            t0 = time.perf_counter()
+            preds[name].predict(texts)
+            secs[name].append(time.perf_counter() - t0)
+            loads.append(os.getloadavg()[0])
+    dps = {k: len(texts) / min(v) for k, v in secs.items()}
+    train = {"paper": row["paper"][0], "default": row["default"][0]}
+    teacher_s = budget / 0.25  # the 1.5B's prompts/s on 2 quiet cores (docs/bench_teacher.md): the same in both
+    n_docs = 100_000  # make run labels every IMDb document (train + test + unsup)
+    total = {k: teacher_s + train[k] + n_docs / dps[k] for k in dps}
+    out = {"budget": budget, "champion": champion, "docs_per_s": dps, "train_seconds": train,
+           "teacher_seconds_assumed": teacher_s, "corpus_docs": n_docs, "projected_run_seconds": total,
+           "ratio_default_over_paper": total["default"] / total["paper"],
+           "labeling_ratio": dps["paper"] / dps["default"], "load_1m": loads}
+    con.execute("CREATE TABLE IF NOT EXISTS bench.run_ratio (measured_at TIMESTAMP DEFAULT current_timestamp, "
+                "details JSON)")
+    con.execute("INSERT INTO bench.run_ratio (details) VALUES (?)", [json.dumps(out)])
+    log(f"ratio: default ({champion}) {dps['default']:.1f} docs/s vs paper {dps['paper']:.1f} docs/s "
+        f"(interleaved, load {', '.join(f'{x:.1f}' for x in loads)}); training {train['default']:.0f} s vs "
+        f"{train['paper']:.0f} s; projected make run {total['default'] / 60:.0f} min vs {total['paper'] / 60:.0f} min "
+        f"= ratio {out['ratio_default_over_paper']:.3f}")

@@ -109,8 +109,7 @@ def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
             f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
-    record_stage(con, "pool", None, n, time.perf_counter() - t0, {"rows": n})
-    return {"rows": n}
+    return {"rows": n, "seconds": round(time.perf_counter() - t0, 3)}  # recorded with the sample stage
 
 
 def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
