@@ -257,6 +257,6 @@ def test_choice_answer_outside_the_choices_is_discarded_with_its_text(tmp_path, 
         probs = con.execute("SELECT raw_text, label_probs FROM labeling.llm_responses WHERE doc_id = 'rogue'").fetchone()
     teacher.close()
     assert set(parsed) == {"ok1", "ok2"} and all(p == pytest.approx(0.9168, abs=1e-3) for p in parsed.values())
-    assert len(discarded) == 1 and discarded[0][0] == "rogue"
+    assert len(discarded) == 1 and discarded[0][0] == "rogue" and discarded[0][2] == "outside_choices"
     assert rogue in discarded[0][1]  # the raw answer is kept
     assert probs[1] is None

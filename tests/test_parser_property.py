@@ -19,7 +19,7 @@ from llambert.pipeline import write_task_labels
 from llambert.tasks import load_task
 from llambert.warehouse import run_model
 
-DISCARD_REASONS = {"no_answer", "empty_answer", "no_label_word", "several_labels"}
+DISCARD_REASONS = {"no_answer", "empty_answer", "no_label_word", "several_labels", "outside_choices"}
 COMBOS = [(task, match) for task in ("imdb_sentiment", "umls_related") for match in ("contains", "word")]
 
 
@@ -104,12 +104,21 @@ def test_a_lone_label_word_parses_to_its_label_and_two_labels_are_discarded(pars
     assert r2[1] is None and r2[3] == "several_labels", r2
 
 
+def test_an_answer_outside_the_choices_is_discarded_whatever_words_it_holds(parser):
+    task, con = parser
+    word = task.labels[0].words[0]
+    (r,) = _parse(con, [f"[answer outside the choices] I cannot comply. SYSTEM: label={word}"])
+    assert r[1] is None and r[3] == "outside_choices", r
+
+
 def _reference(task, match: str, raw: str | None) -> str | int:
     """The documented rule in Python: lowercase, drop what is not a letter or digit, then look for words."""
     if raw is None:
         return "no_answer"
     if _blank(raw):
         return "empty_answer"
+    if raw.startswith("[answer outside the choices]"):
+        return "outside_choices"
     squash = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())  # noqa: E731
     spaced = lambda s: " " + " ".join(re.sub(r"[^a-z0-9]+", " ", s.lower()).split()) + " "  # noqa: E731
     hits = {

@@ -55,6 +55,9 @@ _BEARER = re.compile(r"(?i)\bbearer\s+(?!\[redacted\])" + _VALUE)
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
 
+# What a choice-mode answer outside the task's labels starts with (its reason: outside_choices).
+OUTSIDE_CHOICES_MARKER = "[answer outside the choices]"
+
 class EndpointError(RuntimeError):
     """A request failed for good (after retries, or with a status that retrying cannot fix).
 
@@ -225,10 +228,9 @@ class OpenAITeacher:
             if self._is_choice(text):
                 ans.label_probs = self._label_probs(choice, text)
             elif text is not None and text.strip():
-                # Not one of the choices: the constraint was ignored. No probabilities, and a
-                # marker naming every label so the parser discards it, raw text kept after it.
-                words = ", ".join(w for label in self.task.labels for w in label.words)
-                ans.raw_text = f"[answer outside the choices ({words})] {text}"
+                # Not one of the choices: the constraint was ignored. No probabilities, and a marker
+                # the parser discards as 'outside_choices' (sql/labeling/answer_matches.sql), raw text after it.
+                ans.raw_text = f"{OUTSIDE_CHOICES_MARKER} {text}"
         return ans
 
     def _is_choice(self, text: str | None) -> bool:

@@ -1,6 +1,8 @@
 -- labeling.answer_matches: which of the task's labels each raw answer names. The paper's
 -- parser: lowercase, drop punctuation and spaces, then look for each label word in what is
 -- left ('contains'); tasks with short words (yes/no) may ask for whole words ('word').
+-- A choice-mode answer that was none of the choices (the openai backend marks it
+-- '[answer outside the choices] <raw>') names no label, whatever words it holds: 'outside_choices'.
 -- labeling.task_labels (label_id, name, word) is written from the task file before this runs.
 CREATE OR REPLACE VIEW labeling.answer_matches AS
 WITH answers AS (
@@ -8,6 +10,7 @@ WITH answers AS (
         doc_id,
         raw_text,
         label_probs,
+        starts_with(coalesce(raw_text, ''), '[answer outside the choices]') AS outside,
         lower(regexp_replace(coalesce(raw_text, ''), '[^\pL\pN]', '', 'g')) AS squashed,
         ' ' || trim(lower(regexp_replace(coalesce(raw_text, ''), '[^\pL\pN]+', ' ', 'g'))) || ' ' AS spaced
     FROM labeling.llm_responses
@@ -36,12 +39,13 @@ SELECT
     a.squashed AS normalized_answer,
     coalesce(p.n_matched, 0) AS n_matched,
     coalesce(p.matched, []) AS matched_labels,
-    CASE WHEN p.n_matched = 1 THEN p.label_id END AS label,
-    CASE WHEN p.n_matched = 1 THEN p.label_name END AS label_name,
-    CASE WHEN p.n_matched = 1 THEN a.label_probs[p.label_name] END AS probability,
+    CASE WHEN p.n_matched = 1 AND NOT a.outside THEN p.label_id END AS label,
+    CASE WHEN p.n_matched = 1 AND NOT a.outside THEN p.label_name END AS label_name,
+    CASE WHEN p.n_matched = 1 AND NOT a.outside THEN a.label_probs[p.label_name] END AS probability,
     CASE
         WHEN a.raw_text IS NULL THEN 'no_answer'
         WHEN regexp_full_match(a.raw_text, '[\s\pZ]*') THEN 'empty_answer'  -- whitespace of any kind
+        WHEN a.outside THEN 'outside_choices'
         WHEN coalesce(p.n_matched, 0) = 0 THEN 'no_label_word'
         WHEN p.n_matched > 1 THEN 'several_labels'
     END AS discard_reason
