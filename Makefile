@@ -30,7 +30,7 @@ help:
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
-	@echo "make bench-quality [QUALITY_MAX=1000]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
+	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,9 +88,10 @@ test-vllm: install
 # Quality-cost frontier of the students (students issue): the 1.5B teacher labels prefixes of each corpus's
 # pool (answers cached in var/bench/quality.duckdb, resumable), then every strategy trains and is tested.
 QUALITY_MAX ?= 1000
+QUALITY_UNCERTAINTY ?= 500
 bench-quality: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct all-minilm-l6-v2"
-	nice -n 10 $(PY) -m benchmarks.quality label students report --max-budget $(QUALITY_MAX)
+	nice -n 10 $(PY) -m benchmarks.quality label students ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY)
 
 # Teacher benchmark: every offline teacher x mode + the paper's way (N reviews; baseline on BASELINE_N).
 N ?= 500
