@@ -48,9 +48,12 @@ def sample(llambert: LlambertResource):
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
     from llambert.teacher.accounting import project_costs, projection_markdown
 
+    from llambert.warehouse import Warehouse
+
     settings = llambert.settings()
+    # Short write sessions: no connection is open while the teacher works, so `llambert sql` can read.
+    stats = pipeline.label_sample(Warehouse(settings.warehouse_path), settings)
     with llambert.warehouse() as con:
-        stats = pipeline.label_sample(con, settings)
         cost = project_costs(con, settings, load_task(settings.task), stats["run_id"])
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"

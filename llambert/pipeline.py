@@ -21,7 +21,7 @@ from llambert.config import CorpusSource, Settings
 from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.tasks import Task, load_task
-from llambert.warehouse import count, model_path, run_model, set_variables, transaction
+from llambert.warehouse import Warehouse, count, model_path, run_model, sessions, set_variables, transaction
 
 INITIAL_BATCH = "initial"
 
@@ -186,17 +186,21 @@ def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task:
             "select_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def label_sample(con: duckdb.DuckDBPyConnection, settings: Settings, backend=None) -> dict:
+def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, backend=None) -> dict:
     """Ask the teacher about every sampled document that has no cached answer yet.
 
     Under ``sample.strategy: uncertainty`` this step also grows labeling.sample, round by round,
     until it holds ``sample.size`` documents (each round picked from the answers of the ones before).
+    Given a :class:`~llambert.warehouse.Warehouse`, no connection is open while the model loads or
+    answers (readers get in between commits); given a connection, it is used throughout.
     """
     from llambert.teacher import make_teacher, with_gold_examples
     from llambert.teacher.runner import label_documents
 
+    session = sessions(con)
     t0 = time.perf_counter()
-    task = with_gold_examples(con, settings, load_task(settings.task))
+    with session(prepare=True) as c:
+        task = with_gold_examples(c, settings, load_task(settings.task))
     sample_docs = (
         "SELECT s.doc_id, c.text FROM labeling.sample s JOIN raw.corpus c USING (doc_id) ORDER BY s.sample_rank"
     )
@@ -206,44 +210,49 @@ def label_sample(con: duckdb.DuckDBPyConnection, settings: Settings, backend=Non
     runs, rounds = [], []
     try:
         while True:
+            with session() as c:
+                docs = c.execute(sample_docs).pl()
             runs.append(label_documents(
-                con, backend, con.execute(sample_docs).pl(), task.version,
+                con, backend, docs, task.version,
                 batch_size=settings.teacher.resolved_batch_size(), commit_every=settings.teacher.commit_every,
             ))
             if settings.sample.strategy != "uncertainty":
                 break
-            step = _uncertainty_round(con, settings, task, backend, len(runs))
+            with session() as c:
+                step = _uncertainty_round(c, settings, task, backend, len(runs))
             if step is None:
                 break
             rounds.append(step)
             print(f"[llambert] sample round {step['round']}: {step['added']} documents ({step['uncertain']} the "
                   f"floor is least sure of, {step['random']} random), floor trained on {step['trained_on']} labels, "
                   f"{step['scored']} pool documents scored in {step['select_seconds']} s", file=sys.stderr, flush=True)
-        run_model(con, "labeling.llm_responses", teacher_variables(backend, task))
+        with session() as c:
+            run_model(c, "labeling.llm_responses", teacher_variables(backend, task))
     finally:
         if own:
             backend.close()
     asked = sum(r.prompts for r in runs)
     seconds = sum(r.seconds for r in runs)
-    stats = {
-        "rows": count(con, "labeling.llm_responses"),
-        "model": backend.model_identity,
-        "backend": backend.name,
-        "mode": backend.decoding.mode,
-        "asked": asked,
-        "from_cache": sum(r.cached for r in runs),
-        "prompt_tokens": sum(r.prompt_tokens for r in runs),
-        "completion_tokens": sum(r.completion_tokens for r in runs),
-        "label_seconds": round(seconds, 2),
-        "model_load_seconds": round(load_s, 2),
-        "prompts_per_s": round(asked / seconds, 3) if asked and seconds else None,
-        "run_id": runs[-1].run_id,
-        "strategy": settings.sample.strategy,
-        "rounds": len(runs),
-        "sampled": count(con, "labeling.sample"),
-    }
-    record_stage(con, "teacher", None, asked, time.perf_counter() - t0, {**stats, "round_details": rounds},
-                 runs[-1].run_id)
+    with session() as c:
+        stats = {
+            "rows": count(c, "labeling.llm_responses"),
+            "model": backend.model_identity,
+            "backend": backend.name,
+            "mode": backend.decoding.mode,
+            "asked": asked,
+            "from_cache": sum(r.cached for r in runs),
+            "prompt_tokens": sum(r.prompt_tokens for r in runs),
+            "completion_tokens": sum(r.completion_tokens for r in runs),
+            "label_seconds": round(seconds, 2),
+            "model_load_seconds": round(load_s, 2),
+            "prompts_per_s": round(asked / seconds, 3) if asked and seconds else None,
+            "run_id": runs[-1].run_id,
+            "strategy": settings.sample.strategy,
+            "rounds": len(runs),
+            "sampled": count(c, "labeling.sample"),
+        }
+        record_stage(c, "teacher", None, asked, time.perf_counter() - t0, {**stats, "round_details": rounds},
+                     runs[-1].run_id)
     return stats
 
 
@@ -592,51 +601,68 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
 
 
 # -- 6. predictions.labels --------------------------------------------------------------------
-def predict_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str = INITIAL_BATCH,
+def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, batch: str = INITIAL_BATCH,
                   replace: bool = False) -> dict:
-    """Label every document of a batch that has no prediction from the champion yet."""
+    """Label every document of a batch that has no prediction from the champion yet.
+
+    Chunks of ``student.chunk_rows`` documents: each chunk's predictions are committed with the next
+    chunk's texts read in the same short session. Given a :class:`~llambert.warehouse.Warehouse`, no
+    connection is open while the student predicts, so readers get in between chunks.
+    """
     from llambert.progress import progress
 
+    session = sessions(con)
     t0 = time.perf_counter()
-    champ = choose_champion(con, settings)
-    cid = champ["checkpoint_id"]
-    if replace:
-        con.execute("DELETE FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, cid])
-    pending = con.execute(
-        "SELECT count(*) FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "
-        "(SELECT 1 FROM predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?)", [batch, cid]
-    ).fetchone()[0]
     cfg = settings.student
+    with session(prepare=True) as c:
+        champ = choose_champion(c, settings)
+        cid = champ["checkpoint_id"]
+        if replace:
+            c.execute("DELETE FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, cid])
+        # A pending-id snapshot (in memory, not a temp table: the connection closes between chunks), so
+        # chunks are stable while we insert.
+        pending_ids = [r[0] for r in c.execute(
+            "SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "
+            "(SELECT 1 FROM predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?) ORDER BY doc_id",
+            [batch, cid]).fetchall()]
+    pending = len(pending_ids)
+    starts = list(range(0, pending, cfg.chunk_rows))
+
+    def read_chunk(c, start: int) -> pl.DataFrame:
+        ids = pl.DataFrame({"doc_id": pending_ids[start:start + cfg.chunk_rows]}, schema={"doc_id": pl.Utf8})
+        c.register("chunk_ids", ids)
+        try:
+            return c.execute("SELECT i.doc_id, c.text FROM chunk_ids i JOIN raw.corpus c USING (doc_id) "
+                             "ORDER BY i.doc_id").pl()
+        finally:
+            c.unregister("chunk_ids")
+
     done = 0
     if pending:
         predictor = _open_predictor(settings, champ["path"])
-        # A pending-id snapshot, so chunks are stable while we insert.
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE pending_docs AS SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "
-            "(SELECT 1 FROM predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?) ORDER BY doc_id",
-            [batch, cid],
-        )
+        with session() as c:
+            chunk = read_chunk(c, 0)
         with progress(pending, f"student labels batch {batch}", "doc") as bar:
-            for offset in range(0, pending, cfg.chunk_rows):
-                chunk = con.execute(
-                    "SELECT p.doc_id, c.text FROM (SELECT doc_id FROM pending_docs ORDER BY doc_id LIMIT ? OFFSET ?) p "
-                    "JOIN raw.corpus c USING (doc_id)", [cfg.chunk_rows, offset]
-                ).pl()
+            for i, _ in enumerate(starts):
                 out = predictor.predict_frame(chunk).with_columns(batch=pl.lit(batch), checkpoint_id=pl.lit(cid))
-                con.register("staged_predictions", out)
-                con.execute(
-                    "INSERT OR REPLACE INTO predictions.labels (doc_id, batch, checkpoint_id, label, probability) "
-                    "SELECT doc_id, batch, checkpoint_id, label, probability FROM staged_predictions"
-                )
-                con.unregister("staged_predictions")
+                with session() as c:
+                    c.register("staged_predictions", out)
+                    try:
+                        c.execute(
+                            "INSERT OR REPLACE INTO predictions.labels (doc_id, batch, checkpoint_id, label, probability) "
+                            "SELECT doc_id, batch, checkpoint_id, label, probability FROM staged_predictions"
+                        )
+                    finally:
+                        c.unregister("staged_predictions")
+                    chunk = read_chunk(c, starts[i + 1]) if i + 1 < len(starts) else None
                 done += out.height
                 bar.update(out.height)
-        con.execute("DROP TABLE IF EXISTS pending_docs")
     seconds = time.perf_counter() - t0
-    total = con.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, cid]).fetchone()[0]
-    stats = {"batch": batch, "checkpoint_id": cid, "predicted_now": done, "rows": total,
-             "docs_per_s": round(done / seconds, 2) if done else None}
-    record_stage(con, "predict", batch, done, seconds, stats)
+    stats = {"batch": batch, "checkpoint_id": cid, "predicted_now": done, "docs_per_s": round(done / seconds, 2) if done else None}
+    with session() as c:
+        stats["rows"] = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
+                                  [batch, cid]).fetchone()[0]
+        record_stage(c, "predict", batch, done, seconds, stats)
     return stats
 
 

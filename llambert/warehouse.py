@@ -8,8 +8,10 @@ so the files run unchanged in the duckdb CLI after a ``SET VARIABLE``.
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +23,106 @@ SQL_DIR = PROJECT_ROOT / "sql"
 SCHEMAS = ("raw", "labeling", "students", "predictions", "evaluation", "ops")
 
 
-def connect(path: str | Path, read_only: bool = False, retries: int = 60) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting while another process holds DuckDB's single-writer lock."""
+class WarehouseLocked(duckdb.IOException):
+    """Another process held DuckDB's file lock for longer than we were willing to wait."""
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(error: BaseException | str) -> str:
+    """Who holds the warehouse, from DuckDB's lock error: 'PID 123 (python3.11 -m dagster api execute_step ...)'."""
+    m = _LOCK_HOLDER.search(str(error))
+    if not m:
+        return "another process"
+    pid, exe = m.group(2), m.group(1)
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    cmd = cmd or exe
+    return f"PID {pid} ({cmd[:120] + ('...' if len(cmd) > 120 else '')})"
+
+
+def connect(
+    path: str | Path,
+    read_only: bool = False,
+    retries: int = 60,
+    wait_s: float | None = None,
+    on_wait: Callable[[str, float], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting while another process holds DuckDB's file lock.
+
+    DuckDB lets one process write a file, or many read it, never both. The long pipeline loops
+    (teacher labeling, corpus labeling) hold the write lock only while they commit, so a reader
+    usually gets in within a second; other steps hold it until they end. ``wait_s`` bounds the wait
+    (default ``retries`` x 0.5 s); ``on_wait(holder, wait_s)`` is called when the first attempt finds
+    the lock held (``holder`` names the process). When the wait is spent, :class:`WarehouseLocked`
+    says who holds the lock.
+    """
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `make run` (or `llambert run`) first")
-    for attempt in range(retries):
+    wait_s = retries * 0.5 if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or attempt == retries - 1:
+            if "lock" not in str(e).lower():
                 raise
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    f"the warehouse {path} is locked by {lock_holder(e)} and stayed locked for {wait_s:.0f} s. "
+                    "A pipeline step is writing: teacher and corpus labeling let readers in between their commits, "
+                    "other steps (ingest, training, contracts) hold the lock until they end. Try again when the step "
+                    f"is done, or wait longer. ({e})"
+                ) from None
+            if on_wait is not None and not told:
+                on_wait(lock_holder(e), wait_s)
+                told = True
+            time.sleep(0.1)
+
+
+class Warehouse:
+    """The warehouse by its path, for long loops that must not hold the file lock between commits.
+
+    ``session()`` opens a write connection, yields it and closes it (DuckDB checkpoints on close), so
+    while the loop computes (the teacher thinks, the student predicts) no connection is open and
+    readers (`llambert sql`, `llambert status`, another step) can get in. Everything a session commits
+    is durable when it ends: a kill -9 between sessions loses nothing committed.
+    """
+
+    def __init__(self, path: str | Path, wait_s: float = 600.0) -> None:
+        self.path = Path(path)
+        self.wait_s = wait_s
+
+    def _told(self, holder: str, wait_s: float) -> None:
+        print(f"[llambert] the warehouse is locked by {holder} (a reader holding it open blocks the "
+              f"pipeline's commits); waiting up to {wait_s:.0f} s", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def session(self, prepare: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short write connection; ``prepare`` also makes sure every schema, table and view exists."""
+        con = connect(self.path, wait_s=self.wait_s, on_wait=self._told)
+        try:
+            if prepare:
+                ensure_schemas(con)
+                create_views(con)
+            yield con
+        finally:
+            con.close()
+
+
+def sessions(db: "duckdb.DuckDBPyConnection | Warehouse") -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of connections: short sessions on a :class:`Warehouse`, or the one open connection given
+    (tests and callers that hold a connection anyway: then nothing is closed in between)."""
+    if isinstance(db, Warehouse):
+        return db.session
+    return lambda prepare=False: contextlib.nullcontext(db)
 
 
 @contextlib.contextmanager

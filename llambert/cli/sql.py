@@ -15,7 +15,7 @@ import datetime as dt
 import decimal
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +51,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-width", type=int, default=60, metavar="CHARS",
                    help="table format: cut cells longer than this (default 60)")
     p.add_argument("--warehouse", type=Path, help="a DuckDB file (default: the configured warehouse)")
+    add_wait_argument(p)
     p.set_defaults(func=_sql)
+
+
+def add_wait_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=60.0, metavar="S",
+                   help="while a pipeline step holds the warehouse's write lock, retry for up to S seconds "
+                        "(default 60). Teacher and corpus labeling let readers in between commits within a "
+                        "second or two; ingest, training and the contracts hold the lock until they end")
+
+
+def waiting_message(command: str) -> "Callable[[str, float], None]":
+    """What a reader prints once when it finds the warehouse locked: who holds it and how long we retry."""
+
+    def tell(holder: str, wait_s: float) -> None:
+        print(f"llambert {command}: the pipeline is writing (the warehouse is locked by {holder}); "
+              f"retrying for up to {wait_s:.0f} s (--wait S to change)", file=sys.stderr, flush=True)
+
+    return tell
 
 
 def _read_query(args: argparse.Namespace) -> str:
@@ -74,7 +92,8 @@ def _sql(args: argparse.Namespace) -> int:
         from llambert.config import load_settings
 
         path = load_settings(args.config).warehouse_path
-    columns, rows = run_sql(path, query, write=args.write)
+    columns, rows = run_sql(path, query, write=args.write, wait_s=args.wait,
+                            on_wait=waiting_message("sql"))
     if columns is None:
         print("ok", file=sys.stderr)
         return 0
@@ -87,20 +106,23 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_sql(path: Path, query: str, write: bool = False) -> tuple[list[str] | None, list[tuple]]:
-    """Run ``query`` (one or more statements); the result of the last one that returns rows."""
+def run_sql(path: Path, query: str, write: bool = False, wait_s: float = 60.0,
+            on_wait: "Callable[[str, float], None] | None" = None) -> tuple[list[str] | None, list[tuple]]:
+    """Run ``query`` (one or more statements); the result of the last one that returns rows.
+
+    While another process holds the write lock, retries for up to ``wait_s`` seconds (``on_wait`` is
+    told once who holds it); then :class:`llambert.warehouse.WarehouseLocked` says who and what to do.
+    """
     import duckdb
 
-    from llambert.warehouse import connect, open_warehouse
+    from llambert.warehouse import connect, create_views, ensure_schemas
 
-    if write:
-        ctx = open_warehouse(path)
-        con = ctx.__enter__()
-    else:
-        con = connect(path, read_only=True)
-        ctx = None
+    con = connect(path, read_only=not write, wait_s=wait_s, on_wait=on_wait)
     try:
-        if not write:
+        if write:
+            ensure_schemas(con)
+            create_views(con)
+        else:
             lock_down(con)
         try:
             rel = con.sql(query)
@@ -115,10 +137,7 @@ def run_sql(path: Path, query: str, write: bool = False) -> tuple[list[str] | No
                 f"add --write if you really mean to write ({e})"
             ) from None
     finally:
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
-        else:
-            con.close()
+        con.close()
 
 
 def lock_down(con: Any) -> None:

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="What the warehouse holds per batch (partition), what is left to label, which "
                        "student is the champion, audits and retrain requests, and files waiting in the inbox.")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    from llambert.cli.sql import add_wait_argument
+
+    add_wait_argument(p)
     p.set_defaults(func=_status)
 
 
@@ -50,8 +53,8 @@ ORDER BY b.batch <> 'initial', ingested_at NULLS LAST, b.batch
 """
 
 
-def status_report(settings: Settings) -> dict:
-    """Everything `llambert status` shows, as plain data."""
+def status_report(settings: Settings, wait_s: float = 60.0, on_wait=None) -> dict:
+    """Everything `llambert status` shows, as plain data (waits up to ``wait_s`` for a writer's lock)."""
     from llambert.audit import open_retrain_requests
     from llambert.inbox import known_batches, pending_files, unfinished_batches
     from llambert.warehouse import connect, table_exists
@@ -61,7 +64,7 @@ def status_report(settings: Settings) -> dict:
     if not settings.warehouse_path.exists():
         report["error"] = "no warehouse yet: run `make run` (or `llambert run`) first"
         return report
-    con = connect(settings.warehouse_path, read_only=True)
+    con = connect(settings.warehouse_path, read_only=True, wait_s=wait_s, on_wait=on_wait)
     try:
         champion = None
         if table_exists(con, "students.champion"):
@@ -136,7 +139,9 @@ def format_report(r: dict) -> list[str]:
 def _status(args: argparse.Namespace) -> int:
     from llambert.config import load_settings
 
-    report = status_report(load_settings(args.config))
+    from llambert.cli.sql import waiting_message
+
+    report = status_report(load_settings(args.config), wait_s=args.wait, on_wait=waiting_message("status"))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -4,7 +4,9 @@ Each answer is stored in ``labeling.llm_cache`` under a key made of the model id
 weights hash), the decoding parameters and the rendered prompt. Only documents whose key is
 missing are sent to the model, in length-sorted batches, and answers are committed every
 ``commit_every`` documents: a run killed mid-way loses at most one uncommitted batch, and the
-next run starts where it stopped. When the backend raises, the answers already received are
+next run starts where it stopped. In the pipeline the write connection is opened for each commit
+and closed before the model is asked (``llambert.warehouse.Warehouse``), so `llambert sql` and
+`llambert status` can read the warehouse while the teacher works. When the backend raises, the answers already received are
 committed first (the buffer, and the failed batch's answers that a backend attaches to its error
 as ``partial_answers``, aligned with the prompts, ``None`` where there is none), then the error
 propagates: an answer paid for is never asked for again.
@@ -24,13 +26,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from llambert.progress import progress
 from llambert.teacher.base import TeacherBackend, cache_key, sha256
-from llambert.warehouse import transaction
+from llambert.warehouse import Warehouse, sessions, transaction
 
 
 @dataclass
@@ -75,7 +78,7 @@ def register_requests(
 
 
 def label_documents(
-    con: duckdb.DuckDBPyConnection,
+    con: "duckdb.DuckDBPyConnection | Warehouse",
     backend: TeacherBackend,
     docs: pl.DataFrame,
     prompt_version: str,
@@ -84,10 +87,69 @@ def label_documents(
     run_id: str | None = None,
     show_progress: bool = True,
 ) -> TeacherRunStats:
-    """Make sure every document in ``docs`` has a cached answer; ask the model only for the rest."""
+    """Make sure every document in ``docs`` has a cached answer; ask the model only for the rest.
+
+    ``con`` is a :class:`~llambert.warehouse.Warehouse` (the pipeline: a write connection is open only
+    while a batch's intent and the answers due are committed, never while the model thinks, so readers
+    get in between) or an open connection (held throughout).
+    """
+    session = sessions(con)
     run_id = run_id or uuid.uuid4().hex[:12]
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     t0 = time.perf_counter()
+    with session() as c:
+        todo, acct = _plan(c, backend, docs, prompt_version, run_id, started, t0)
+    decoding = backend.decoding.key()
+    mode = backend.decoding.mode
+    buffer: list[dict] = []
+    try:
+        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
+            for start in range(0, todo.height, batch_size):
+                chunk = todo.slice(start, batch_size)
+                # Commit the intent before sending: the answers due and this batch counted as asked.
+                due = buffer if len(buffer) >= commit_every else []
+                acct.asked += chunk.height
+                with session() as c:
+                    _commit(c, due, acct)
+                if due:
+                    buffer = []
+                try:  # no connection is open while the model works
+                    answers = backend.answer(chunk["prepared"].to_list())
+                except BaseException as e:
+                    partial = getattr(e, "partial_answers", None) or []
+                    for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], partial):
+                        if ans is not None:
+                            buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
+                            acct.received(ans)
+                    raise
+                for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
+                    buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
+                    acct.received(ans)
+                bar.update(len(answers))
+    except BaseException as e:
+        _ACTIVE_RUNS.discard(run_id)
+        acct.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        with session() as c:
+            _commit(c, buffer, acct)  # answers already received are never asked for again
+        raise
+    _ACTIVE_RUNS.discard(run_id)
+    acct.status = "done"
+    with session() as c:
+        _commit(c, buffer, acct)
+    return TeacherRunStats(
+        run_id=run_id,
+        requested=acct.requested,
+        cached=acct.cached,
+        prompts=acct.asked,
+        prompt_tokens=acct.prompt_tokens,
+        completion_tokens=acct.completion_tokens,
+        seconds=acct.seconds,
+    )
+
+
+def _plan(con: duckdb.DuckDBPyConnection, backend: TeacherBackend, docs: pl.DataFrame, prompt_version: str,
+          run_id: str, started: datetime, t0: float) -> tuple[pl.DataFrame, "_RunAccount"]:
+    """Record the requests, find the ones without a cached answer (longest first) and write the run's row."""
     mark_dead_runs(con)
     keys = register_requests(con, backend, docs, prompt_version)
     # Flush the WAL before the long part: DuckDB 1.5.6 cannot replay a WAL that holds the views
@@ -109,72 +171,50 @@ def label_documents(
     todo = keys.filter(~pl.col("cache_key").is_in(list(have))).unique("cache_key", keep="first")
     # Length-sorted: batches of similar length waste little compute on padding.
     todo = todo.with_columns(_len=pl.col("prepared").str.len_bytes()).sort("_len", descending=True)
-    decoding = backend.decoding.key()
-    mode = backend.decoding.mode
     acct = _RunAccount(run_id, requested=keys.height, cached=keys.height - todo.height, t0=t0)
     con.execute(
         "INSERT INTO labeling.llm_runs (run_id, model_identity, backend, mode, requested, cached, prompts, answered, "
         "prompt_tokens, completion_tokens, seconds, prompts_per_s, started_at, finished_at, status, pid, host) "
         "VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, NULL, ?, current_timestamp, 'running', ?, ?)",
-        [run_id, backend.model_identity, backend.name, mode, acct.requested, acct.cached, started, os.getpid(),
-         socket.gethostname()],
+        [run_id, backend.model_identity, backend.name, backend.decoding.mode, acct.requested, acct.cached, started,
+         os.getpid(), socket.gethostname()],
     )
     _ACTIVE_RUNS.add(run_id)
-    buffer: list[dict] = []
-    try:
-        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
-            for start in range(0, todo.height, batch_size):
-                chunk = todo.slice(start, batch_size)
-                # Commit the intent before sending: the answers due and this batch counted as asked.
-                due = buffer if len(buffer) >= commit_every else []
-                acct.asked += chunk.height
-                _commit(con, due, acct)
-                if due:
-                    buffer = []
-                try:
-                    answers = backend.answer(chunk["prepared"].to_list())
-                except BaseException as e:
-                    partial = getattr(e, "partial_answers", None) or []
-                    for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], partial):
-                        if ans is not None:
-                            buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
-                            acct.received(ans)
-                    raise
-                for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
-                    buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
-                    acct.received(ans)
-                bar.update(len(answers))
-    except BaseException as e:
-        _ACTIVE_RUNS.discard(run_id)
-        acct.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        _commit(con, buffer, acct)  # answers already received are never asked for again
-        raise
-    _ACTIVE_RUNS.discard(run_id)
-    acct.status = "done"
-    _commit(con, buffer, acct)
-    return TeacherRunStats(
-        run_id=run_id,
-        requested=acct.requested,
-        cached=acct.cached,
-        prompts=acct.asked,
-        prompt_tokens=acct.prompt_tokens,
-        completion_tokens=acct.completion_tokens,
-        seconds=acct.seconds,
-    )
+    return todo, acct
 
 
-# Runs in progress in this process. DuckDB lets one process at a time open the warehouse for writing
-# and a run holds its connection until it ends, so a 'running' row that is not one of these belongs to
-# a process that died: it is marked 'killed' (pid and host say which process it was).
+# Runs in progress in this process. A run holds the write lock only while it commits, so another process
+# may open the warehouse mid-run: a 'running' row is dead when its process is (same host, pid gone or a
+# zombie), or when it is this process's and not one of these. A row from another host is taken for dead
+# (a DuckDB file is written from one machine).
 _ACTIVE_RUNS: set[str] = set()
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return False  # this process: alive only if active (checked by run_id)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def mark_dead_runs(con: duckdb.DuckDBPyConnection) -> int:
     """Mark 'running' rows of dead processes 'killed'; returns how many."""
-    active = list(_ACTIVE_RUNS) or [""]
-    return len(con.execute(
-        "UPDATE labeling.llm_runs SET status = 'killed' WHERE status = 'running' AND NOT list_contains(?, run_id) "
-        "RETURNING run_id", [active]).fetchall())
+    rows = con.execute("SELECT run_id, pid, host FROM labeling.llm_runs WHERE status = 'running'").fetchall()
+    dead = [r for r, pid, host in rows if r not in _ACTIVE_RUNS and not _alive(pid, host)]
+    if dead:
+        con.execute("UPDATE labeling.llm_runs SET status = 'killed' WHERE list_contains(?, run_id)", [dead])
+    return len(dead)
 
 
 @dataclass
