@@ -20,11 +20,13 @@ from llambert.reporting import dict_table
     "without a prediction from the current champion are computed.",
 )
 def labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
+    from llambert.progress import also_log_to
     from llambert.warehouse import Warehouse
 
     settings = llambert.settings()
     # Short write sessions: no connection is open while the student predicts, so `llambert sql` can read.
-    stats = pipeline.predict_batch(Warehouse(settings.warehouse_path), settings, context.partition_key)
+    with also_log_to(context.log.info):  # progress lines in the run log too
+        stats = pipeline.predict_batch(Warehouse(settings.warehouse_path), settings, context.partition_key)
     with llambert.warehouse() as con:
         dist = dict(con.execute(
             "SELECT label, count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? GROUP BY 1 ORDER BY 1",

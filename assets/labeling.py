@@ -48,11 +48,13 @@ def sample(llambert: LlambertResource):
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
     from llambert.teacher.accounting import project_costs, projection_markdown
 
+    from llambert.progress import also_log_to
     from llambert.warehouse import Warehouse
 
     settings = llambert.settings()
     # Short write sessions: no connection is open while the teacher works, so `llambert sql` can read.
-    stats = pipeline.label_sample(Warehouse(settings.warehouse_path), settings)
+    with also_log_to(context.log.info):  # progress lines in the run log too
+        stats = pipeline.label_sample(Warehouse(settings.warehouse_path), settings)
     with llambert.warehouse() as con:
         cost = project_costs(con, settings, load_task(settings.task), stats["run_id"])
         preview = con.execute(

@@ -21,7 +21,9 @@ from llambert.reporting import markdown_table
 def checkpoints(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
     import polars as pl
 
-    with llambert.warehouse() as con:
+    from llambert.progress import also_log_to
+
+    with llambert.warehouse() as con, also_log_to(context.log.info):  # progress lines in the run log too
         stats = pipeline.train_checkpoint(con, llambert.settings())
     history = pl.DataFrame(stats.pop("history"))
     context.log.info(f"checkpoint {stats['checkpoint_id']}: val accuracy {stats.get('val_accuracy')}")

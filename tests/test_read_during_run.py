@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -113,7 +114,8 @@ def test_sql_and_status_read_the_warehouse_while_the_teacher_labels(tmp_path, sm
         teacher={"backend": "openai", "base_urls": [server.url], "batch_size": BATCH, "concurrency": BATCH,
                  "commit_every": COMMIT_EVERY, "api_key_env": "LLAMBERT_TEST_NO_KEY"},
         student={"kind": "linear"})))
-    env = _env() | {"DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    # Progress lines every 0.5 s (no terminal here): they show in the run's log while the teacher is held.
+    env = _env() | {"DAGSTER_HOME": str(tmp_path / "dagster_home"), "LLAMBERT_PROGRESS_INTERVAL": "0.5"}
     proc = subprocess.Popen([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], cwd=PROJECT_ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -136,6 +138,16 @@ def test_sql_and_status_read_the_warehouse_while_the_teacher_labels(tmp_path, sm
         out, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err[-3000:]
         assert "student accuracy on test split" in out
+        Path(tmp_path / "run_stderr.txt").write_text(err)
+        progress = [ln for ln in err.splitlines() if "[llambert] teacher openai/generate: " in ln]
+        assert any(f"{2 * BATCH}/{SAMPLE} prompt (" in ln and "(by prompt chars)" in ln for ln in progress), err[-3000:]
+        # The same lines are in the Dagster run log (the asset sends them to context.log).
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+            logged = [e.user_message for r in instance.get_runs() for e in instance.all_logs(r.run_id)
+                      if "[llambert] teacher openai/generate: " in (e.user_message or "")]
+        assert logged and set(logged) <= set(progress)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -103,7 +103,8 @@ def label_documents(
     mode = backend.decoding.mode
     buffer: list[dict] = []
     try:
-        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt") as bar:
+        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt",
+                      weights=todo["_len"].to_list(), weight_unit="prompt chars") as bar:
             for start in range(0, todo.height, batch_size):
                 chunk = todo.slice(start, batch_size)
                 # Commit the intent before sending: the answers due and this batch counted as asked.
@@ -125,7 +126,7 @@ def label_documents(
                 for key, p_hash, ans in zip(chunk["cache_key"], chunk["prompt_hash"], answers):
                     buffer.append(_row(backend, mode, decoding, run_id, key, p_hash, ans))
                     acct.received(ans)
-                bar.update(len(answers))
+                bar.update(len(answers), weight=sum(chunk["_len"].to_list()[: len(answers)]))
     except BaseException as e:
         _ACTIVE_RUNS.discard(run_id)
         acct.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
