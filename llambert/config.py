@@ -59,6 +59,13 @@ class TeacherConfig(_Strict):
     max_prompt_tokens: int = Field(640, ge=32, description="Reviews are cut so that the prompt fits.")
     commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")
     few_shot: int = Field(0, ge=0, description="Number of the task's examples to put before each prompt.")
+    # Not in DecodingParams, so in no answer cache key: the model reads the same tokens either way and the
+    # answers are the same by design (tests/test_teacher_prefix.py compares them); only the cost changes.
+    prefix_cache: bool = Field(
+        True, description="transformers backend: compute the keys and values of the prompt's shared prefix (system "
+        "prompt, few-shot turns, the template up to the document) once and read only each document and the suffix. "
+        "Same answers; off only to measure it.",
+    )
     few_shot_source: Literal["task", "gold"] = Field(
         "task", description="task: the task file's examples; gold: short gold-labelled pool documents outside the sample."
     )

@@ -88,7 +88,8 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
     from llambert.teacher.hf_backend import TransformersTeacher
 
     return TransformersTeacher(
-        str(resolved.path), resolved.identity, task, decoding, dtype=resolve_dtype(t.dtype), threads=settings.threads
+        str(resolved.path), resolved.identity, task, decoding, dtype=resolve_dtype(t.dtype), threads=settings.threads,
+        prefix_cache=t.prefix_cache,  # same answers either way: not part of the decoding key
     )
 
 

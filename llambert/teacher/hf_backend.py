@@ -5,6 +5,15 @@ label's continuation after the prompt and returns a probability per label, so it
 discards. Scores use the tokens the chat template really produces after the generation
 prompt (for Qwen: "positive", not " positive"), summed over spelling variants, and the final
 projection is computed in fp32 from the bf16 hidden state (a bf16 head ties label scores).
+
+Prefix KV cache: the system prompt, the template up to the document and any few-shot turns are
+the same tokens in every prompt of a run. Their keys and values are computed once per distinct
+prefix and every prompt (or batch: the cache expanded to it) reads only its own tail, the
+document and the suffix. The prefix is found at the token level: the longest common token prefix
+of the template rendered with a few different dummy documents; a prompt whose tokens do not start
+with it (a document whose first characters merge with the template's last token) takes the
+uncached path. The model reads the same token sequence either way, so answers are the same up to
+float rounding (``tests/test_teacher_prefix.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +32,11 @@ from llambert.teacher.prompts import render_chat
 # A spelling of several tokens is scored only if its first token is within this many nats of
 # the best one-token spelling in some row (e^-20 ~ 2e-9: below any decision that matters).
 SKIP_LOGPROB = 20.0
+
+# Dummy documents whose renderings bound the shared prefix: different first characters (a letter,
+# a capital, a digit, a space, a newline, a quote, markup) so that no merge of the template's last
+# token with a document's first characters is taken for part of the prefix.
+_PREFIX_PROBES = ("a", "Z", "0", " x", "\nx", '"x', "<x")
 
 
 @dataclass
@@ -56,6 +70,7 @@ class TransformersTeacher:
         decoding: DecodingParams,
         dtype: str = "bfloat16",
         threads: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -65,6 +80,14 @@ class TransformersTeacher:
         self.tokenizer, self.model = load_causal_lm(model_path, dtype)
         self._variants: list[_Variant] | None = None
         self._head32: torch.Tensor | None = None
+        # Answers are the same with and without the prefix cache (same tokens read), so it is not part of
+        # any cache key (DecodingParams.key): it only changes what the model re-reads.
+        self.prefix_cache = prefix_cache and _prefix_cache_supported(self.model)
+        self._prefix: tuple[int, ...] | None = None
+        self._prefix_kv: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # Prompt tokens the model ran on (prefixes once each, then tails) and tokens taken from the cache.
+        self.tokens_read = 0
+        self.tokens_reused = 0
 
     # -- prompts ---------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> list[str]:
@@ -74,26 +97,76 @@ class TransformersTeacher:
     def close(self) -> None:
         del self.model
         self._head32 = None
+        self._prefix_kv.clear()
+
+    # -- the shared prefix -------------------------------------------------------------------
+    def shared_prefix(self) -> tuple[int, ...]:
+        """Tokens every prompt of this backend starts with: the longest common token prefix of the
+        template rendered with several dummy documents (system prompt, few-shot turns, the user turn
+        up to the document)."""
+        if self._prefix is None:
+            d, tok = self.decoding, self.tokenizer
+            rows = [tok(render_chat(tok, self.task, x, d.few_shot, d.max_prompt_tokens), add_special_tokens=False)["input_ids"]
+                    for x in _PREFIX_PROBES]
+            n = 0
+            while all(len(r) > n for r in rows) and len({r[n] for r in rows}) == 1:
+                n += 1
+            self._prefix = tuple(rows[0][:n])
+        return self._prefix
+
+    def _prefix_cache_for(self, prefix: tuple[int, ...], batch: int):
+        """A fresh DynamicCache holding the prefix's keys and values for ``batch`` rows. The prefix is
+        run once per distinct prefix; the stored tensors are never modified (the cache concatenates
+        into new tensors), so one copy serves every batch."""
+        from transformers import DynamicCache
+
+        kv = self._prefix_kv.get(prefix)
+        if kv is None:
+            out = self.model.model(input_ids=torch.tensor([prefix]), use_cache=True)
+            kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            self._prefix_kv[prefix] = kv
+            self.tokens_read += len(prefix)
+        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv],
+                            config=self.model.config)
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, prepared: list[str]) -> list[Answer]:
         if not prepared:
             return []
         t0 = time.perf_counter()
-        enc = self.tokenizer(prepared, return_tensors="pt", padding=True, add_special_tokens=False)
-        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        rows = self.tokenizer(prepared, add_special_tokens=False)["input_ids"]
+        prefix = self.shared_prefix() if self.prefix_cache else ()
+        n = len(prefix)
+        hit = [n > 0 and len(r) > n and tuple(r[:n]) == prefix for r in rows]
+        outs: list[Answer | None] = [None] * len(rows)
         with torch.inference_mode():
-            if self.decoding.mode == "choice":
-                outs = self._choose(enc)
-            else:
-                outs = self._generate(enc)
+            # Prompts that start with the cached prefix read only their tails; the others (rare) read everything.
+            for use, pre in ((True, prefix), (False, ())):
+                idx = [i for i, h in enumerate(hit) if h == use]
+                if not idx:
+                    continue
+                ids, mask = self._pad([rows[i][len(pre):] for i in idx], len(pre))
+                self.tokens_read += int(mask[:, len(pre):].sum())
+                self.tokens_reused += len(pre) * len(idx)
+                got = self._choose(ids, mask, pre) if self.decoding.mode == "choice" else self._generate(ids, mask, pre)
+                for i, a in zip(idx, got):
+                    outs[i] = a
         per = (time.perf_counter() - t0) / len(prepared)
-        for a, n in zip(outs, prompt_tokens):
-            a.prompt_tokens = int(n)
+        for a, r in zip(outs, rows):
+            a.prompt_tokens = len(r)
             a.latency_s = per
         return outs
 
-    def _generate(self, enc) -> list[Answer]:
+    def _pad(self, tails: list[list[int]], prefix_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tails left-padded to one width, and an attention mask over prefix + tail: padding sits
+        between the cached prefix and each tail, masked out; positions count real tokens only."""
+        width = max(len(t) for t in tails)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tails], dtype=torch.long)
+        mask = torch.tensor([[1] * prefix_len + [0] * (width - len(t)) + [1] * len(t) for t in tails], dtype=torch.long)
+        return ids, mask
+
+    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, prefix: tuple[int, ...] = ()) -> list[Answer]:
         d = self.decoding
         sample = d.temperature > 0
         kwargs = dict(max_new_tokens=d.max_new_tokens, do_sample=sample, pad_token_id=self.tokenizer.pad_token_id)
@@ -101,8 +174,11 @@ class TransformersTeacher:
             kwargs.update(temperature=d.temperature, top_k=d.top_k or None)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
+        if prefix:  # generate reads only what the cache does not hold; positions follow the mask
+            kwargs["past_key_values"] = self._prefix_cache_for(prefix, ids.shape[0])
+            ids = torch.cat([torch.tensor([prefix]).expand(ids.shape[0], -1), ids], dim=1)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = out[:, ids.shape[1] :]
         answers = []
         stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id}
         for row in new.tolist():
@@ -142,26 +218,28 @@ class TransformersTeacher:
             self._head32 = self.model.get_output_embeddings().weight.float()
         return self._head32
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past=None, offset=None):
-        """Last hidden states (and the KV cache); positions count real tokens only (left padding)."""
-        if offset is None:
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        else:  # continuing after a cached prompt: positions go on from each row's length
-            position_ids = offset.unsqueeze(1) + torch.arange(input_ids.shape[1]).unsqueeze(0)
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                past=None, use_cache: bool = True):
+        """Last hidden states of the base model (no vocabulary projection) and the KV cache.
+        ``attention_mask`` covers the cached tokens and ``input_ids``."""
         out = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past, use_cache=True,
+            past_key_values=past, use_cache=use_cache,
         )
         return out.last_hidden_state, out.past_key_values
 
-    def _choose(self, enc) -> list[Answer]:
-        """One forward pass over the prompts; label spellings of several tokens continue from the
-        KV cache (a few tokens each) instead of re-reading the prompt once per spelling."""
+    def _choose(self, ids: torch.Tensor, mask: torch.Tensor, prefix: tuple[int, ...] = ()) -> list[Answer]:
+        """One forward pass over the prompts (their tails, after a cached prefix); label spellings of
+        several tokens continue from the KV cache (a few tokens each) instead of re-reading the prompt
+        once per spelling. When every spelling is one token no KV cache is kept at all, and in every
+        case only the last position's hidden state meets the head, on the label tokens' rows."""
         variants = self.label_variants()
         head = self.model.get_output_embeddings().weight
         labels = self.task.label_names
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        hidden, past = self._hidden(ids, mask)
+        past = self._prefix_cache_for(prefix, ids.shape[0]) if prefix else None
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix):]
+        need_cache = any(len(v.ids) > 1 for v in variants)
+        hidden, past = self._hidden(ids, mask, position_ids, past=past, use_cache=need_cache)
         last = hidden[:, -1, :].float()
         # First tokens: only their rows of the head, in fp32, unnormalised. The vocabulary's normaliser
         # at this position is the same for every spelling of a row and cancels in the label softmax
@@ -193,7 +271,8 @@ class TransformersTeacher:
                                       for j in multi]).repeat(b, 1)
             full_mask = torch.cat([mask.repeat_interleave(m, dim=0), cont_mask], dim=1)
             past.batch_repeat_interleave(m)  # the prompt's cache is not needed again: extended in place
-            h, _ = self._hidden(cont, full_mask, past=past, offset=lengths.repeat_interleave(m))
+            offset = lengths.repeat_interleave(m)  # positions go on from each row's real length
+            h, _ = self._hidden(cont, full_mask, offset.unsqueeze(1) + torch.arange(width).unsqueeze(0), past=past)
             logp = torch.log_softmax(h.float() @ self._head_fp32().T, dim=-1)  # (b*m, width, vocab)
             for i, j in enumerate(multi):
                 rows = torch.arange(b) * m + i
@@ -212,6 +291,14 @@ class TransformersTeacher:
             best = max(labels, key=lambda l: (probs[l], -labels.index(l)))
             probs_out.append(Answer(raw_text=best, label_probs=probs, completion_tokens=0))
         return probs_out
+
+
+def _prefix_cache_supported(model) -> bool:
+    """Full attention in every layer (a sliding window would need its own prefix handling) and a
+    base model under ``model.model`` (what ``_choose`` calls)."""
+    cfg = model.config.get_text_config(decoder=True)
+    types = getattr(cfg, "layer_types", None) or ["full_attention"]
+    return set(types) == {"full_attention"} and hasattr(model, "model") and not cfg.is_encoder_decoder
 
 
 def _logaddexp(a: float, b: float) -> float:

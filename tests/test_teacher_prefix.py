@@ -1,0 +1,145 @@
+"""The transformers teacher's prefix KV cache and its cheap choice path (issue 17 items 1-2).
+
+The prefix cache must not change answers: the model reads the same token sequence, the shared
+prefix from a cache computed once. Compared here on real IMDb reviews with the tiny chat teacher,
+zero-shot and few-shot, at batch 1 and in padded batches, in both modes.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from llambert.tasks import load_task
+from llambert.teacher.base import DecodingParams
+
+
+def _teacher(tiny_models, mode: str, few_shot: int = 0, prefix_cache: bool = True, dtype: str = "float32"):
+    from llambert.teacher.hf_backend import TransformersTeacher
+
+    dec = DecodingParams(mode=mode, max_new_tokens=6, temperature=0.0, top_k=0, few_shot=few_shot, max_prompt_tokens=256)
+    return TransformersTeacher(str(tiny_models["teacher"]), "tiny", load_task("imdb_sentiment"), dec, dtype=dtype,
+                               prefix_cache=prefix_cache)
+
+
+@pytest.fixture(scope="module")
+def reviews(imdb_dir) -> list[str]:
+    texts = pl.read_parquet(imdb_dir / "test.parquet").sample(10, seed=3)["text"].str.slice(0, 500).to_list()
+    # Odd first characters (with a tokenizer that merges them into the template's last token such a prompt
+    # takes the uncached path; the tiny tokenizer does not merge them, the fallback has its own test below).
+    return texts + ["\n\nstarts with blank lines, a good film", " leading space, boring", '"Quoted" and great']
+
+
+def _batches(items, size):
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@pytest.mark.parametrize("few_shot", [0, 2])
+def test_choice_same_labels_and_probabilities_with_prefix_cache(tiny_models, reviews, few_shot):
+    off = _teacher(tiny_models, "choice", few_shot, prefix_cache=False)
+    on = _teacher(tiny_models, "choice", few_shot, prefix_cache=True)
+    prompts = on.prepare(reviews)
+    assert prompts == off.prepare(reviews)
+    want = off.answer(prompts)
+    prefix = on.shared_prefix()
+    assert len(prefix) > 10
+    if few_shot:  # the few-shot turns are in the cached prefix
+        assert len(prefix) > len(_teacher(tiny_models, "choice", 0).shared_prefix()) + 20
+    for size in (1, 4):
+        got = [a for batch in _batches(prompts, size) for a in on.answer(batch)]
+        assert [a.raw_text for a in got] == [a.raw_text for a in want]
+        assert [a.prompt_tokens for a in got] == [a.prompt_tokens for a in want]
+        for g, w in zip(got, want):
+            for name in w.label_probs:
+                assert g.label_probs[name] == pytest.approx(w.label_probs[name], abs=1e-4)
+    assert on.tokens_reused >= len(prefix) * (len(reviews) - 3) * 2  # at least all ordinary reviews, twice
+    assert off.tokens_reused == 0
+    assert len(on._prefix_kv) == 1  # computed once
+
+
+def test_choice_with_prefix_cache_in_bf16_keeps_labels(tiny_models, reviews):
+    """The backend's default dtype: the cached prefix is computed in a batch of its own, so bf16
+    rounding may differ in the last bits, not in the labels."""
+    off = _teacher(tiny_models, "choice", 2, prefix_cache=False, dtype="bfloat16")
+    on = _teacher(tiny_models, "choice", 2, prefix_cache=True, dtype="bfloat16")
+    prompts = on.prepare(reviews)
+    want, got = off.answer(prompts), on.answer(prompts)
+    assert [a.raw_text for a in got] == [a.raw_text for a in want]
+    for g, w in zip(got, want):
+        for name in w.label_probs:
+            assert g.label_probs[name] == pytest.approx(w.label_probs[name], abs=2e-2)
+
+
+@pytest.mark.parametrize("few_shot", [0, 2])
+def test_generate_same_text_with_prefix_cache(tiny_models, reviews, few_shot):
+    off = _teacher(tiny_models, "generate", few_shot, prefix_cache=False)
+    on = _teacher(tiny_models, "generate", few_shot, prefix_cache=True)
+    prompts = on.prepare(reviews)
+    base = off.answer(prompts)
+    want = [a.raw_text for a in base]
+    assert any(w for w in want)  # the tiny teacher says something
+    for size in (1, 4):
+        got = [a for batch in _batches(prompts, size) for a in on.answer(batch)]
+        assert [a.raw_text for a in got] == want
+        assert [a.completion_tokens for a in got] == [a.completion_tokens for a in base]
+    assert on.tokens_reused > 0
+
+
+def test_prompts_without_the_prefix_take_the_uncached_path(tiny_models):
+    """A prompt the backend did not render (another system prompt): answered as without the cache."""
+    on = _teacher(tiny_models, "choice", prefix_cache=True)
+    off = _teacher(tiny_models, "choice", prefix_cache=False)
+    tok = on.tokenizer
+    odd = tok.apply_chat_template([{"role": "system", "content": "Say yes."}, {"role": "user", "content": "good movie"}],
+                                  tokenize=False, add_generation_prompt=True)
+    mixed = [odd] + on.prepare(["bad movie", "great acting"])
+    got, want = on.answer(mixed), off.answer(mixed)
+    assert [a.raw_text for a in got] == [a.raw_text for a in want]
+    for g, w in zip(got, want):
+        for name in w.label_probs:
+            assert g.label_probs[name] == pytest.approx(w.label_probs[name], abs=1e-4)
+    assert on.tokens_reused == 2 * len(on.shared_prefix())
+
+
+def test_prefix_cache_setting_reaches_the_backend_and_no_cache_key(tiny_settings):
+    from llambert.teacher import decoding_params, make_teacher
+
+    task = load_task("imdb_sentiment")
+    s = tiny_settings.model_copy(deep=True)
+    assert s.teacher.prefix_cache is True
+    key_on = decoding_params(s).key()
+    s.teacher.prefix_cache = False
+    assert decoding_params(s).key() == key_on  # same answers by design: never part of the cache key
+    teacher = make_teacher(s, task)
+    assert teacher.prefix_cache is False
+    teacher.close()
+
+
+def test_choice_single_token_labels_no_kv_no_vocabulary_projection(tiny_models, monkeypatch):
+    """When every label spelling is one token: one forward pass of the base model without a KV
+    cache, the LM head never run over the vocabulary, only its label rows at the last position."""
+    from llambert.teacher import hf_backend
+
+    for prefix_cache in (False, True):
+        on = _teacher(tiny_models, "choice", prefix_cache=prefix_cache)
+        want = _teacher(tiny_models, "choice", prefix_cache=False).answer(on.prepare(["good movie", "awful, boring"]))
+        on._variants = [v for v in on.label_variants() if len(v.ids) == 1]  # as for a tokenizer with one-token labels
+        assert {v.label for v in on._variants} == {"positive", "negative"}
+        calls, head_calls = [], []
+        real = hf_backend.TransformersTeacher._hidden
+
+        def spy(self, *a, **k):
+            out = real(self, *a, **k)
+            calls.append((k.get("use_cache"), out[1]))
+            return out
+
+        monkeypatch.setattr(hf_backend.TransformersTeacher, "_hidden", spy)
+        hook = on.model.get_output_embeddings().register_forward_hook(lambda *a: head_calls.append(1))
+        got = on.answer(on.prepare(["good movie", "awful, boring"]))
+        hook.remove()
+        monkeypatch.undo()
+        assert len(calls) == 1 and calls[0][0] is False and calls[0][1] is None  # one pass, no KV cache returned
+        assert head_calls == [] and on._head32 is None  # no full-vocabulary projection, no fp32 head
+        assert all(sum(a.label_probs.values()) == pytest.approx(1.0) for a in got)
+        # Dropping the (tiny) multi-token spellings changes probabilities a little, not the labels here.
+        assert [a.raw_text for a in got] == [a.raw_text for a in want]
