@@ -8,6 +8,9 @@ from pathlib import Path
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
+# No "Join the Dagster community" dialog: it pops up on a timer over whatever the user clicks.
+nux:
+  enabled: false
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator

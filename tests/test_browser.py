@@ -187,18 +187,33 @@ def open_menu(page, button, tries: int = 5) -> None:
             page.keyboard.press("Escape")
 
 
+def expand_all_groups(page, tries: int = 5) -> None:
+    """Settings menu -> "Expand all groups" (unless the groups are expanded already), retried as a
+    whole: a dialog that appears in between closes the menu and detaches its items."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        open_menu(page, page.get_by_role("button", name="settings", exact=True))
+        expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
+        if not expand.count():  # "Collapse all groups": expanded already
+            page.keyboard.press("Escape")
+            return
+        try:
+            expand.click(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
 def test_asset_graph_shows_every_asset(ui, browser_page):
     page = browser_page
     with snapshot_on_failure(page, "test_asset_graph_shows_every_asset"):
         page.goto(f"{ui}/asset-groups", wait_until="domcontentloaded")
         for group in ("ingest", "labeling", "training", "inference", "quality"):
             shown(page, group).wait_for()
-        open_menu(page, page.get_by_role("button", name="settings", exact=True))
-        expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
-        if expand.count():  # otherwise the groups are expanded already ("Collapse all groups")
-            expand.click()
-        else:
-            page.keyboard.press("Escape")
+        expand_all_groups(page)
         for name in ASSET_NAMES:
             shown(page, name).wait_for()
         page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation
