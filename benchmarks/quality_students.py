@@ -264,6 +264,22 @@ def stage_report(args) -> None:
             lines.append(f"| {r['budget']} | {strat} | {r['acc']:.2%} | {r['f1']:.2%} | {r['probe']:.2%} | "
                          f"{r['train_s']:.0f} | {r['docs_s']:.0f} | {ta} | {r['load']:.1f} |")
         lines.append("")
+    has_ratio = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bench' "
+                            "AND table_name = 'run_ratio'").fetchone()[0]
+    ratio = con.execute("SELECT details FROM bench.run_ratio ORDER BY measured_at DESC LIMIT 1").fetchone() \
+        if has_ratio else None
+    if ratio:
+        r = json.loads(ratio[0])
+        lines += ["## `make run`: new default vs the paper's recipe (ratio stage)", "",
+                  f"At {r['budget']} LLM labels the champion is `{r['champion']}`. Corpus labeling, interleaved "
+                  f"(paper, default, paper, default) on the same test reviews: {r['docs_per_s']['default']:.1f} vs "
+                  f"{r['docs_per_s']['paper']:.1f} docs/s (load {', '.join(f'{x:.1f}' for x in r['load_1m'])}); "
+                  f"training {r['train_seconds']['default']:.0f} s vs {r['train_seconds']['paper']:.0f} s (students "
+                  f"stage). With the same teacher stage in both ({r['teacher_seconds_assumed'] / 60:.0f} min assumed "
+                  f"for {r['budget']} prompts) and {r['corpus_docs']:,} documents to label, a `make run` projects to "
+                  f"{r['projected_run_seconds']['default'] / 60:.0f} vs {r['projected_run_seconds']['paper'] / 60:.0f} "
+                  f"min: **ratio {r['ratio_default_over_paper']:.3f}** (a projection from measured stage costs, not "
+                  f"two timed runs).", ""]
     DOC.write_text("\n".join(lines) + "\n")
     log(f"wrote {DOC}")
     _plot(df)

@@ -171,9 +171,10 @@ class SampleConfig(_Strict):
     size: int = Field(1000, ge=1, description="LLM calls: documents the teacher labels.")
     seed: int = 0
     strategy: Literal["random", "uncertainty"] = Field(
-        "random", description="random: a seeded random sample of the pool. uncertainty: a random seed round, then "
-        "rounds of the pool documents the linear floor (trained on the labels so far) is least sure of, mixed with "
-        "random picks (llambert/sampling.py; README \"Students\").")
+        "uncertainty", description="random: a seeded random sample of the pool (the paper's way). uncertainty "
+        "(default: +3 points for the MiniLM student at 500 IMDb LLM labels, docs/bench_quality.md): a random seed "
+        "round, then rounds of the pool documents the linear floor (trained on the labels so far) is least sure of, "
+        "mixed with random picks (llambert/sampling.py; README \"Students\").")
     round_size: int = Field(250, ge=1, description="uncertainty: documents per round (the seed round too). Fixed, "
                             "so a larger sample.size re-derives the same earlier rounds from cached answers.")
     random_share: float = Field(0.2, ge=0.0, le=1.0, description="uncertainty: share of each later round picked at "
