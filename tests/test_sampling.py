@@ -152,3 +152,34 @@ def test_uncertainty_rounds_are_recorded_cached_and_never_test(tmp_path, small_c
         ids = con.execute("SELECT doc_id FROM labeling.sample ORDER BY sample_rank").pl()["doc_id"].to_list()
     assert grown["asked"] == 12 and len(oracle.asked) == 52
     assert set(sample["doc_id"]) <= set(ids) and len(ids) == 52
+
+
+def test_llambert_run_grows_the_sample_round_by_round(tmp_path, small_corpus, tiny_models, oracle):
+    """The whole CLI path (Dagster run, short write sessions) with the default strategy's rounds."""
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+
+    cfg = tmp_path / "llambert.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_settings_dict(
+        tmp_path / "home", small_corpus, tiny_models, threads=1,
+        sample={"size": 40, "round_size": 12, "random_share": 0.25},
+        teacher={"backend": "openai", "base_urls": [oracle.url], "batch_size": 4, "concurrency": 4,
+                 "api_key_env": "LLAMBERT_TEST_NO_KEY"},
+        student={"kind": "linear"})))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "OMP_NUM_THREADS": "1",
+           "LLAMBERT_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], cwd=PROJECT_ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sample round 3: 4 documents" in r.stderr
+    con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
+    rounds = con.execute("SELECT round, count(*) FROM labeling.sample GROUP BY 1 ORDER BY 1").fetchall()
+    answered = con.execute("SELECT count(*) FROM labeling.llm_responses").fetchone()[0]
+    con.close()
+    assert rounds == [(0, 12), (1, 12), (2, 12), (3, 4)] and answered == 40 and len(oracle.asked) == 40
