@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants-at", type=int, default=None,
                     help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)")
     ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
+    ap.add_argument("--teacher-prompts-per-s", type=float, default=0.57,
+                    help="ratio stage: the teacher stage's rate, the same in both runs (docs/bench_teacher.md)")
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":

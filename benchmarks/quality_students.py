@@ -347,7 +347,9 @@ def stage_ratio(args) -> None:
             loads.append(os.getloadavg()[0])
     dps = {k: len(texts) / min(v) for k, v in secs.items()}
     train = {"paper": row["paper"][0], "default": row["default"][0]}
-    teacher_s = budget / 0.25  # the 1.5B's prompts/s on 2 quiet cores (docs/bench_teacher.md): the same in both
+    # The same teacher stage in both: the default teacher (1.5B, generate, batch 1) on 2 quiet cores,
+    # docs/bench_teacher.md (`make bench-teacher`): 0.57 prompts/s.
+    teacher_s = budget / getattr(args, "teacher_prompts_per_s", 0.57)
     n_docs = 100_000  # make run labels every IMDb document (train + test + unsup)
     total = {k: teacher_s + train[k] + n_docs / dps[k] for k in dps}
     out = {"budget": budget, "champion": champion, "docs_per_s": dps, "train_seconds": train,
