@@ -243,6 +243,35 @@ class AuditConfig(_Strict):
     auto_retrain: bool = Field(False, description="A sensor launches the train_student job when a retrain is requested.")
 
 
+class InferenceConfig(_Strict):
+    """Whole-corpus labeling: in this process (local) or as a Ray Data job over many workers (README "Scaling out")."""
+
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: this process labels the batch in chunks. ray: the pending documents are "
+        "exported as Parquet shards and labeled by Ray Data actors (pip install 'llambert[ray]').")
+    ray_address: str | None = Field(
+        None, description="ray: None starts a local Ray with inference.num_cpus; 'auto' or 'ray://host:10001' "
+        "joins a running cluster (llambert must be importable on its nodes).")
+    num_cpus: int | None = Field(None, ge=1, description="ray, local Ray only: CPUs it may use (None: all cores).")
+    workers: int = Field(2, ge=1, description="ray: actors labeling at once; each loads the champion once.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="ray: CPUs reserved per actor (also its torch threads).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="ray: GPUs per actor (0: CPU).")
+    shard_rows: int = Field(10_000, ge=1, description="ray: documents per exported Parquet shard (a Ray block).")
+    batch_rows: int = Field(1024, ge=1, description="ray: documents per map_batches call (sorted by length inside).")
+    staging_dir: Path | None = Field(
+        None, description="ray: where shards and staged predictions go; None: <home>/staging. On a cluster, a "
+        "folder every node sees (NFS) at the same path.")
+
+
+class PredictionsConfig(_Strict):
+    """Where predictions.labels keeps its rows."""
+
+    storage: Literal["table", "parquet"] = Field(
+        "table", description="table: a DuckDB table (one writer). parquet: a Parquet dataset under "
+        "<home>/predictions (folders per batch) with the view predictions.labels over it, so loading a Ray "
+        "job's output is a file move, not an insert.")
+
+
 class Settings(_Strict):
     home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, model cache, Dagster home.")
     data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data" / "imdb")
@@ -257,6 +286,8 @@ class Settings(_Strict):
     checks: CheckConfig = Field(default_factory=CheckConfig)
     inbox: InboxConfig = Field(default_factory=InboxConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     threads: int | None = Field(None, ge=1, description="torch threads; None: all cores.")
 
     @field_validator("home", "data_dir", mode="before")
@@ -271,6 +302,19 @@ class Settings(_Strict):
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def predictions_dir(self) -> Path:
+        """predictions.storage parquet: the dataset behind the view predictions.labels."""
+        return self.home / "predictions"
+
+    @property
+    def staging_dir(self) -> Path:
+        d = self.inference.staging_dir
+        if d is None:
+            return self.home / "staging"
+        d = Path(os.path.expandvars(str(d))).expanduser()
+        return d if d.is_absolute() else self.home / d
 
     @property
     def models_dir(self) -> Path:

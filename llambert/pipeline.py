@@ -605,20 +605,48 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
                   replace: bool = False) -> dict:
     """Label every document of a batch that has no prediction from the champion yet.
 
-    Chunks of ``student.chunk_rows`` documents: each chunk's predictions are committed with the next
-    chunk's texts read in the same short session. Given a :class:`~llambert.warehouse.Warehouse`, no
-    connection is open while the student predicts, so readers get in between chunks.
+    ``inference.engine`` local (:func:`_predict_local`) or ray (:mod:`llambert.ray_engine`); rows land
+    as ``predictions.storage`` says (:mod:`llambert.predictions_store`). Given a
+    :class:`~llambert.warehouse.Warehouse`, no connection is open while the student predicts, so
+    readers get in between writes.
     """
-    from llambert.progress import progress
+    from llambert import predictions_store
 
     session = sessions(con)
     t0 = time.perf_counter()
-    cfg = settings.student
+
     with session(prepare=True) as c:
+        predictions_store.prepare(c, settings)
         champ = choose_champion(c, settings)
         cid = champ["checkpoint_id"]
         if replace:
-            c.execute("DELETE FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, cid])
+            predictions_store.delete(c, settings, batch, cid)
+    if settings.inference.engine == "ray":
+        from llambert.ray_engine import label_with_ray
+
+        extra = label_with_ray(session, settings, batch, cid, champ["path"])
+        done = extra.pop("predicted_now")
+    else:
+        extra = {"engine": "local"}
+        done = _predict_local(session, settings, batch, cid, champ["path"])
+    seconds = time.perf_counter() - t0
+    stats = {"batch": batch, "checkpoint_id": cid, "predicted_now": done,
+             "docs_per_s": round(done / seconds, 2) if done else None, **extra}
+    with session() as c:
+        stats["rows"] = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
+                                  [batch, cid]).fetchone()[0]
+        record_stage(c, "predict", batch, done, seconds, stats)
+    return stats
+
+
+def _predict_local(session, settings: Settings, batch: str, cid: str, path: str) -> int:
+    """inference.engine local: chunks of ``student.chunk_rows`` documents, each committed with the next
+    chunk's texts read in the same short session (no connection open while the student predicts)."""
+    from llambert import predictions_store
+    from llambert.progress import progress
+
+    cfg = settings.student
+    with session() as c:
         # A pending-id snapshot (in memory, not a temp table: the connection closes between chunks), so
         # chunks are stable while we insert.
         pending_ids = [r[0] for r in c.execute(
@@ -638,32 +666,21 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
             c.unregister("chunk_ids")
 
     done = 0
-    if pending:
-        predictor = _open_predictor(settings, champ["path"])
-        with session() as c:
-            chunk = read_chunk(c, 0)
-        with progress(pending, f"student labels batch {batch}", "doc") as bar:
-            for i, _ in enumerate(starts):
-                out = predictor.predict_frame(chunk).with_columns(batch=pl.lit(batch), checkpoint_id=pl.lit(cid))
-                with session() as c:
-                    c.register("staged_predictions", out)
-                    try:
-                        c.execute(
-                            "INSERT OR REPLACE INTO predictions.labels (doc_id, batch, checkpoint_id, label, probability) "
-                            "SELECT doc_id, batch, checkpoint_id, label, probability FROM staged_predictions"
-                        )
-                    finally:
-                        c.unregister("staged_predictions")
-                    chunk = read_chunk(c, starts[i + 1]) if i + 1 < len(starts) else None
-                done += out.height
-                bar.update(out.height)
-    seconds = time.perf_counter() - t0
-    stats = {"batch": batch, "checkpoint_id": cid, "predicted_now": done, "docs_per_s": round(done / seconds, 2) if done else None}
+    if not pending:
+        return 0
+    predictor = _open_predictor(settings, path)
     with session() as c:
-        stats["rows"] = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
-                                  [batch, cid]).fetchone()[0]
-        record_stage(c, "predict", batch, done, seconds, stats)
-    return stats
+        chunk = read_chunk(c, 0)
+    run = time.strftime("%Y%m%dT%H%M%S")
+    with progress(pending, f"student labels batch {batch}", "doc") as bar:
+        for i, start in enumerate(starts):
+            out = predictor.predict_frame(chunk).with_columns(batch=pl.lit(batch), checkpoint_id=pl.lit(cid))
+            with session() as c:
+                predictions_store.write_frame(c, settings, out, f"{run}-{start:09d}")
+                chunk = read_chunk(c, starts[i + 1]) if i + 1 < len(starts) else None
+            done += out.height
+            bar.update(out.height)
+    return done
 
 
 # -- 7. evaluation.report ---------------------------------------------------------------------

@@ -38,6 +38,19 @@ def also_log_to(sink: Callable[[str], None]) -> Iterator[None]:
         _SINKS.remove(sink)
 
 
+def emit(text: str, stream=None) -> None:
+    """One plain line to stderr (or ``stream``) and to every registered sink."""
+    try:
+        print(text, file=stream or sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+    for sink in list(_SINKS):
+        try:
+            sink(text)
+        except Exception:  # a log sink must never break the work
+            pass
+
+
 def interval_s() -> float:
     try:
         return float(os.environ.get("LLAMBERT_PROGRESS_INTERVAL", "30"))
@@ -130,16 +143,7 @@ class _Lines:
         self.thread.start()
 
     def emit(self) -> None:
-        text = self.prog.line()
-        try:
-            print(text, file=self.stream, flush=True)
-        except (OSError, ValueError):
-            pass
-        for sink in list(_SINKS):
-            try:
-                sink(text)
-            except Exception:  # a log sink must never break the work
-                pass
+        emit(self.prog.line(), self.stream)
         self.printed += 1
 
     def _run(self) -> None:

@@ -124,6 +124,7 @@ def run_sql(path: Path, query: str, write: bool = False, wait_s: float = 60.0,
             create_views(con)
         else:
             lock_down(con)
+            _refuse_file_writes(con, query)
         try:
             rel = con.sql(query)
             if rel is None:
@@ -146,10 +147,40 @@ def lock_down(con: Any) -> None:
     A read-only warehouse alone still lets SQL write files (``COPY ... TO``), attach another
     database read-write and change it, install extensions over the network, or change settings.
     ``enable_external_access=false`` shuts off every file, network and extension access beyond the
-    open warehouse; ``lock_configuration=true`` (set last) stops SQL from turning it back on.
+    open warehouse; ``lock_configuration=true`` (set last) stops SQL from turning it back on. The one
+    exception: the Parquet dataset of predictions.labels (``predictions.storage: parquet``) stays
+    readable, and COPY/EXPORT statements are refused by :func:`_refuse_file_writes`.
     """
+    dirs = parquet_dirs(con)
+    if dirs:
+        con.execute("SET allowed_directories = ?", [dirs])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def parquet_dirs(con: Any) -> list[str]:
+    """Folders the warehouse's views read Parquet from (predictions.labels under storage: parquet)."""
+    import re
+
+    dirs = []
+    for (sql,) in con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall():
+        for glob in re.findall(r"read_parquet\('((?:[^']|'')+)'", sql or ""):
+            root = glob.replace("''", "'").split("*", 1)[0]
+            dirs.append(root if root.endswith("/") else root.rsplit("/", 1)[0] + "/")
+    return sorted(set(dirs))
+
+
+def _refuse_file_writes(con: Any, query: str) -> None:
+    """A read-only connection that may read a Parquet dataset may not write into it: no COPY or EXPORT."""
+    import duckdb
+
+    try:
+        kinds = {st.type for st in con.extract_statements(query)}
+    except duckdb.Error:
+        return  # a syntax error: DuckDB's own message says more when the query runs
+    if kinds & {duckdb.StatementType.COPY, duckdb.StatementType.EXPORT}:
+        raise PermissionError("query refused: `llambert sql` is read-only (no writes, files, ATTACH, extensions or "
+                              "settings): COPY and EXPORT write files; add --write if you really mean to write")
 
 
 def _refused(e: Exception) -> bool:

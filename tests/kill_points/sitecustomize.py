@@ -5,6 +5,9 @@ LLAMBERT_TEST_KILL_POINT=train: the student encoder's second epoch prints "[kill
 stderr and then blocks (epoch 1 done, nothing saved yet). =predict: the champion's second chunk of
 corpus labeling prints "[kill-point] predict chunk 2" and blocks (chunk 1 committed). The test reads the
 line and kills the whole `llambert run` process group with SIGKILL: the process is provably mid-step.
+=ray-load: the Ray engine's loader has inserted the staged predictions into predictions.labels inside its
+transaction and prints "[kill-point] ray-load uncommitted" before the commit. =ray-load-committed: after
+the commit, before the staged run's folder is removed ("[kill-point] ray-load committed").
 """
 
 from __future__ import annotations
@@ -73,6 +76,25 @@ def _install() -> None:
                 state["corpus"] = False
 
         pipeline._open_predictor, pipeline.predict_batch = open_predictor, predict_batch
+
+    elif POINT in ("ray-load", "ray-load-committed"):
+        from llambert import predictions_store, ray_engine
+
+        real_transaction, real_remove = predictions_store.transaction, ray_engine.remove_tree
+
+        @contextlib.contextmanager
+        def transaction(con):
+            with real_transaction(con):
+                yield con
+                if POINT == "ray-load" and con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0]:
+                    _stop_here("ray-load uncommitted")
+
+        def remove_tree(path):
+            if POINT == "ray-load-committed" and (path / "out").exists():
+                _stop_here("ray-load committed")
+            real_remove(path)
+
+        predictions_store.transaction, ray_engine.remove_tree = transaction, remove_tree
 
 
 if POINT:

@@ -1,0 +1,8 @@
+-- predictions.labels (predictions.storage: table): the champion student's label and probability per document.
+-- Input: staged_predictions (doc_id, batch, checkpoint_id, label, probability): a chunk of the local engine
+-- (a registered frame) or a Ray job's staged Parquet (a view; llambert/predictions_store.py:load_staged).
+-- One row per (doc_id, checkpoint_id): re-running a chunk or a load replaces, never duplicates.
+-- (storage: parquet writes the same rows as files; the view over them is made in predictions_store.prepare.)
+INSERT OR REPLACE INTO predictions.labels BY NAME
+SELECT doc_id, batch, checkpoint_id, label, probability
+FROM staged_predictions;
