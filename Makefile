@@ -18,7 +18,7 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2 smollm2-135m-instruct
 PORT ?= 3000
 
-.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality
+.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality bench-scale
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
@@ -31,6 +31,7 @@ help:
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
 	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
+	@echo "make bench-scale [SCALE_ARGS=\"--docs 20000 --loader-rows 10000000\"]  local engine vs Ray workers + the loader, Amdahl projection -> docs/bench_scale.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,6 +93,15 @@ QUALITY_UNCERTAINTY ?= 500
 bench-quality: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct all-minilm-l6-v2"
 	nice -n 10 $(PY) -m benchmarks.quality label students ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY)
+
+# Scaling benchmark (issue 15): the local engine vs Ray (1x2 and 2x1 CPUs) on the same IMDb unsup reviews,
+# interleaved, and the loader (storage table and parquet) on synthetic staged predictions; an Amdahl projection.
+# Figures: var/bench/scale.duckdb (bench.scale), docs/bench_scale.md. Installs the ray extra when missing.
+SCALE_ARGS ?=
+bench-scale: install
+	@$(MAKE) --no-print-directory models MODELS="all-minilm-l6-v2"
+	@$(PY) -c "import ray.data" 2>/dev/null || $(PIP) install -q -c requirements/constraints.txt -e '.[ray]'
+	nice -n 10 $(PY) -m benchmarks.scale $(SCALE_ARGS)
 
 # Teacher benchmark: every offline teacher x mode + the paper's way (N reviews; baseline on BASELINE_N).
 N ?= 500
