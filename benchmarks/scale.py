@@ -260,7 +260,7 @@ def measure_labeling(home: Path, corpus: Path, docs: int, student: Path, repeats
     with wh.session(prepare=True) as c:
         predictions_store.prepare(c, settings_for(home, corpus))
     rows = []
-    ray_started = False
+    ray_started, ray_cpus = False, None
     for rep in range(1, repeats + 1):
         local_rate = None
         for name, inference in CONFIGS:
@@ -272,7 +272,11 @@ def measure_labeling(home: Path, corpus: Path, docs: int, student: Path, repeats
                 t0 = time.perf_counter()
                 init_ray(settings)  # inference.num_cpus 2; the same local Ray serves both Ray configurations
                 ray_started = True
-                log(f"Ray started in {time.perf_counter() - t0:.1f} s (not in any measurement)")
+                import ray
+
+                ray_cpus = ray.cluster_resources().get("CPU")
+                log(f"Ray started in {time.perf_counter() - t0:.1f} s (not in any measurement), {ray_cpus:g} logical "
+                    "CPUs")
             log(f"repeat {rep}/{repeats}: {name} on {docs:,} documents (load avg {os.getloadavg()[0]:.2f})")
             before = loadavg()
             t0 = time.perf_counter()
@@ -315,6 +319,7 @@ def measure_labeling(home: Path, corpus: Path, docs: int, student: Path, repeats
                             "infer_batch_size": settings.student.infer_batch_size,
                             "truncation": settings.student.truncation, "bf16": mach["native_bf16"],
                             "shard_rows": cfg.shard_rows, "batch_rows": cfg.batch_rows, "num_cpus": cfg.num_cpus,
+                            "ray_logical_cpus": ray_cpus if name != "local" else None,
                             "load_rows_per_s": got.get("load_rows_per_s"), "ray_result": got},
             }
             record(row)
@@ -460,6 +465,7 @@ def report(run_id: str, out: Path, args, mach: dict, docs: int, student: Path) -
     label = [r for r in data if r["kind"] == "label"]
     loader = {r["config"]: r for r in data if r["kind"] == "loader"}
     det0 = json.loads(label[0]["details"]) if label else {}
+    ray_cpus = next((json.loads(r["details"]).get("ray_logical_cpus") for r in label if r["config"] != "local"), None)
     started = data[0]["measured_at"] if data else datetime.now(timezone.utc)
     cores = f", {mach['cores']} cores x {mach['threads_per_core']} thread(s)" if mach["cores"] else ""
     lines = [
@@ -469,8 +475,9 @@ def report(run_id: str, out: Path, args, mach: dict, docs: int, student: Path) -
         f"(`SCALE_ARGS=\"--docs {args.docs} --loader-rows {args.loader_rows} --repeats {args.repeats}\"`).", "",
         f"Machine: {mach['cpu_model']}, {mach['cpus']} CPUs for this process{cores}; native bf16: "
         f"{'yes' if mach['native_bf16'] else 'no'} (so `bf16: auto` ran {'bf16' if mach['native_bf16'] else 'fp32'}); "
-        f"torch {mach['torch']}, Ray {mach['ray']}. One local Ray with `inference.num_cpus: 2`, started before the "
-        "first Ray measurement (its start-up is in no figure).", "",
+        f"torch {mach['torch']}, Ray {mach['ray']}. One local Ray with `inference.num_cpus: 2`"
+        + (f" ({ray_cpus:g} logical CPUs in the Ray cluster)" if ray_cpus else "")
+        + ", started before the first Ray measurement (its start-up is in no figure).", "",
         f"Documents: the first {args.docs:,} IMDb unsup reviews, ingested with `pipeline.ingest_batch` "
         f"({docs:,} distinct documents in `raw.corpus`). Student: {STUDENT} (the real encoder) with a fresh, "
         "**untrained** 2-label head (`save_pretrained`): the labels are meaningless, but the cost per document is "
