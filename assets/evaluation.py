@@ -4,7 +4,7 @@ import dagster as dg
 
 from dagster_project.resources import LlambertResource
 from llambert import pipeline
-from llambert.reporting import markdown_table
+from llambert.reporting import markdown_table, recall_text, teacher_recall
 
 
 @dg.asset(
@@ -12,8 +12,9 @@ from llambert.reporting import markdown_table
     deps=[dg.AssetKey(["predictions", "labels"]), dg.AssetKey(["labeling", "parsed_labels"])],
     group_name="quality",
     kinds={"duckdb", "sql"},
-    code_version="1",
-    description="Accuracy and macro-F1 of the teacher (against gold where the sample has it) and of the student "
+    code_version="2",
+    description="Accuracy and macro-F1 of the teacher (against gold where the sample has it, with its recall per "
+    "gold class: a teacher that leans one way shows there) and of the student "
     "(on the evaluation split), their agreement, the discard rate, and rows and seconds per stage.",
 )
 def report(llambert: LlambertResource) -> dg.MaterializeResult:
@@ -31,6 +32,11 @@ def report(llambert: LlambertResource) -> dg.MaterializeResult:
         v = value(subject, metric)
         if v is not None:
             meta[f"{subject}_{metric}"] = float(v)
+    recall = teacher_recall(frame)  # the teacher's bias per class on the gold probe
+    meta["teacher_recall_per_gold_class"] = recall_text(recall)
+    for label, v, _ in recall:
+        if v is not None:
+            meta[f"teacher_recall_vs_gold_{label}"] = float(v)
     return dg.MaterializeResult(metadata=meta)
 
 

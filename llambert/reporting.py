@@ -38,6 +38,23 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+RECALL_PREFIX = "recall_vs_gold_"
+
+
+def teacher_recall(report: pl.DataFrame) -> list[tuple[str, float | None, int]]:
+    """The teacher's recall per gold class on the gold probe, from evaluation.report's
+    ``teacher / recall_vs_gold_<label>`` rows: (label, recall or None without gold of it, gold documents)."""
+    rows = report.filter((pl.col("subject") == "teacher") & pl.col("metric").str.starts_with(RECALL_PREFIX))
+    return [(m[len(RECALL_PREFIX):], v, int(n or 0)) for m, v, n in rows.select("metric", "value", "n").sort("metric").iter_rows()]
+
+
+def recall_text(recall: Sequence[tuple[str, float | None, int]]) -> str:
+    """E.g. 'negative: 81.3% (of 150), positive: 97.9% (of 145)'; '-' when no sampled document has gold."""
+    if not any(n for _, _, n in recall):
+        return "-"
+    return ", ".join(f"{label}: {'-' if v is None else f'{100 * v:.1f}%'} (of {n:,})" for label, v, n in recall)
+
+
 def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int | None, float]],
                   candidates: pl.DataFrame | None = None) -> list[str]:
     from llambert.pipeline import report_value
@@ -49,6 +66,7 @@ def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[s
         "llambert run summary",
         "====================",
         f"teacher accuracy on gold        {pct(r('teacher', 'accuracy_vs_gold'))}  (n={n('teacher', 'accuracy_vs_gold')} sampled docs with gold)",
+        f"teacher recall per gold class   {recall_text(teacher_recall(report))}",
         f"teacher discard rate            {pct(r('teacher', 'discard_rate'))}",
         f"student accuracy on test split  {pct(r('student', 'accuracy_vs_gold'))}  (n={n('student', 'accuracy_vs_gold')})",
         f"student macro-F1 on test split  {pct(r('student', 'macro_f1_vs_gold'))}",

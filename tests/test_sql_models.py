@@ -103,3 +103,37 @@ def test_sample_is_seeded_stable_and_grows_by_extension(con):
     test_ids = {r[0] for r in con.execute("SELECT doc_id FROM raw.occurrences WHERE split = 'test'").fetchall()}
     assert not test_ids & set(sample(250))
     assert len(sample(1000)) == 250  # the whole pool, never more
+
+
+def test_report_gives_the_teachers_recall_per_gold_class(con):
+    """A teacher that leans one way: accuracy alone (0.8) hides that it calls a third of the gold
+    negatives positive; evaluation.report's recall rows, and the run summary, show it."""
+    from llambert.reporting import recall_text, summary_lines, teacher_recall
+
+    pipeline.write_task_labels(con, load_task("imdb_sentiment"))  # 0 negative, 1 positive
+    # (teacher label, gold label): 6 gold negatives, 2 of them called positive;
+    # 4 gold positives, all right; 2 sampled documents without gold count nowhere.
+    pairs = [(0, 0)] * 4 + [(1, 0)] * 2 + [(1, 1)] * 4 + [(0, None), (1, None)]
+    frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(pairs))], "label": [p for p, _ in pairs],
+                          "gold_label": [g for _, g in pairs]}, schema={"doc_id": pl.Utf8, "label": pl.Int64, "gold_label": pl.Int64})
+    con.register("teacher_in", frame)
+    con.execute("CREATE TABLE labeling.parsed_labels AS SELECT doc_id, label, gold_label FROM teacher_in")
+    con.execute("CREATE TABLE labeling.llm_responses AS SELECT doc_id FROM teacher_in")
+    con.execute("CREATE TABLE labeling.discarded AS SELECT doc_id FROM teacher_in WHERE false")
+    con.execute("CREATE TABLE students.champion (checkpoint_id VARCHAR)")
+    run_model(con, "evaluation.report", {"eval_split": "test"})
+    got = con.execute("SELECT metric, value, n FROM evaluation.report WHERE subject = 'teacher' "
+                      "AND metric <> 'discard_rate' ORDER BY metric").fetchall()
+    assert got == [
+        ("accuracy_vs_gold", pytest.approx(0.8), 10),
+        ("macro_f1_vs_gold", pytest.approx((2 * 4 / (2 * 4 + 0 + 2) + 2 * 4 / (2 * 4 + 2 + 0)) / 2), 10),
+        ("recall_vs_gold_negative", pytest.approx(4 / 6), 6),
+        ("recall_vs_gold_positive", pytest.approx(1.0), 4),
+    ]
+    report = con.execute("SELECT * FROM evaluation.report ORDER BY subject, metric").pl()
+    assert recall_text(teacher_recall(report)) == "negative: 66.7% (of 6), positive: 100.0% (of 4)"
+    assert "teacher recall per gold class   negative: 66.7% (of 6), positive: 100.0% (of 4)" in summary_lines(report, "w.duckdb", [])
+    # A class the probe holds no gold of is reported with n = 0 and no value, not dropped.
+    con.execute("DELETE FROM labeling.parsed_labels WHERE gold_label = 1")
+    run_model(con, "evaluation.report", {"eval_split": "test"})
+    assert con.execute("SELECT value, n FROM evaluation.report WHERE metric = 'recall_vs_gold_positive'").fetchone() == (None, 0)

@@ -1,5 +1,8 @@
 -- evaluation.report: how good and how costly each step was, one metric per row.
--- Teacher: its parsed labels against gold where the sampled document has gold.
+-- Teacher: its parsed labels against gold where the sampled document has gold (the gold probe),
+-- overall and per gold class (recall_vs_gold_<label name>: of that class's gold documents, the
+-- share the teacher named right; n = how many): a teacher that leans one way shows here even when
+-- its accuracy looks fine.
 -- Student: the champion's predictions against gold on every row of the evaluation split.
 -- Projection: the newest teacher run's labeling.cost_projection row: hours to label the whole
 -- corpus with the LLM alone versus with LlamBERT (sample by the LLM, everything by the student).
@@ -34,11 +37,17 @@ WITH champion AS (
 ), f1 AS (
     SELECT who, avg(CASE WHEN 2 * tp + fp + fn = 0 THEN 0 ELSE 2.0 * tp / (2 * tp + fp + fn) END) AS macro_f1
     FROM per_label GROUP BY who
+), teacher_recall AS (
+    SELECT 'recall_vs_gold_' || l.name AS metric, avg((t.pred = t.gold)::INTEGER) AS value, count(t.gold) AS n
+    FROM (SELECT DISTINCT label_id, name FROM labeling.task_labels) l
+    LEFT JOIN teacher t ON t.gold = l.label_id
+    GROUP BY l.name
 ), projection AS (
     SELECT * FROM labeling.cost_projection ORDER BY created_at DESC LIMIT 1
 ), metrics AS (
     SELECT 'teacher' AS subject, 'accuracy_vs_gold' AS metric, avg((pred = gold)::INTEGER) AS value, count(*) AS n FROM teacher
     UNION ALL SELECT 'teacher', 'macro_f1_vs_gold', (SELECT macro_f1 FROM f1 WHERE who = 'teacher'), (SELECT count(*) FROM teacher)
+    UNION ALL SELECT 'teacher', metric, value, n FROM teacher_recall
     UNION ALL SELECT 'teacher', 'discard_rate',
         (SELECT count(*) FROM labeling.discarded) / nullif((SELECT count(*) FROM labeling.llm_responses), 0),
         (SELECT count(*) FROM labeling.llm_responses)
