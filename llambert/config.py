@@ -360,6 +360,12 @@ class Settings(_Strict):
             )
         for role, cfg in (("teacher", self.teacher), ("student", self.student)):
             _check_model_name(role, cfg.model, self.models_dir)
+        if self.inference.engine == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ConfigError("setting 'inference.engine' is 'ray' but Ray is not installed here: "
+                                  "pip install 'llambert[ray]' (make test-ray does), or set inference.engine: local")
         if self.sources is None and not self.data_dir.is_dir():
             raise ConfigError(
                 f"setting 'data_dir': {self.data_dir} is not a folder. Set data_dir in llambert.yaml or "
