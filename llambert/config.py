@@ -273,7 +273,11 @@ class PredictionsConfig(_Strict):
 
 
 class Settings(_Strict):
-    home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, model cache, Dagster home.")
+    home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, Dagster home.")
+    model_cache: Path | None = Field(
+        None, description="Where offline models are converted, shared by every home (env LLAMBERT_MODEL_CACHE). "
+        "None: ~/.cache/llambert/models ($XDG_CACHE_HOME/llambert/models), except for a home that already holds "
+        "converted models in <home>/models, which keeps using that folder.")
     data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data" / "imdb")
     task: str = Field("imdb_sentiment", description="A task name shipped in llambert/tasks or a YAML path.")
     eval_split: str = "test"
@@ -290,7 +294,7 @@ class Settings(_Strict):
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     threads: int | None = Field(None, ge=1, description="torch threads; None: all cores.")
 
-    @field_validator("home", "data_dir", mode="before")
+    @field_validator("home", "data_dir", "model_cache", mode="before")
     @classmethod
     def _expand(cls, v: Any) -> Any:
         return Path(os.path.expandvars(str(v))).expanduser() if v is not None else v
@@ -318,7 +322,15 @@ class Settings(_Strict):
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        """The model cache: where offline models are looked up and converted (see ``model_cache``)."""
+        if self.model_cache is not None:
+            return self.model_cache
+        from llambert.models.registry import MANIFEST_NAME, default_model_cache
+
+        legacy = self.home / "models"  # before the shared cache: keep using what this home converted
+        if any(legacy.glob(f"*/hf/{MANIFEST_NAME}")):
+            return legacy
+        return default_model_cache()
 
     @property
     def inbox_dir(self) -> Path:
@@ -403,6 +415,7 @@ def _check_model_name(role: str, name: str, models_dir: Path) -> None:
 
 _ENV_OVERRIDES = {
     "LLAMBERT_HOME": ("home",),
+    "LLAMBERT_MODEL_CACHE": ("model_cache",),
     "LLAMBERT_DATA_DIR": ("data_dir",),
     "LLAMBERT_TASK": ("task",),
     "LLAMBERT_TEACHER": ("teacher", "model"),
@@ -448,7 +461,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of settings, not {type(raw).__name__}.")
         base = Path(path).resolve().parent
-        for key in ("home", "data_dir"):
+        for key in ("home", "data_dir", "model_cache"):
             if key in raw and raw[key] is not None and not Path(os.path.expandvars(str(raw[key]))).expanduser().is_absolute():
                 raw[key] = str(base / os.path.expandvars(str(raw[key])))
     for env, keys in _ENV_OVERRIDES.items():

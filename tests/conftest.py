@@ -60,6 +60,8 @@ def small_corpus(imdb_dir, tmp_path_factory) -> Path:
 def tiny_settings_dict(home: Path, data_dir: Path, tiny_models: dict[str, Path], **over) -> dict:
     d = {
         "home": str(home),
+        # the home's own model cache: tests never write to the shared one (~/.cache/llambert/models)
+        "model_cache": str(home / "models"),
         "data_dir": str(data_dir),
         "sample": {"size": 40},
         "teacher": {"model": str(tiny_models["teacher"]), "batch_size": 8, "max_prompt_tokens": 256},

