@@ -15,6 +15,7 @@ import yaml
 
 from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
+from llambert.models import ModelNotAvailable
 
 STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", True), ("evaluate", False)]
 
@@ -24,6 +25,10 @@ def run_pipeline(
 ) -> int:
     settings = load_settings(config_path, overrides)
     settings.check_ready()
+    from llambert.models.install import configured_models, ensure_models
+
+    # Offline models not installed yet are installed and prepared now, before any work (issue 16).
+    ensure_models(configured_models(settings), settings.models_dir)
     ensure_dagster_home(settings.home / "dagster_home")
 
     import dagster as dg
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         return run_pipeline(args.config, overrides or None, args.batch)
     except ConfigError as e:
+        print(f"llambert: {e}", file=sys.stderr)
+        return 2
+    except ModelNotAvailable as e:
         print(f"llambert: {e}", file=sys.stderr)
         return 2
 

