@@ -445,8 +445,10 @@ def default_config_path() -> Path | None:
         if not p.exists():
             raise ConfigError(f"LLAMBERT_CONFIG points at {p}, which does not exist.")
         return p
-    p = PROJECT_ROOT / "llambert.yaml"
-    return p if p.exists() else None
+    for p in (Path.cwd() / "llambert.yaml", PROJECT_ROOT / "llambert.yaml"):  # yours first, then the project's
+        if p.exists():
+            return p
+    return None
 
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
