@@ -469,6 +469,14 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     for env, keys in _ENV_OVERRIDES.items():
         if os.environ.get(env):
             _set_path(raw, keys, os.environ[env])
+    if os.environ.get("LLAMBERT_OVERRIDES"):  # any settings, as a YAML/JSON mapping (CI, tests): over the file
+        try:
+            more = yaml.safe_load(os.environ["LLAMBERT_OVERRIDES"])
+        except yaml.YAMLError as e:
+            raise ConfigError(f"LLAMBERT_OVERRIDES is not valid YAML: {e}") from e
+        if not isinstance(more, dict):
+            raise ConfigError("LLAMBERT_OVERRIDES must be a YAML mapping of settings, e.g. '{sample: {size: 200}}'.")
+        raw = _deep_merge(raw, more)
     if overrides:
         raw = _deep_merge(raw, overrides)
     try:
