@@ -143,10 +143,13 @@ def _write_shard(pq, batches, path: Path) -> None:
 def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, path: str) -> dict:
     """Label the batch's pending documents on Ray and load them; returns counts and the loader's figures."""
     cfg = settings.inference
+    root = settings.staging_dir / f"batch={safe(batch)}" / safe(checkpoint_id)
+    for stale in (p for p in root.glob("*") if p.is_dir() and not (p / COMPLETE).exists()):
+        _log(f"removing {stale}: a run that stopped before Ray finished (its documents are still pending)")
+        remove_tree(stale)
     loaded_before = sum(load_run(session, settings, r, batch, checkpoint_id)
                         for r in staged_runs(settings, batch, checkpoint_id))
-    run = settings.staging_dir / f"batch={safe(batch)}" / safe(checkpoint_id) / (
-        time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
+    run = root / (time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
     t0 = time.perf_counter()
     pending = export_pending(session, settings, batch, checkpoint_id, run / "in")
     if not pending:
