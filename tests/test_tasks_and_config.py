@@ -89,3 +89,20 @@ def test_teacher_batch_size_defaults_per_backend():
     assert TeacherConfig().resolved_batch_size() == 1  # transformers runs on the CPU: no padding at batch 1
     assert TeacherConfig(backend="vllm").resolved_batch_size() == 8
     assert TeacherConfig(backend="openai", batch_size=32).resolved_batch_size() == 32
+
+
+def test_config_in_the_current_folder_and_overrides_from_the_environment(monkeypatch, tmp_path):
+    """`llambert` run from a data folder reads its llambert.yaml; LLAMBERT_OVERRIDES goes over the
+    file (relative paths in the file stay relative to it) and under explicit overrides."""
+    monkeypatch.delenv("LLAMBERT_CONFIG", raising=False)
+    (tmp_path / "llambert.yaml").write_text("home: h\nsample: {size: 50, seed: 3}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().home == tmp_path / "h"
+    monkeypatch.setenv("LLAMBERT_OVERRIDES", '{"sample": {"size": 7}, "checks": {"min_minority_share": 0.1}}')
+    s = load_settings()
+    assert (s.sample.size, s.sample.seed, s.checks.min_minority_share, s.home) == (7, 3, 0.1, tmp_path / "h")
+    assert load_settings(overrides={"sample": {"size": 9}}).sample.size == 9
+    for bad, message in (("[1, 2]", "must be a YAML mapping"), ("{a: [", "not valid YAML"), ("{sample: {size: 0}}", "sample.size")):
+        monkeypatch.setenv("LLAMBERT_OVERRIDES", bad)
+        with pytest.raises(ConfigError, match=message):
+            load_settings()
