@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus, uncertainty_selection
+from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus, save_selection, uncertainty_selection
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"
 # (corpus, budget) in the order the teacher labels them: small budgets of every corpus first, so a
@@ -49,8 +49,9 @@ def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> No
         if budget > max_uncertainty:
             continue
         log(f"teacher {teacher}: imdb uncertainty selection at {budget}")
-        uncertainty_selection(corpora.setdefault("imdb", load_corpus("imdb")), budget, t.labels_of)
+        sel = uncertainty_selection(corpora.setdefault("imdb", load_corpus("imdb")), budget, t.labels_of)
         export_answers(con)
+        save_selection(budget, sel)
 
 
 def main(argv: list[str] | None = None) -> None:

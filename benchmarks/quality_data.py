@@ -113,6 +113,32 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+SELECTIONS = ROOT / "benchmarks" / "data" / "quality_selections.parquet"
+
+
+def save_selection(budget: int, selection: pl.DataFrame) -> None:
+    """The uncertainty rounds the label stage paid for, kept beside the answers: the students stage trains on
+    exactly these documents. (Re-deriving them is not enough: the floor's margins differ in the last bits
+    between processes and thread counts, so a near-tie at a round's boundary can pick another document, and
+    every later round then drifts.)"""
+    rows = selection.select("doc_key", "round", "picked_by").with_row_index("pick_order").with_columns(
+        budget=pl.lit(budget, dtype=pl.Int64))
+    old = pl.read_parquet(SELECTIONS).filter(pl.col("budget") != budget) if SELECTIONS.exists() else None
+    out = rows if old is None else pl.concat([old, rows.select(old.columns)])
+    out.sort("budget", "pick_order").write_parquet(SELECTIONS, compression="zstd")
+
+
+def saved_selection(corpus: "Corpus", budget: int) -> pl.DataFrame | None:
+    """``save_selection``'s documents for ``budget`` with their text and gold label, in pick order (None: none saved)."""
+    if not SELECTIONS.exists():
+        return None
+    sel = pl.read_parquet(SELECTIONS).filter(pl.col("budget") == budget)
+    if sel.is_empty():
+        return None
+    return sel.join(corpus.pool, on="doc_key", how="left", maintain_order="left").sort("pick_order").select(
+        corpus.pool.columns + ["round", "picked_by"])
+
+
 def export_answers(con: duckdb.DuckDBPyConnection) -> None:
     ANSWERS.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY (SELECT * FROM bench.quality_answers ORDER BY corpus, doc_key) TO '{ANSWERS}' "
@@ -200,7 +226,9 @@ def uncertainty_selection(corpus: Corpus, budget: int, label_of, round_size: int
     labels = dict(label_of(chosen))
     r = 1
     while (plan := plan_round(r, chosen.height, budget, round_size, random_share)) is not None:
-        cand = pool.join(chosen.select("doc_key"), on="doc_key", how="anti").head(score_pool)
+        # maintain_order: polars joins do not keep row order by default, and the pool's seeded order decides
+        # which score_pool documents are scored (the label and students stages must pick the same rounds).
+        cand = pool.join(chosen.select("doc_key"), on="doc_key", how="anti", maintain_order="left").head(score_pool)
         if cand.is_empty():
             break
         have = chosen.filter(pl.col("doc_key").is_in(list(labels)))

@@ -214,7 +214,7 @@ def stage_students(args) -> None:
             run_budget(con, corpus, b, largest=(name == "imdb" and b == at))
     # sample.strategy uncertainty on IMDb, at the budgets the label stage paid for.
     from benchmarks.quality import UNCERTAINTY_BUDGETS
-    from benchmarks.quality_data import uncertainty_selection
+    from benchmarks.quality_data import saved_selection, uncertainty_selection
 
     imdb = load_corpus("imdb")
     for b in UNCERTAINTY_BUDGETS:
@@ -227,7 +227,9 @@ def stage_students(args) -> None:
             return {k: int(np.argmax([cached[k].get(n, 0.0) for n in names])) for k in docs["doc_key"].to_list()
                     if k in cached}
 
-        sel = uncertainty_selection(imdb, b, label_of)
+        sel = saved_selection(imdb, b)  # what the label stage paid for; re-derived only if it was not saved
+        if sel is None:
+            sel = uncertainty_selection(imdb, b, label_of)
         run_budget(con, imdb, b, largest=False, selection=sel, prefix="uncertainty:")
 
 
