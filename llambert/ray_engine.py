@@ -110,6 +110,19 @@ def load_run(session, settings: Settings, run: Path, batch: str, checkpoint_id: 
     return n
 
 
+PENDING = ("FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS (SELECT 1 FROM predictions.labels p "
+           "WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?)")
+
+
+def shard_size(pending: int, settings: Settings) -> int:
+    """Rows per shard: ``inference.shard_rows`` at most, and small enough for 4 shards per worker.
+
+    A shard is a Ray block, the unit one actor takes (a Parquet file is not split), so fewer shards
+    than workers leaves actors idle."""
+    per_worker = -(-pending // (4 * settings.inference.workers))
+    return max(1, min(settings.inference.shard_rows, per_worker))
+
+
 def export_pending(session, settings: Settings, batch: str, checkpoint_id: str, folder: Path) -> int:
     """The batch's documents without a prediction from the checkpoint, as Parquet shards (streamed)."""
     import pyarrow.parquet as pq
@@ -117,17 +130,16 @@ def export_pending(session, settings: Settings, batch: str, checkpoint_id: str, 
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
     with session() as c:
-        reader = c.execute(
-            "SELECT c.doc_id, c.text FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS (SELECT 1 FROM "
-            "predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?) ORDER BY c.doc_id",
-            [batch, checkpoint_id]).fetch_record_batch(settings.inference.shard_rows)
+        rows = shard_size(c.execute(f"SELECT count(*) {PENDING}", [batch, checkpoint_id]).fetchone()[0], settings)
+        reader = c.execute(f"SELECT c.doc_id, c.text {PENDING} ORDER BY c.doc_id",
+                           [batch, checkpoint_id]).fetch_record_batch(rows)
         buf, i = [], 0
         for rb in reader:
             buf.append(rb)
-            rows = sum(b.num_rows for b in buf)
-            if rows >= settings.inference.shard_rows:
+            held = sum(b.num_rows for b in buf)
+            if held >= rows:
                 _write_shard(pq, buf, folder / f"shard-{i:06d}.parquet")
-                n, buf, i = n + rows, [], i + 1
+                n, buf, i = n + held, [], i + 1
         if buf:
             _write_shard(pq, buf, folder / f"shard-{i:06d}.parquet")
             n += sum(b.num_rows for b in buf)
@@ -170,7 +182,10 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     # Reading shards and writing the output are I/O: they reserve no CPU, so actors that hold every CPU
     # (workers x cpus_per_worker = num_cpus) cannot starve them.
     io = {"num_cpus": 0}
-    ds = ray.data.read_parquet(str(run / "in"), ray_remote_args=io).map_batches(
+    # A block is the unit one actor takes: at least a few per actor (Ray Data would otherwise read a few
+    # shards as one block and leave all but one actor idle), each at most one shard.
+    blocks = len(list((run / "in").glob("*.parquet")))  # one block per shard (see shard_size)
+    ds = ray.data.read_parquet(str(run / "in"), ray_remote_args=io, override_num_blocks=blocks).map_batches(
         Labeler,
         fn_constructor_kwargs=dict(path=str(path), max_length=st.infer_max_length, batch_size=st.infer_batch_size,
                                    truncation=st.truncation, bf16=resolve_bf16(st.bf16),
