@@ -266,11 +266,17 @@ def measure_labeling(home: Path, corpus: Path, docs: int, student: Path, repeats
         for name, inference in CONFIGS:
             settings = settings_for(home, corpus, inference)
             _clear(wh.session, settings)
-            if inference["engine"] == "ray" and not ray_started:
+            if inference["engine"] == "ray":
+                import ray
+
                 from llambert.ray_engine import init_ray
 
+                if ray.is_initialized():
+                    # A fresh Ray per configuration: the previous job's actors may still hold their CPUs
+                    # when the next pool starts (measured: the 2-worker pool then ran one actor).
+                    ray.shutdown()
                 t0 = time.perf_counter()
-                init_ray(settings)  # inference.num_cpus 2; the same local Ray serves both Ray configurations
+                init_ray(settings)  # inference.num_cpus 2, not timed
                 ray_started = True
                 import ray
 
