@@ -81,3 +81,14 @@ def tiny_settings_dict(home: Path, data_dir: Path, tiny_models: dict[str, Path],
 @pytest.fixture
 def tiny_settings(tmp_path, small_corpus, tiny_models) -> Settings:
     return load_settings(overrides=tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models))
+
+
+def train_through(con, settings) -> None:
+    """Every pipeline step up to a champion student: ingest, sample, teacher, parse, train (no corpus labels)."""
+    from llambert import pipeline
+
+    pipeline.ingest_batch(con, settings)
+    pipeline.build_sample(con, settings)
+    pipeline.label_sample(con, settings)
+    pipeline.parse_labels(con, settings)
+    pipeline.train_checkpoint(con, settings)

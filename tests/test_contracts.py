@@ -13,7 +13,7 @@ import yaml
 
 from llambert import contracts
 from llambert.config import load_settings
-from tests.conftest import tiny_settings_dict
+from tests.conftest import tiny_settings_dict, train_through
 
 LENIENT = {"min_minority_share": 0.0, "max_discard_rate": 1.0, "max_balance_shift": 1.0,
            "min_teacher_gold_accuracy": 0.0, "min_student_teacher_agreement": 0.0, "max_rejected_share": 1.0,
@@ -29,11 +29,7 @@ def built(tmp_path_factory, small_corpus, tiny_models) -> Path:
     home = tmp_path_factory.mktemp("contracts_home")
     settings = load_settings(overrides=tiny_settings_dict(home, small_corpus, tiny_models, checks=LENIENT))
     with open_warehouse(settings.warehouse_path) as con:
-        pipeline.ingest_batch(con, settings)
-        pipeline.build_sample(con, settings)
-        pipeline.label_sample(con, settings)
-        pipeline.parse_labels(con, settings)
-        pipeline.train_checkpoint(con, settings)
+        train_through(con, settings)
         pipeline.predict_batch(con, settings)
     return home
 

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from llambert.config import PROJECT_ROOT, ConfigError, load_settings
-from tests.conftest import tiny_settings_dict
+from tests.conftest import tiny_settings_dict, train_through
 
 
 def _run_to_predictions(settings):
@@ -20,11 +20,7 @@ def _run_to_predictions(settings):
     from llambert.warehouse import open_warehouse
 
     with open_warehouse(settings.warehouse_path) as con:
-        pipeline.ingest_batch(con, settings)
-        pipeline.build_sample(con, settings)
-        pipeline.label_sample(con, settings)
-        pipeline.parse_labels(con, settings)
-        pipeline.train_checkpoint(con, settings)
+        train_through(con, settings)
         pipeline.predict_batch(con, settings)
         return con.execute("SELECT doc_id, checkpoint_id, label, probability FROM predictions.labels "
                            "ORDER BY doc_id").fetchall()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from llambert.config import PROJECT_ROOT, load_settings
-from tests.conftest import tiny_settings_dict
+from tests.conftest import tiny_settings_dict, train_through
 from tests.test_kill_recovery import _kill_at_line, _rerun, _setup, _start, teacher  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.ray
@@ -72,17 +72,12 @@ def ray_tmp(tmp_path_factory, monkeypatch):
 
 def _trained(home: Path, corpus: Path, tiny_models, **over):
     """A warehouse whose champion (the tiny encoder student) has labeled nothing yet."""
-    from llambert import pipeline
     from llambert.warehouse import open_warehouse
 
     settings = load_settings(overrides=tiny_settings_dict(
         home, corpus, tiny_models, threads=1, student={"kind": "encoder", "epochs": 1, "bf16": False}, **over))
     with open_warehouse(settings.warehouse_path) as con:
-        pipeline.ingest_batch(con, settings)
-        pipeline.build_sample(con, settings)
-        pipeline.label_sample(con, settings)
-        pipeline.parse_labels(con, settings)
-        pipeline.train_checkpoint(con, settings)
+        train_through(con, settings)
     return settings
 
 

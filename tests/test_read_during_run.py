@@ -24,7 +24,7 @@ import yaml
 from llambert import pipeline
 from llambert.config import PROJECT_ROOT, load_settings
 from llambert.warehouse import Warehouse, connect, open_warehouse
-from tests.conftest import tiny_settings_dict
+from tests.conftest import tiny_settings_dict, train_through
 
 SAMPLE, BATCH, COMMIT_EVERY = 40, 4, 4
 LIFETIME_S = 300.0
@@ -165,11 +165,7 @@ def test_corpus_labeling_lets_readers_in_between_chunks(tmp_path, small_corpus, 
     settings = load_settings(overrides=tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
                                                           student={"kind": "linear", "chunk_rows": 64}))
     with open_warehouse(settings.warehouse_path) as con:
-        pipeline.ingest_batch(con, settings)
-        pipeline.build_sample(con, settings)
-        pipeline.label_sample(con, settings)
-        pipeline.parse_labels(con, settings)
-        pipeline.train_checkpoint(con, settings)
+        train_through(con, settings)
     seen: list[int] = []
     real_open = pipeline._open_predictor
 
