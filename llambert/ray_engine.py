@@ -185,6 +185,10 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     # A block is the unit one actor takes: at least a few per actor (Ray Data would otherwise read a few
     # shards as one block and leave all but one actor idle), each at most one shard.
     blocks = len(list((run / "in").glob("*.parquet")))  # one block per shard (see shard_size)
+    # Ray Data 2.60's default Parquet reader (datasource V2) packs small files into blocks of up to
+    # target_max_block_size (128 MiB) and ignores override_num_blocks: a 20,000-review batch became ONE
+    # block, so one actor labeled everything while the others idled. The V1 reader keeps one block per shard.
+    ray.data.DataContext.get_current().use_datasource_v2 = False
     ds = ray.data.read_parquet(str(run / "in"), ray_remote_args=io, override_num_blocks=blocks).map_batches(
         Labeler,
         fn_constructor_kwargs=dict(path=str(path), max_length=st.infer_max_length, batch_size=st.infer_batch_size,
@@ -206,6 +210,8 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
         stop.set()
         watcher.join(timeout=5)
     label_s = time.perf_counter() - t1
+    actors = _actors_used(run / "progress")
+    _log(f"Ray job done in {label_s:.1f} s: {actors} actor(s) labeled documents")
     (run / COMPLETE).write_text(json.dumps({"documents": pending, "seconds": label_s}))
     remove_tree(run / "in")
     t2 = time.perf_counter()
@@ -213,7 +219,19 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     load_s = time.perf_counter() - t2
     return {"engine": "ray", "predicted_now": pending, "loaded": loaded, "loaded_from_earlier_runs": loaded_before,
             "export_s": round(export_s, 2), "ray_s": round(label_s, 2), "load_s": round(load_s, 3),
-            "load_rows_per_s": round(loaded / load_s) if load_s else None, "workers": cfg.workers}
+            "load_rows_per_s": round(loaded / load_s) if load_s else None, "workers": cfg.workers,
+            "actors_used": actors}
+
+
+def _actors_used(folder: Path) -> int:
+    """How many actor processes labeled at least one document (their progress files), to show idle workers."""
+    n = 0
+    for f in folder.glob("*.json"):
+        try:
+            n += json.loads(f.read_text())["done"] > 0
+        except (OSError, ValueError, KeyError):
+            pass
+    return n
 
 
 def _watch(folder: Path, total: int, stop, every: float | None = None) -> None:

@@ -117,6 +117,7 @@ def test_ray_engine_labels_exactly_what_the_local_engine_labels(tmp_path, corpus
                                               "batch_rows": 128})
     stats = pipeline.predict_batch(wh, ray_settings)
     assert stats["engine"] == "ray" and stats["predicted_now"] == n and stats["loaded"] == n
+    assert stats["actors_used"] == 2, stats  # both workers labeled (Ray Data once packed all shards in one block)
     got = _predictions(settings.warehouse_path)
     assert got.height == expected.height == got["doc_id"].n_unique()
     assert got["doc_id"].to_list() == expected["doc_id"].to_list()
