@@ -63,7 +63,7 @@ test-real: install
 # and the learning curve (gold vs LLM labels). Figures: var/bench/student_results.duckdb, docs/bench_student.md.
 bench-student: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-0.5b-instruct all-minilm-l6-v2"
-	nice -n 10 $(PY) -m llambert.bench.student $(BENCH_ARGS)
+	nice -n 10 $(PY) -m benchmarks.student $(BENCH_ARGS)
 
 # The browser tier: Debian's chromium (apt, skipped when already there; CI runs as root), driven by
 # Playwright's Python package, which never downloads a browser of its own here.
@@ -115,7 +115,7 @@ BASELINE_N ?= $(N)
 BENCH_THREADS ?=
 bench-teacher: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct gemma-3-270m"
-	nice -n 10 $(PY) -m llambert.bench.teacher --n $(N) --baseline-n $(BASELINE_N) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
+	nice -n 10 $(PY) -m benchmarks.teacher --n $(N) --baseline-n $(BASELINE_N) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
 
 ui: install
 	$(PY) -m llambert.cli ui --host 127.0.0.1 --port $(PORT) $(if $(UI_GRACE),--grace $(UI_GRACE))

@@ -16,9 +16,8 @@ Run with ``nice -n 10`` on a shared machine: one heavy job at a time.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
+from benchmarks.common import logger
 from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus, save_selection, uncertainty_selection
 
 TEACHER = "qwen2.5-coder-1.5b-instruct"
@@ -30,8 +29,7 @@ LABEL_PLAN = [("imdb", 250), ("short", 300), ("short_skew", 300), ("imdb", 500),
 UNCERTAINTY_BUDGETS = [500, 1000]
 
 
-def log(msg: str) -> None:
-    print(f"[bench-quality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("bench-quality")
 
 
 def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> None:

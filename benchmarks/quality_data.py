@@ -14,22 +14,17 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parent.parent
-DB = ROOT / "var" / "bench" / "quality.duckdb"
+from benchmarks.common import BENCH_VAR, connect_bench, imdb_dir
+from llambert.config import PROJECT_ROOT
+
+DB = BENCH_VAR / "quality.duckdb"
 _SENT = re.compile(r"(?<=[.!?])\s+")
 _TAG = re.compile(r"<br\s*/?>|<[^>]{1,20}>")
-
-
-def data_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("LLAMBERT_DATA_DIR", ROOT.parent / "shared" / "data" / "imdb"))
 
 
 def shorten(text: str, n: int = 2) -> str:
@@ -66,7 +61,7 @@ def _balanced(df: pl.DataFrame, n: int, seed: int, pos_share: float = 0.5) -> pl
 
 def load_corpus(name: str, test_n: int = 2000, probe_n: int = 500, seed: int = 0) -> Corpus:
     """Build a corpus deterministically from the IMDb parquet files (nothing is copied)."""
-    d = data_dir()
+    d = imdb_dir()
     short = name != "imdb"
     train = _frame(pl.read_parquet(d / "train.parquet"), "train", short)
     test = _frame(pl.read_parquet(d / "test.parquet"), "test", short)
@@ -101,19 +96,17 @@ CREATE TABLE IF NOT EXISTS bench.quality_answers (
 
 # The teacher's answers travel with the repository (labels and probabilities only, no review text: a few
 # hundred KB), so a fresh clone re-runs the students stage without paying the teacher again.
-ANSWERS = ROOT / "benchmarks" / "data" / "quality_answers.parquet"
+ANSWERS = PROJECT_ROOT / "benchmarks" / "data" / "quality_answers.parquet"
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    DB.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(DB))
-    con.execute(DDL)
+    con = connect_bench(DB, DDL)
     if ANSWERS.exists():
         con.execute(f"INSERT OR IGNORE INTO bench.quality_answers SELECT * FROM read_parquet('{ANSWERS}')")
     return con
 
 
-SELECTIONS = ROOT / "benchmarks" / "data" / "quality_selections.parquet"
+SELECTIONS = PROJECT_ROOT / "benchmarks" / "data" / "quality_selections.parquet"
 
 
 def save_selection(budget: int, selection: pl.DataFrame) -> None:

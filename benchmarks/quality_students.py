@@ -21,18 +21,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 import duckdb
 
-from benchmarks.quality_data import ANSWERS, ROOT, load_corpus
+from benchmarks.common import BENCH_VAR, DOCS, connect_bench, logger
+from benchmarks.quality_data import ANSWERS, load_corpus
+from llambert.config import PROJECT_ROOT
 
-DOC = ROOT / "docs" / "bench_quality.md"
-PLOT = ROOT / "docs" / "bench_quality.png"
-CKPT = ROOT / "var" / "bench" / "quality_checkpoints"
+DOC = DOCS / "bench_quality.md"
+PLOT = DOCS / "bench_quality.png"
+CKPT = BENCH_VAR / "quality_checkpoints"
 RESULTS_DDL = """
 CREATE TABLE IF NOT EXISTS bench.quality_results (
     run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, corpus VARCHAR, budget INTEGER,
@@ -43,19 +44,14 @@ PLAN = {"imdb": [250, 500, 1000, 2000], "short": [300], "short_skew": [300]}
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
 # Results have their own file: the label stage holds quality.duckdb's one write lock while it runs, and the
 # students stage reads the teacher's answers from their parquet export, so both may run at once.
-RESULTS_DB = ROOT / "var" / "bench" / "quality_results.duckdb"
+RESULTS_DB = BENCH_VAR / "quality_results.duckdb"
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    RESULTS_DB.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(RESULTS_DB))
-    con.execute("CREATE SCHEMA IF NOT EXISTS bench")
-    con.execute(RESULTS_DDL)
-    return con
+    return connect_bench(RESULTS_DB, RESULTS_DDL)
 
 
-def log(msg: str) -> None:
-    print(f"[bench-quality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = logger("bench-quality")
 
 
 def teacher_labels(con, corpus: str, keys: list[str]) -> dict[str, dict]:
@@ -117,7 +113,7 @@ def run_budget(con, corpus, budget: int, largest: bool, selection: pl.DataFrame 
     gold = dict(zip(pool["doc_key"].to_list(), pool["gold"].to_list()))
     with_gold = [(lab, gold[k]) for k, lab in zip(phase.doc_ids, phase.labels) if gold.get(k) is not None]
     t_acc = sum(a == b for a, b in with_gold) / len(with_gold) if with_gold else None
-    base = resolve_model("all-minilm-l6-v2", ROOT / "var" / "models", role="student").path
+    base = resolve_model("all-minilm-l6-v2", PROJECT_ROOT / "var" / "models", role="student").path
     done = {r[0].removeprefix(prefix) for r in con.execute(
         "SELECT strategy FROM bench.quality_results WHERE corpus = ? AND budget = ? AND starts_with(strategy, ?)",
         [corpus.name, budget, prefix]).fetchall() if prefix or ":" not in r[0]}

@@ -29,18 +29,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from llambert.config import PROJECT_ROOT, Settings
+from benchmarks.common import BENCH_VAR, DOCS, connect_bench, imdb_dir, logger
+from llambert.config import Settings
 
-ROOT = PROJECT_ROOT / "var" / "bench" / "scale"
-DB = PROJECT_ROOT / "var" / "bench" / "scale.duckdb"
-DOC = PROJECT_ROOT / "docs" / "bench_scale.md"
+ROOT = BENCH_VAR / "scale"
+DB = BENCH_VAR / "scale.duckdb"
+DOC = DOCS / "bench_scale.md"
 STUDENT = "all-minilm-l6-v2"
 CHECKPOINT_ID = "bench-scale-minilm-fresh-head"
 LOADER_CHECKPOINT_ID = "bench-scale-loader"
@@ -82,8 +82,7 @@ CREATE TABLE IF NOT EXISTS bench.scale (
 """
 
 
-def log(msg: str) -> None:
-    print(f"[bench-scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("bench-scale")
 
 
 # -- machine ------------------------------------------------------------------------------------
@@ -129,15 +128,11 @@ def loadavg() -> tuple[float, float, float]:
 # -- bench home: corpus, warehouse, student -------------------------------------------------------
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("LLAMBERT_DATA_DIR") or PROJECT_ROOT.parent / "shared" / "data" / "imdb")
-
-
 def settings_for(home: Path, corpus: Path, inference: dict | None = None, storage: str = "table") -> Settings:
     """The product's settings for the bench home (built from a dict: no llambert.yaml or env in the way)."""
     return Settings.model_validate({
         "home": str(home),
-        "data_dir": str(data_dir()),
+        "data_dir": str(imdb_dir()),
         "sources": [{"name": "imdb", "path": str(corpus), "format": "parquet", "split": "unsup"}],
         "threads": 2,
         "student": {"infer_max_length": 256, "bf16": "auto"},
@@ -164,7 +159,7 @@ def build_corpus(n: int) -> tuple[Path, Path, int]:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     corpus.parent.mkdir(parents=True, exist_ok=True)
-    src = data_dir() / "unsup.parquet"
+    src = imdb_dir() / "unsup.parquet"
     t0 = time.perf_counter()
     frame = pl.scan_parquet(src).head(n).select("id", "text", "label").collect()
     if frame.height < n:
@@ -212,12 +207,8 @@ def build_student() -> Path:
 
 
 def record(row: dict) -> None:
-    import duckdb
-
-    DB.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(DB))
+    con = connect_bench(DB, DDL)
     try:
-        con.execute(DDL)
         row = {**row, "details": json.dumps(row.get("details") or {}, default=str)}
         cols = list(row)
         con.execute(f"INSERT INTO bench.scale ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",

@@ -24,7 +24,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from llambert.config import PROJECT_ROOT, Settings
+from benchmarks.common import BENCH_VAR, imdb_dir
+from llambert.config import Settings
 
 
 def _label(task, answer) -> str | None:
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=1, help="prompts per call (the pipeline's transformers default: 1)")
     ap.add_argument("--rounds", type=int, default=4, help="off, on, off, on, ... (even)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--data-dir", default=str(PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
+    ap.add_argument("--data-dir", default=str(imdb_dir()))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
-    from llambert.bench.teacher import reviews
+    from benchmarks.teacher import reviews
     from llambert.tasks import load_task
     from llambert.teacher import make_teacher
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{s['on_prompts_per_cpu_s']:.3f} ({s['speedup_cpu']:.2f}x) | {s['tokens_read_per_prompt_off']} -> "
               f"{s['tokens_read_per_prompt_on']} ({s['tokens_reused_per_prompt_on']}) | {s['label_agreement']:.3f} | "
               f"{dp} | {s['accuracy_off']:.3f}/{s['accuracy_on']:.3f}")
-    out = Path(args.out) if args.out else PROJECT_ROOT / "var" / "bench" / f"teacher_prefix_n{args.n}.json"
+    out = Path(args.out) if args.out else BENCH_VAR / f"teacher_prefix_n{args.n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out} (load before/after {result['load_before']}/{result['load_after']})")

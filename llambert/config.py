@@ -49,7 +49,7 @@ class TeacherConfig(_Strict):
     )
     batch_size: int | None = Field(
         None, ge=1, description="Prompts per model call. None: 1 for transformers (on a CPU the prompt's prefill "
-        "is already at the matmul peak, so a batch buys little and pays padding: `python -m llambert.bench.teacher "
+        "is already at the matmul peak, so a batch buys little and pays padding: `python -m benchmarks.teacher "
         "--methods generate --batch B`: Qwen-1.5B 0.57 prompts/s at 1 on 500 reviews, 0.52 at 8 on 100; the "
         "0.5B 1.64 at 1 vs 1.76 at 8), 8 for vllm and openai (they batch or fan out what they are given).",
     )

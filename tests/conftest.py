@@ -32,7 +32,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """A tiny chat teacher taught to answer in the IMDb task's format, and a tiny BERT student."""
     from llambert.tasks import load_task
     from llambert.teacher.prompts import build_messages
-    from llambert.tiny import build_tiny_student, build_tiny_teacher
+    from tests.tiny import build_tiny_student, build_tiny_teacher
 
     root = tmp_path_factory.mktemp("tiny_models")
     task = load_task("imdb_sentiment")

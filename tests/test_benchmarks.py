@@ -4,8 +4,8 @@ from pathlib import Path
 
 import polars as pl
 
-from llambert.bench.machine import conditions
-from llambert.bench.teacher import reviews
+from benchmarks.common import conditions
+from benchmarks.teacher import reviews
 
 
 def _test_split(tmp_path: Path, n_pos: int, n_neg: int) -> Path:
@@ -40,7 +40,7 @@ def test_learning_curve_resume_finds_points_already_measured(tmp_path):
     """The curve stage skips points it has; this query failed once the table held rows."""
     import json
 
-    from llambert.bench.student import curve_point_measured, open_bench
+    from benchmarks.student import curve_point_measured, open_bench
 
     con = open_bench(tmp_path / "results.duckdb")
     assert not curve_point_measured(con, "gold", 250, "epochs=2")
@@ -57,7 +57,7 @@ def test_onnx_runtime_trial_matches_the_torch_path(tmp_path, tiny_models):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llambert.bench.student import OrtPredictor
+    from benchmarks.student import OrtPredictor
     from llambert.student.predict import StudentPredictor
 
     ckpt = tmp_path / "ckpt"

@@ -13,7 +13,8 @@ and to ``docs/bench_student.md`` with a PNG of the curve):
   (int8 dynamic quantization, torch.compile, ONNX Runtime when installed) at equal accuracy.
 - ``curve``: test accuracy against the number of training labels, gold and LLM labels
   (MiniLM, max_length 128, few epochs, a fixed 1,000-review test subset).
-- ``report``: the markdown and the plot from the tables.
+- ``report``: the markdown and the plot from the tables; its last section, how the student is
+  trained and chosen, is prose written by hand in ``docs/bench_student_notes.md``.
 
 Run with ``nice -n 10`` on a shared machine; ``--help`` lists the sizes to turn down.
 """
@@ -24,22 +25,23 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from benchmarks.common import BENCH_VAR, DOCS, conditions, imdb_dir, logger
 from llambert.config import PROJECT_ROOT, StudentConfig, load_settings
 
-BENCH_DB = PROJECT_ROOT / "var" / "bench" / "student.duckdb"          # teacher answer cache (warehouse schema)
-RESULTS_DB = PROJECT_ROOT / "var" / "bench" / "student_results.duckdb"  # figures: bench.learning_curve
-SPEED_DB = PROJECT_ROOT / "var" / "bench" / "student_speed.duckdb"      # figures: bench.student_speed
+BENCH_DB = BENCH_VAR / "student.duckdb"          # teacher answer cache (warehouse schema)
+RESULTS_DB = BENCH_VAR / "student_results.duckdb"  # figures: bench.learning_curve
+SPEED_DB = BENCH_VAR / "student_speed.duckdb"      # figures: bench.student_speed
 # (two files: DuckDB has one writer per file, and the stages may run side by side)
-CKPT_DIR = PROJECT_ROOT / "var" / "bench" / "student_checkpoints"
-DOC = PROJECT_ROOT / "docs" / "bench_student.md"
-PLOT = PROJECT_ROOT / "docs" / "bench_student_curve.png"
+CKPT_DIR = BENCH_VAR / "student_checkpoints"
+DOC = DOCS / "bench_student.md"
+PLOT = DOCS / "bench_student_curve.png"
+DESIGN_NOTES = DOCS / "bench_student_notes.md"  # the report's last section, prose written by hand
 CURVE_SIZES = (250, 500, 1000, 2000, 4000)
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
@@ -47,8 +49,7 @@ STUDENT = "all-minilm-l6-v2"
 STAGES = ("label", "curve", "speed", "batches", "report")
 
 
-def log(msg: str) -> None:
-    print(f"[bench-student {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("bench-student")
 
 
 def peak_rss_mib() -> float:
@@ -541,58 +542,6 @@ def stage_report(args) -> None:
     log(f"wrote {DOC} and {PLOT}")
 
 
-DESIGN_NOTES = """## How the student is trained and chosen (design notes)
-
-- **Recipes** (`student.recipe`, SQL in `sql/students/training_examples.sql`): `baseline` = gold labels of the
-  train split; `llambert` = LLM labels of the sampled documents that are in the train split (the paper's
-  LlamBERT: the LLM labels the train set); `llambert_extra` (default) = LLM labels of every sampled document,
-  train and the unlabeled extra pool, plus parsed audit labels of later batches; `combined` = first
-  `llambert_extra`'s LLM labels, then continue on the gold train labels. The validation split for best-epoch
-  selection is held out of the last phase (gold, for `combined`). Each `students.checkpoints` row records
-  recipe, label source and `data_sizes` (per phase, origin and split; train / val / probe).
-- **A fair champion.** Validation splits are cut from each recipe's own labels (LLM labels for `llambert`,
-  gold for `baseline`): a score on LLM labels measures agreement with the teacher, not accuracy, so those
-  numbers are not comparable across recipes. When the corpus has gold labels, `students.gold_probe` holds a
-  fixed, seeded set of gold train documents (`student.probe_size`, default 500, at most a fifth of the gold
-  documents) that no recipe trains on; every checkpoint is scored on it (`probe_accuracy`, `probe_f1`, and
-  `probe_set` = hash of its documents) and the champion is the best on the same probe
-  (`student.champion_metric`, default `probe_accuracy`). A checkpoint scored on another probe is re-scored
-  before it competes. Ties keep the older champion, so a new checkpoint that is not better never replaces
-  it; `students.champion.reason` says the score, the set it was measured on and the runner-up. Without gold
-  labels the champion falls back to the validation metric, and the reason says it is not comparable
-  across label sources. The test split is never used for either.
-- **Never redo paid work.** `students.checkpoints.fingerprint` = sha256 of the base model identity (with its
-  weights hash), the task and its version, the training settings (not the inference-only ones) and the
-  ordered (doc_id, label) lists of every phase. Re-materializing with nothing changed reuses the checkpoint
-  (`reused: true` in the asset metadata) instead of training again.
-- **Checkpoints** are Hugging Face folders with a model card (task, labels, base model, recipe, label source,
-  data sizes, validation and gold-probe metrics, per-epoch table) and load with
-  `transformers.pipeline("text-classification", model=path)` (tested).
-- **Whole-corpus labeling** (`pipeline.predict_batch`): chunks of `student.chunk_rows` documents written to
-  DuckDB as they finish (memory stays flat), length-sorted batches with dynamic padding, bf16 weights,
-  `torch.inference_mode`, a tqdm progress bar with rate and ETA, and only documents without a prediction
-  from the current champion are computed on a re-run (tested). `student.truncation: head_tail` keeps the
-  first quarter and the last three quarters of the token budget (tested token by token); `head` is the
-  default. Measured on 1,500 IMDb test reviews with a default-run checkpoint (MiniLM trained on 893 LLM
-  labels at 256 tokens, head): 256 head 84.73% at 68 docs/s; 256 head_tail 84.40%; 192 head_tail 84.40% at
-  85 docs/s; 128 head_tail 82.53% at 147 docs/s; 128 head 79.67% at 153 docs/s. Head+tail is worth it
-  only when cutting hard.
-- **Where the time goes** (MiniLM, bf16, batch 32, 256 tokens, torch profiler): 50% `addmm`, 37%
-  scaled-dot-product attention (32-wide heads: the CPU flash kernel runs at ~73 GFLOP/s against ~760 for
-  a large bf16 matmul on this CPU), 5% GELU. The SDPA math path (37 docs/s) and eager attention (58)
-  are slower than flash (68-71); bf16 weights and fp32 weights + bf16 autocast are the same speed.
-  Attention kernels on this CPU (no AMX) run at 60-125 GFLOP/s whatever the path: PyTorch flash (bf16 or
-  fp32), per-sample `baddbmm` + softmax, compiled FlexAttention (41-51) and ONNX Runtime's fused Attention
-  op all land there, which is why ORT's fused graph is not faster: it keeps attention slow and runs its
-  matrix products in fp32 (~173 GFLOP/s against ~650 for bf16).
-- **Batch size** (`student.infer_batch_size`, default 16): see the `batches` table above (same reviews,
-  interleaved rounds): 16 is at or near the best at both 256 and 512 tokens; 32 loses ~10% at 512, where
-  its activations no longer fit in cache.
-- **Timing noise.** This is a shared virtual machine: the same command on the same 1,000 reviews gave 55.2
-  and 46.4 docs/s twenty minutes apart. Only ratios measured back to back in one run are compared.
-"""
-
-
 def trial_verdicts(speed: pl.DataFrame) -> list[str]:
     """One line per trial: speed and accuracy against the bf16 reference, and whether it is kept."""
     trials = speed.filter(pl.col("what").str.starts_with("trial:"))
@@ -620,14 +569,12 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, ba
     pipe = speed.filter(pl.col("what").str.starts_with("transformers.pipeline"))
     ratio = (pipe["seconds"][0] / ours["seconds"][0]) if ours.height and pipe.height else None
     cpu_ratio = json.loads(ours["details"][0]).get("speedup_vs_pipeline_cpu") if ratio else None
-    from llambert.bench.machine import conditions
-
     machine = conditions()
     lines = [
         "# Student benchmark (`make bench-student`)",
         "",
-        "Produced by `nice -n 10 python -m llambert.bench.student label speed curve report` "
-        "(code: `llambert/bench/student.py`; figures in `bench.student_speed` in `var/bench/student_speed.duckdb`, "
+        "Produced by `nice -n 10 python -m benchmarks.student label speed curve report` "
+        "(code: `benchmarks/student.py`; figures in `bench.student_speed` in `var/bench/student_speed.duckdb`, "
         "`bench.learning_curve` in `var/bench/student_results.duckdb`). Machine when this report was written: "
         f"{machine['cpu']}, {machine['cores']} cores, load average {machine['load_1m']}. The ratios are measured in the "
         "same process, back to back, under the same conditions; see the note above for how busy the machine was.",
@@ -673,7 +620,7 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, ba
         "",
         markdown_table(curve.drop("config"), max_rows=50) if curve.height else "(curve stage not run yet)",
         "",
-        DESIGN_NOTES,
+        DESIGN_NOTES.read_text(),
     ]
     return "\n".join(lines)
 
@@ -683,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     # No argparse `choices` here: with nargs="*" Python 3.11 checks the default list as one value and fails.
     p.add_argument("stages", nargs="*", default=list(STAGES), metavar="{" + ",".join(STAGES) + "}",
                    help="stages to run, in order (default: all)")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LLAMBERT_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb")))
+    p.add_argument("--data-dir", type=Path, default=imdb_dir())
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--llm-max", type=int, default=1000, help="label at most this many train reviews with the LLM")
     p.add_argument("--label-budget-s", type=float, default=1800)

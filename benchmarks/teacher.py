@@ -5,8 +5,9 @@ parsed by the task's SQL parser) and, as the baseline on the same model, the Lla
 way: one prompt at a time, sampling with temperature 1.0 and top_k 50, max_new_tokens 10.
 Accuracy, discard rate, share predicted positive and prompts/s go to ``bench.teacher`` in
 ``var/bench/teacher.duckdb`` (one row per model x method x run, with the n it used) and to
-``docs/bench_teacher.md``. The baseline can run on a subset (``--baseline-n``) because it is
-slow; the markdown says which n every figure used.
+``docs/bench_teacher.md`` (whose Notes section is ``docs/bench_teacher_notes.md``, written by hand).
+The baseline can run on a subset (``--baseline-n``) because it is slow; the markdown says which n
+every figure used.
 
 Run with ``nice -n 10`` on a shared machine: ``make bench-teacher N=200 BASELINE_N=60``.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,11 +23,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from llambert.bench.machine import conditions
-from llambert.config import PROJECT_ROOT, TeacherConfig, load_settings
+from benchmarks.common import BENCH_VAR, DOCS, conditions, connect_bench, logger
+from llambert.config import TeacherConfig, load_settings
 
-BENCH_DB = PROJECT_ROOT / "var" / "bench" / "teacher.duckdb"
-DOC = PROJECT_ROOT / "docs" / "bench_teacher.md"
+BENCH_DB = BENCH_VAR / "teacher.duckdb"
+DOC = DOCS / "bench_teacher.md"
+NOTES = DOCS / "bench_teacher_notes.md"  # the findings in prose, the report's last section (written by hand)
 # name, few-shot examples (the Gemma base model needs a few-shot prompt)
 TEACHERS = {
     "qwen2.5-coder-1.5b-instruct": 0,
@@ -37,45 +38,11 @@ TEACHERS = {
 }
 METHODS = ("choice", "generate", "baseline")
 
-
-NOTES = [
-    "- On a CPU every method is bound by reading the prompt (prefill: ~300-600 tokens per review), "
-    "not by the few generated tokens, so batching and skipping generation buy far less than on a GPU: "
-    "per CPU-second the batched modes and the paper's one-at-a-time sampling are within a small factor. "
-    "The 5x target over the baseline is a GPU-shaped target (batch 1 decoding leaves a GPU idle); "
-    "on this CPU it is not reached. What the modes do buy here: choice never discards, gives a "
-    "probability per label (the 80%-most-confident column), and needs no sampling luck.",
-    "- Measured on a quiet 2-core AMD EPYC (no AMX), 500 reviews, everything at the pipeline's batch 1: the "
-    "paper's one-prompt-at-a-time sampling is as fast as our greedy generate (1.5B: 0.55 vs 0.57 prompts/s; "
-    "0.5B: 1.76 vs 1.64): on a CPU the prefill is already at the matmul peak and dominates the few generated "
-    "tokens. Its sampling costs accuracy (1.5B: 84.2% vs 90.0%; 0.5B: 60.0% vs 81.0%), not time. Choice at "
-    "batch 1 is slower than generate (1.5B 0.40, 0.5B 1.18 prompts/s, same accuracy: 90.0%, 80.6%); at batch "
-    "8 it did 0.48 and 1.48 on the 100/200-review draws of an earlier run.",
-    "- Choice mode scores first tokens on their rows of the output projection only (the vocabulary's "
-    "normaliser cancels across a row's spellings) and converts the fp32 head once for continuations: "
-    "Qwen2.5-Coder-0.5B on the same 200 reviews went from 1.28 to 1.48 prompts/s, same labels (81.5%). "
-    "SmolLM2-135M answers 'positive' to every review in choice mode (50.0%, share positive 1.0) and mostly "
-    "off-format when generating (56.8% discards): too small to follow this prompt.",
-    "- Scoring labels spelled with several tokens (\"POSITIVE\" is 2-3 tokens) used to run one full "
-    "forward pass per spelling: 12 passes per batch. Now the prompt is read once and multi-token "
-    "spellings continue from the KV cache, skipped when their first token is e^20 less likely than a "
-    "one-token spelling: Qwen2.5-Coder-0.5B, 8 reviews, 1 thread: 9.3 CPU-s instead of 82.6, same labels.",
-    "- The reviews are a class-balanced draw interleaved by label, so a model that answers one label to "
-    "everything scores 50% on any n (an earlier run drew its first 24 reviews with 3 positives and made such "
-    "models look 12.5% accurate).",
-    "- On a CPU shared with other jobs, 1 torch thread can run a batch several times faster (wall) than 2 "
-    "(OpenMP threads wait for each other when one is descheduled): `--threads 1` on a busy machine.",
-]
-
-
-def log(msg: str) -> None:
-    print(f"[bench-teacher {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("bench-teacher")
 
 
 def open_bench(path: Path = BENCH_DB) -> duckdb.DuckDBPyConnection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    con.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    con = connect_bench(path)
     con.execute("CREATE SCHEMA IF NOT EXISTS labeling")
     con.execute(
         """CREATE TABLE IF NOT EXISTS bench.teacher (
@@ -233,7 +200,7 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
     lines = [
         "# Teacher benchmark",
         "",
-        "Written by `make bench-teacher` (llambert/bench/teacher.py) from `bench.teacher` in "
+        "Written by `make bench-teacher` (benchmarks/teacher.py) from `bench.teacher` in "
         "`var/bench/teacher.duckdb`. Same seeded IMDb test reviews for every model and method (the baseline "
         "uses the first `n` of them). Accuracy counts a discard as wrong. `choice`: score the label tokens "
         "in one forward pass (batched, length-sorted); `generate`: greedy, batched, parsed by "
@@ -270,7 +237,7 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
             f"{f(o['prompts_per_cpu_s'], 2)} | {f(b['accuracy'])} ({b['n']}) | {f(b['prompts_per_cpu_s'], 2)} | "
             f"{o['prompts_per_cpu_s'] / b['prompts_per_cpu_s']:.1f}x | {o['prompts_per_s'] / b['prompts_per_s']:.1f}x |"
         )
-    lines += ["", "## Notes", "", *NOTES]
+    lines += ["", "## Notes", "", NOTES.read_text().rstrip("\n")]
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
     log(f"wrote {md}")

@@ -1,6 +1,6 @@
 """Tiny random models built from a config, with a tokenizer the project makes itself.
 
-For fast tests and demos: no download at all, and they load through the same local-directory
+For the fast tests: no download at all, and they load through the same local-directory
 path as real models. A tiny teacher answers near-randomly; a tiny student learns a little.
 """
 
