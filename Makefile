@@ -115,7 +115,8 @@ BASELINE_N ?= $(N)
 BENCH_THREADS ?=
 bench-teacher: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct gemma-3-270m"
-	nice -n 10 $(PY) -m benchmarks.teacher --n $(N) --baseline-n $(BASELINE_N) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
+	nice -n 10 $(PY) -m benchmarks.teacher --n $(N) --baseline-n $(BASELINE_N) \
+	  $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
 
 ui: install
 	$(PY) -m llambert.cli ui --host 127.0.0.1 --port $(PORT) $(if $(UI_GRACE),--grace $(UI_GRACE))
