@@ -11,7 +11,7 @@ from pathlib import Path
 from llambert.config import PROJECT_ROOT
 
 BENCH_VAR = PROJECT_ROOT / "var" / "bench"  # figures (DuckDB files), caches and checkpoints of the benchmarks
-DOCS = PROJECT_ROOT / "docs"                # the generated reports and the prose they include
+DOCS = PROJECT_ROOT / "docs"  # the generated reports and the prose they include
 
 
 def imdb_dir() -> Path:

@@ -34,9 +34,9 @@ import polars as pl
 from benchmarks.common import BENCH_VAR, DOCS, conditions, imdb_dir, logger
 from llambert.config import PROJECT_ROOT, StudentConfig, load_settings
 
-BENCH_DB = BENCH_VAR / "student.duckdb"          # teacher answer cache (warehouse schema)
+BENCH_DB = BENCH_VAR / "student.duckdb"  # teacher answer cache (warehouse schema)
 RESULTS_DB = BENCH_VAR / "student_results.duckdb"  # figures: bench.learning_curve
-SPEED_DB = BENCH_VAR / "student_speed.duckdb"      # figures: bench.student_speed
+SPEED_DB = BENCH_VAR / "student_speed.duckdb"  # figures: bench.student_speed
 # (two files: DuckDB has one writer per file, and the stages may run side by side)
 CKPT_DIR = BENCH_VAR / "student_checkpoints"
 DOC = DOCS / "bench_student.md"
@@ -70,20 +70,19 @@ def open_bench(path: Path = RESULTS_DB) -> duckdb.DuckDBPyConnection:
 
     con = connect(path)
     con.execute("CREATE SCHEMA IF NOT EXISTS bench")
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS bench.student_speed (run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, "
-        "what VARCHAR, model VARCHAR, n_docs INTEGER, max_length INTEGER, batch_size INTEGER, seconds DOUBLE, "
-        "docs_per_s DOUBLE, accuracy DOUBLE, agreement_with_pipeline DOUBLE, peak_rss_mib DOUBLE, details JSON)"
-    )
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS bench.learning_curve (run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, "
-        "label_source VARCHAR, n_labels INTEGER, label_accuracy DOUBLE, test_accuracy DOUBLE, test_f1 DOUBLE, "
-        "n_test INTEGER, epochs INTEGER, max_length INTEGER, train_seconds DOUBLE, train_examples_per_s DOUBLE, details JSON)"
-    )
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS bench.student_batches (run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, "
-        "max_length INTEGER, batch_size INTEGER, round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE)"
-    )
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS bench.student_speed (
+            run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, what VARCHAR, model VARCHAR,
+            n_docs INTEGER, max_length INTEGER, batch_size INTEGER, seconds DOUBLE, docs_per_s DOUBLE,
+            accuracy DOUBLE, agreement_with_pipeline DOUBLE, peak_rss_mib DOUBLE, details JSON);
+        CREATE TABLE IF NOT EXISTS bench.learning_curve (
+            run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, label_source VARCHAR,
+            n_labels INTEGER, label_accuracy DOUBLE, test_accuracy DOUBLE, test_f1 DOUBLE, n_test INTEGER,
+            epochs INTEGER, max_length INTEGER, train_seconds DOUBLE, train_examples_per_s DOUBLE, details JSON);
+        CREATE TABLE IF NOT EXISTS bench.student_batches (
+            run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, max_length INTEGER,
+            batch_size INTEGER, round INTEGER, n_docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE);
+    """)
     return con
 
 
@@ -103,11 +102,19 @@ def imdb(split: str, data_dir: Path) -> pl.DataFrame:
 
 # -- label ------------------------------------------------------------------------------------
 def teacher_settings(args):
-    return load_settings(overrides={
-        "home": str(PROJECT_ROOT / "var"), "data_dir": str(args.data_dir),
-        "teacher": {"model": TEACHER, "mode": "choice", "batch_size": 8, "max_prompt_tokens": args.max_prompt_tokens},
-        "threads": args.threads,
-    })
+    return load_settings(
+        overrides={
+            "home": str(PROJECT_ROOT / "var"),
+            "data_dir": str(args.data_dir),
+            "teacher": {
+                "model": TEACHER,
+                "mode": "choice",
+                "batch_size": 8,
+                "max_prompt_tokens": args.max_prompt_tokens,
+            },
+            "threads": args.threads,
+        }
+    )
 
 
 def stage_label(args) -> None:
@@ -126,8 +133,10 @@ def stage_label(args) -> None:
         for n in sorted(s for s in CURVE_SIZES if s <= args.llm_max):
             docs = train.head(n).select("doc_id", "text")
             run = label_documents(con, backend, docs, task.version, batch_size=8, commit_every=16)
-            log(f"LLM labels for the first {n} train reviews: {run.prompts} asked, {run.cached} cached, "
-                f"{run.prompts_per_s or 0:.2f} prompts/s")
+            log(
+                f"LLM labels for the first {n} train reviews: {run.prompts} asked, {run.cached} cached, "
+                f"{run.prompts_per_s or 0:.2f} prompts/s"
+            )
             if time.time() > deadline:
                 log("label budget spent; the curve uses the largest fully labeled prefix")
                 break
@@ -138,9 +147,9 @@ def stage_label(args) -> None:
 
 def llm_labels(con: duckdb.DuckDBPyConnection, args, docs: pl.DataFrame) -> pl.DataFrame:
     """(doc_id, llm_label) for the docs whose answer is cached; label id from the answer's best label."""
+    from llambert.models import resolve_model
     from llambert.tasks import load_task
     from llambert.teacher import decoding_params
-    from llambert.models import resolve_model
 
     settings = teacher_settings(args)
     task = load_task(settings.task)
@@ -154,9 +163,11 @@ def llm_labels(con: duckdb.DuckDBPyConnection, args, docs: pl.DataFrame) -> pl.D
         [identity, decoding],
     ).pl()
     con.unregister("wanted")
-    return rows.unique("doc_id").with_columns(
-        llm_label=pl.col("raw_text").replace_strict(names, default=None, return_dtype=pl.Int64)
-    ).select("doc_id", "llm_label")
+    return (
+        rows.unique("doc_id")
+        .with_columns(llm_label=pl.col("raw_text").replace_strict(names, default=None, return_dtype=pl.Int64))
+        .select("doc_id", "llm_label")
+    )
 
 
 # -- speed ------------------------------------------------------------------------------------
@@ -197,9 +208,16 @@ class OrtPredictor:
         self.onnx_path = work / "model.onnx"
         t0 = time.perf_counter()
         ids = torch.ones((2, 16), dtype=torch.long)
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(self.onnx_path), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"},
-                                                                 "logits": {0: "b"}}, dynamo=False, opset_version=17)
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids)),
+            str(self.onnx_path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "logits": {0: "b"}},
+            dynamo=False,
+            opset_version=17,
+        )
         self.export_s = time.perf_counter() - t0
         self.threads = threads
         self.max_length, self.batch_size = max_length, batch_size
@@ -218,8 +236,13 @@ class OrtPredictor:
         """Fuse attention, layer norms and GELU (ORT's transformer optimizer, BERT patterns)."""
         from onnxruntime.transformers.optimizer import optimize_model
 
-        m = optimize_model(str(self.onnx_path), model_type="bert", num_heads=self.config.num_attention_heads,
-                           hidden_size=self.config.hidden_size, opt_level=1)
+        m = optimize_model(
+            str(self.onnx_path),
+            model_type="bert",
+            num_heads=self.config.num_attention_heads,
+            hidden_size=self.config.hidden_size,
+            opt_level=1,
+        )
         self.fused = {k: v for k, v in m.get_fused_operator_statistics().items() if v}
         self.onnx_path = self.onnx_path.with_name("model.fused.onnx")
         m.save_model_to_file(str(self.onnx_path))
@@ -231,9 +254,14 @@ class OrtPredictor:
 
         q = self.onnx_path.with_name(f"model.int8{'.pc' if per_channel else ''}{'.mm' if matmul_only else ''}.onnx")
         # DefaultTensorType: the fused com.microsoft ops have no ONNX shape inference; their outputs are float.
-        quantize_dynamic(str(self.onnx_path), str(q), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=["MatMul"] if matmul_only else None,
-                         extra_options={"DefaultTensorType": 1})
+        quantize_dynamic(
+            str(self.onnx_path),
+            str(q),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=["MatMul"] if matmul_only else None,
+            extra_options={"DefaultTensorType": 1},
+        )
         self._session(q)
 
     def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
@@ -265,8 +293,10 @@ def stage_speed(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = sorted((int(x) for x in args.curve_sizes.split(",")), reverse=True)
-    path = next((CKPT_DIR / f"curve-gold-{n}" for n in sizes if (CKPT_DIR / f"curve-gold-{n}" / "config.json").exists()),
-                CKPT_DIR / "none")
+    path = next(
+        (CKPT_DIR / f"curve-gold-{n}" for n in sizes if (CKPT_DIR / f"curve-gold-{n}" / "config.json").exists()),
+        CKPT_DIR / "none",
+    )
     log(f"speed: checkpoint {path}")
     if not (path / "config.json").exists():
         log(f"{path} missing (run the curve stage first): using the base model with an untrained head")
@@ -282,12 +312,27 @@ def stage_speed(args) -> None:
         cpu = _CPU.pop("last", None)
         details = (details or {}) | ({"cpu_seconds": cpu, "docs_per_cpu_s": n / cpu} if cpu else {})
         res.execute(
-            "INSERT INTO bench.student_speed (run_id, what, model, n_docs, max_length, batch_size, seconds, docs_per_s, "
-            "accuracy, agreement_with_pipeline, peak_rss_mib, details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [RUN_ID, what, STUDENT, n, max_length, batch, seconds, n / seconds if seconds else None, acc, agree,
-             peak_rss_mib(), json.dumps(details or {})])
-        log(f"{what}: {n} docs in {seconds:.1f} s = {n / seconds:.1f} docs/s, accuracy {acc:.4f}, "
-            f"agreement {agree if agree is None else round(agree, 4)}, peak RSS {peak_rss_mib():.0f} MiB")
+            "INSERT INTO bench.student_speed (run_id, what, model, n_docs, max_length, batch_size, seconds, "
+            "docs_per_s, accuracy, agreement_with_pipeline, peak_rss_mib, details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                RUN_ID,
+                what,
+                STUDENT,
+                n,
+                max_length,
+                batch,
+                seconds,
+                n / seconds if seconds else None,
+                acc,
+                agree,
+                peak_rss_mib(),
+                json.dumps(details or {}),
+            ],
+        )
+        log(
+            f"{what}: {n} docs in {seconds:.1f} s = {n / seconds:.1f} docs/s, accuracy {acc:.4f}, "
+            f"agreement {agree if agree is None else round(agree, 4)}, peak RSS {peak_rss_mib():.0f} MiB"
+        )
 
     # 1. ours, the product path: bf16, inference_mode, length-sorted batches, dynamic padding.
     import tracemalloc
@@ -309,12 +354,30 @@ def stage_speed(args) -> None:
     pipe_labels = [name_to_id[o["label"]] for o in out]
     agree = _accuracy(ours_labels, pipe_labels)
     _CPU["last"] = ours_cpu
-    record(f"llambert StudentPredictor (bf16, sorted batches of {B})", len(texts), L, B, ours_s, _accuracy(ours_labels, gold),
-           agree, {"python_heap_peak_mib": py_peak, "speedup_vs_pipeline_wall": pipe_s / ours_s,
-                   "speedup_vs_pipeline_cpu": pipe_cpu / ours_cpu})
+    record(
+        f"llambert StudentPredictor (bf16, sorted batches of {B})",
+        len(texts),
+        L,
+        B,
+        ours_s,
+        _accuracy(ours_labels, gold),
+        agree,
+        {
+            "python_heap_peak_mib": py_peak,
+            "speedup_vs_pipeline_wall": pipe_s / ours_s,
+            "speedup_vs_pipeline_cpu": pipe_cpu / ours_cpu,
+        },
+    )
     _CPU["last"] = pipe_cpu
-    record("transformers.pipeline default (fp32, batch 1, truncation=True)", len(texts), 512, 1, pipe_s,
-           _accuracy(pipe_labels, gold), 1.0)
+    record(
+        "transformers.pipeline default (fp32, batch 1, truncation=True)",
+        len(texts),
+        512,
+        1,
+        pipe_s,
+        _accuracy(pipe_labels, gold),
+        1.0,
+    )
     del clf
 
     # 3. training examples/s at the paper's batch 16, seq 256, bf16 autocast (the product's settings).
@@ -322,20 +385,39 @@ def stage_speed(args) -> None:
     from llambert.student.train import Phase, train_student
 
     base = resolve_model(STUDENT, PROJECT_ROOT / "var" / "models", role="student")
-    cfg = student_cfg(args, ).model_copy(update={"max_length": 256, "epochs": 1})
+    cfg = student_cfg(
+        args,
+    ).model_copy(update={"max_length": 256, "epochs": 1})
     c0 = time.process_time()
-    r = train_student(str(base.path), ["negative", "positive"], [0, 1],
-                      [Phase("speed", part["text"].to_list(), part["label"].to_list())], cfg, CKPT_DIR / "train-speed",
-                      threads=args.threads)
+    r = train_student(
+        str(base.path),
+        ["negative", "positive"],
+        [0, 1],
+        [Phase("speed", part["text"].to_list(), part["label"].to_list())],
+        cfg,
+        CKPT_DIR / "train-speed",
+        threads=args.threads,
+    )
     res.execute(
         "INSERT INTO bench.student_speed (run_id, what, model, n_docs, max_length, batch_size, seconds, docs_per_s, "
         "peak_rss_mib, details) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [RUN_ID, "training (bf16 autocast, batch 16, 1 epoch)", STUDENT, r.n_train, 256, 16,
-         r.n_train / r.train_examples_per_s, r.train_examples_per_s, peak_rss_mib(),
-         json.dumps({"cpu_seconds_incl_load": (cpu := time.process_time() - c0), "docs_per_cpu_s": r.n_train / cpu})])
+        [
+            RUN_ID,
+            "training (bf16 autocast, batch 16, 1 epoch)",
+            STUDENT,
+            r.n_train,
+            256,
+            16,
+            r.n_train / r.train_examples_per_s,
+            r.train_examples_per_s,
+            peak_rss_mib(),
+            json.dumps({"cpu_seconds_incl_load": (cpu := time.process_time() - c0), "docs_per_cpu_s": r.n_train / cpu}),
+        ],
+    )
     log(f"training: {r.train_examples_per_s:.1f} examples/s at max_length 256, batch 16")
 
-    # 4. faster paths (torch.compile last: its compile is the slowest part), on a subset, against our bf16 path on the same subset.
+    # 4. faster paths (torch.compile last: its compile is the slowest part), on a subset, against our bf16 path on
+    # the same subset.
     n = min(args.trial_docs, len(texts))
     sub, sub_gold = texts[:n], gold[:n]
     base_labels, base_s = _timed_predict(ours, sub)
@@ -355,17 +437,44 @@ def stage_speed(args) -> None:
     try:
         ort_pred = OrtPredictor(str(path), L, B, CKPT_DIR / "onnx", threads=args.threads)
         lab, sec = _timed_predict(ort_pred, sub)
-        record(f"trial: ONNX Runtime fp32 on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
-               {"onnxruntime": ort_pred.version, "export_s": ort_pred.export_s})
+        record(
+            f"trial: ONNX Runtime fp32 on {n}",
+            n,
+            L,
+            B,
+            sec,
+            _accuracy(lab, sub_gold),
+            None,
+            {"onnxruntime": ort_pred.version, "export_s": ort_pred.export_s},
+        )
         ort_pred.optimize()
         lab, sec = _timed_predict(ort_pred, sub)
-        record(f"trial: ONNX Runtime fp32, fused attention on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
-               {"onnxruntime": ort_pred.version, "fused": ort_pred.fused})
-        for per_channel, matmul_only, what in ((False, False, "int8 (dynamic)"), (True, True, "int8 per-channel, MatMul only")):
+        record(
+            f"trial: ONNX Runtime fp32, fused attention on {n}",
+            n,
+            L,
+            B,
+            sec,
+            _accuracy(lab, sub_gold),
+            None,
+            {"onnxruntime": ort_pred.version, "fused": ort_pred.fused},
+        )
+        for per_channel, matmul_only, what in (
+            (False, False, "int8 (dynamic)"),
+            (True, True, "int8 per-channel, MatMul only"),
+        ):
             ort_pred.quantize(per_channel=per_channel, matmul_only=matmul_only)
             lab, sec = _timed_predict(ort_pred, sub)
-            record(f"trial: ONNX Runtime fused {what} on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
-                   {"onnxruntime": ort_pred.version})
+            record(
+                f"trial: ONNX Runtime fused {what} on {n}",
+                n,
+                L,
+                B,
+                sec,
+                _accuracy(lab, sub_gold),
+                None,
+                {"onnxruntime": ort_pred.version},
+            )
     except ImportError as e:
         log(f"onnxruntime not importable ({e}): ONNX Runtime not tried (make bench-student installs the [onnx] extra)")
     except Exception as e:  # noqa: BLE001
@@ -377,8 +486,16 @@ def stage_speed(args) -> None:
         comp.predict(sub[: min(128, n)])  # compile (and one warm batch) outside the timing
         warm = time.perf_counter() - t0
         lab, sec = _timed_predict(comp, sub)
-        record(f"trial: torch.compile bf16 on {n}", n, L, B, sec, _accuracy(lab, sub_gold), None,
-               {"compile_and_warmup_s": warm})
+        record(
+            f"trial: torch.compile bf16 on {n}",
+            n,
+            L,
+            B,
+            sec,
+            _accuracy(lab, sub_gold),
+            None,
+            {"compile_and_warmup_s": warm},
+        )
     except Exception as e:  # noqa: BLE001
         log(f"torch.compile failed: {e!r}")
     res.close()
@@ -389,7 +506,14 @@ def stage_batches(args) -> None:
     (a shared machine drifts; interleaving keeps the comparison fair)."""
     from llambert.student.predict import StudentPredictor
 
-    path = next((CKPT_DIR / f"curve-gold-{n}" for n in (4000, 2000, 1000) if (CKPT_DIR / f"curve-gold-{n}" / "config.json").exists()), None)
+    path = next(
+        (
+            CKPT_DIR / f"curve-gold-{n}"
+            for n in (4000, 2000, 1000)
+            if (CKPT_DIR / f"curve-gold-{n}" / "config.json").exists()
+        ),
+        None,
+    )
     if path is None:
         log("batches: no curve-gold checkpoint (run the curve stage first)")
         return
@@ -403,8 +527,11 @@ def stage_batches(args) -> None:
         for rnd in (1, 2):
             for b, pred in preds.items():
                 _, sec = _timed_predict(pred, texts)
-                res.execute("INSERT INTO bench.student_batches (run_id, max_length, batch_size, round, n_docs, seconds, docs_per_s) "
-                            "VALUES (?,?,?,?,?,?,?)", [RUN_ID, L, b, rnd, len(texts), sec, len(texts) / sec])
+                res.execute(
+                    "INSERT INTO bench.student_batches "
+                    "(run_id, max_length, batch_size, round, n_docs, seconds, docs_per_s) VALUES (?,?,?,?,?,?,?)",
+                    [RUN_ID, L, b, rnd, len(texts), sec, len(texts) / sec],
+                )
                 log(f"batches: {L} tokens, batch {b}, round {rnd}: {len(texts) / sec:.1f} docs/s")
     res.close()
 
@@ -413,9 +540,17 @@ def stage_batches(args) -> None:
 def student_cfg(args, **over):
     from llambert.config import StudentConfig
 
-    return StudentConfig(model=STUDENT, max_length=args.curve_max_length, infer_max_length=args.curve_max_length,
-                         epochs=args.curve_epochs, learning_rate=args.curve_lr, batch_size=16, val_fraction=0.0,
-                         infer_batch_size=StudentConfig().infer_batch_size, **over)
+    return StudentConfig(
+        model=STUDENT,
+        max_length=args.curve_max_length,
+        infer_max_length=args.curve_max_length,
+        epochs=args.curve_epochs,
+        learning_rate=args.curve_lr,
+        batch_size=16,
+        val_fraction=0.0,
+        infer_batch_size=StudentConfig().infer_batch_size,
+        **over,
+    )
 
 
 def train_and_test(args, name: str, texts, labels, test: pl.DataFrame, keep: bool = False) -> dict:
@@ -430,23 +565,40 @@ def train_and_test(args, name: str, texts, labels, test: pl.DataFrame, keep: boo
     base = resolve_model(STUDENT, PROJECT_ROOT / "var" / "models", role="student")
     out = CKPT_DIR / name
     cfg = student_cfg(args)
-    res = train_student(str(base.path), ["negative", "positive"], [0, 1], [Phase(name, texts, labels)], cfg, out,
-                        model_card={"title": f"bench {name}", "task": "imdb_sentiment", "recipe": name},
-                        threads=args.threads)
+    res = train_student(
+        str(base.path),
+        ["negative", "positive"],
+        [0, 1],
+        [Phase(name, texts, labels)],
+        cfg,
+        out,
+        model_card={"title": f"bench {name}", "task": "imdb_sentiment", "recipe": name},
+        threads=args.threads,
+    )
     pred = StudentPredictor(str(out), max_length=args.curve_max_length, batch_size=StudentConfig().infer_batch_size)
     got, _ = pred.predict(test["text"].to_list())
     m = classification_metrics(test["label"].to_list(), got, [0, 1])
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
-    return {"test_accuracy": m["accuracy"], "test_f1": m["macro_f1"], "train_seconds": res.seconds,
-            "train_examples_per_s": res.train_examples_per_s}
+    return {
+        "test_accuracy": m["accuracy"],
+        "test_f1": m["macro_f1"],
+        "train_seconds": res.seconds,
+        "train_examples_per_s": res.train_examples_per_s,
+    }
 
 
 def curve_point_measured(res: duckdb.DuckDBPyConnection, source: str, n: int, cfg_key: str) -> bool:
     """Whether this (label source, size, config) point is already in bench.learning_curve (resume)."""
     # Parenthesized: DuckDB binds `=` tighter than `->>`.
-    return res.execute("SELECT count(*) FROM bench.learning_curve WHERE label_source = ? AND n_labels = ? "
-                       "AND (details->>'config') = ?", [source, n, cfg_key]).fetchone()[0] > 0
+    return (
+        res.execute(
+            "SELECT count(*) FROM bench.learning_curve WHERE label_source = ? AND n_labels = ? "
+            "AND (details->>'config') = ?",
+            [source, n, cfg_key],
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def stage_curve(args) -> None:
@@ -470,22 +622,37 @@ def stage_curve(args) -> None:
             if source == "llm":
                 part = part.join(llm, on="doc_id", how="left")
                 if part["llm_label"].null_count():
-                    log(f"LLM labels cover {part.height - part['llm_label'].null_count()} of the first {n}: stop the LLM curve")
+                    log(
+                        f"LLM labels cover {part.height - part['llm_label'].null_count()} of the first {n}: "
+                        "stop the LLM curve"
+                    )
                     break
                 ys = part["llm_label"].to_list()
             else:
                 ys = part["label"].to_list()
             label_acc = sum(a == b for a, b in zip(ys, part["label"].to_list())) / n
             log(f"curve {source} n={n}: training")
-            r = train_and_test(args, f"curve-{source}-{n}", part["text"].to_list(), ys, test,
-                               keep=(source == "gold"))
+            r = train_and_test(args, f"curve-{source}-{n}", part["text"].to_list(), ys, test, keep=(source == "gold"))
             log(f"curve {source} n={n}: test accuracy {r['test_accuracy']:.4f} ({r['train_examples_per_s']:.1f} ex/s)")
             res.execute(
-                "INSERT INTO bench.learning_curve (run_id, label_source, n_labels, label_accuracy, test_accuracy, test_f1, "
-                "n_test, epochs, max_length, train_seconds, train_examples_per_s, details) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [RUN_ID, source, n, label_acc, r["test_accuracy"], r["test_f1"], test.height, args.curve_epochs,
-                 args.curve_max_length, r["train_seconds"], r["train_examples_per_s"],
-                 json.dumps({"config": cfg_key, "model": STUDENT, "teacher": TEACHER if source == "llm" else None})])
+                "INSERT INTO bench.learning_curve (run_id, label_source, n_labels, label_accuracy, "
+                "test_accuracy, test_f1, n_test, epochs, max_length, train_seconds, train_examples_per_s, details) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    RUN_ID,
+                    source,
+                    n,
+                    label_acc,
+                    r["test_accuracy"],
+                    r["test_f1"],
+                    test.height,
+                    args.curve_epochs,
+                    args.curve_max_length,
+                    r["train_seconds"],
+                    r["train_examples_per_s"],
+                    json.dumps({"config": cfg_key, "model": STUDENT, "teacher": TEACHER if source == "llm" else None}),
+                ],
+            )
     res.close()
 
 
@@ -501,15 +668,18 @@ def stage_report(args) -> None:
 
     con = open_bench(SPEED_DB)
     speed = con.execute(
-        "SELECT what, n_docs, max_length, batch_size, round(seconds, 1) AS seconds, round(docs_per_s, 1) AS docs_per_s, "
-        "round(100 * accuracy, 2) AS accuracy_pct, round(100 * agreement_with_pipeline, 2) AS agreement_pct, "
+        "SELECT what, n_docs, max_length, batch_size, round(seconds, 1) AS seconds, "
+        "round(docs_per_s, 1) AS docs_per_s, round(100 * accuracy, 2) AS accuracy_pct, "
+        "round(100 * agreement_with_pipeline, 2) AS agreement_pct, "
         "round(CAST(details->>'docs_per_cpu_s' AS DOUBLE), 1) AS docs_per_cpu_s, "
         "round(peak_rss_mib) AS peak_rss_mib, details FROM bench.student_speed "
-        "WHERE run_id = (SELECT max(run_id) FROM bench.student_speed) ORDER BY measured_at").pl()
+        "WHERE run_id = (SELECT max(run_id) FROM bench.student_speed) ORDER BY measured_at"
+    ).pl()
     batches = con.execute(
         "SELECT max_length, batch_size, any_value(n_docs) AS n_docs, round(min(docs_per_s), 1) AS docs_per_s_min, "
         "round(max(docs_per_s), 1) AS docs_per_s_max FROM bench.student_batches "
-        "WHERE run_id = (SELECT max(run_id) FROM bench.student_batches) GROUP BY ALL ORDER BY ALL").pl()
+        "WHERE run_id = (SELECT max(run_id) FROM bench.student_batches) GROUP BY ALL ORDER BY ALL"
+    ).pl()
     con.close()
     con = open_bench(RESULTS_DB)
     curve = con.execute(
@@ -517,7 +687,8 @@ def stage_report(args) -> None:
         "round(100 * test_accuracy, 2) AS test_accuracy_pct, round(100 * test_f1, 2) AS test_f1_pct, n_test, epochs, "
         "max_length, round(train_examples_per_s, 1) AS train_ex_per_s, details->>'config' AS config "
         "FROM bench.learning_curve QUALIFY row_number() OVER (PARTITION BY label_source, n_labels, config "
-        "ORDER BY measured_at DESC) = 1 ORDER BY label_source DESC, n_labels").pl()
+        "ORDER BY measured_at DESC) = 1 ORDER BY label_source DESC, n_labels"
+    ).pl()
     con.close()
     fig, ax = plt.subplots(figsize=(6, 4))
     for source, style in (("gold", "o-"), ("llm", "s--")):
@@ -557,14 +728,23 @@ def trial_verdicts(speed: pl.DataFrame) -> list[str]:
         row["docs_per_s"] = row[col] if row[col] is not None else row["docs_per_s"]
         faster = row["docs_per_s"] > r_rate
         equal = abs(row["accuracy_pct"] - r_acc) <= 0.2
-        verdict = "kept" if faster and equal else "not kept (" + ", ".join(
-            x for x in ("not faster" if not faster else "", "accuracy differs" if not equal else "") if x) + ")"
-        out.append(f"- {row['what'][7:]}: {row['docs_per_s']:.1f} {unit} vs {r_rate:.1f} for bf16 "
-                   f"({row['docs_per_s'] / r_rate:.2f}x), accuracy {row['accuracy_pct']:.2f}% vs {r_acc:.2f}%: **{verdict}**")
+        verdict = (
+            "kept"
+            if faster and equal
+            else "not kept ("
+            + ", ".join(x for x in ("not faster" if not faster else "", "accuracy differs" if not equal else "") if x)
+            + ")"
+        )
+        out.append(
+            f"- {row['what'][7:]}: {row['docs_per_s']:.1f} {unit} vs {r_rate:.1f} for bf16 "
+            f"({row['docs_per_s'] / r_rate:.2f}x), accuracy {row['accuracy_pct']:.2f}% vs {r_acc:.2f}%: **{verdict}**"
+        )
     return out
 
 
-def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, batches: pl.DataFrame | None = None) -> str:
+def render_markdown(
+    speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, batches: pl.DataFrame | None = None
+) -> str:
     ours = speed.filter(pl.col("what").str.starts_with("llambert"))
     pipe = speed.filter(pl.col("what").str.starts_with("transformers.pipeline"))
     ratio = (pipe["seconds"][0] / ours["seconds"][0]) if ours.height and pipe.height else None
@@ -576,18 +756,22 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, ba
         "Produced by `nice -n 10 python -m benchmarks.student label speed curve report` "
         "(code: `benchmarks/student.py`; figures in `bench.student_speed` in `var/bench/student_speed.duckdb`, "
         "`bench.learning_curve` in `var/bench/student_results.duckdb`). Machine when this report was written: "
-        f"{machine['cpu']}, {machine['cores']} cores, load average {machine['load_1m']}. The ratios are measured in the "
+        f"{machine['cpu']}, {machine['cores']} cores, load average {machine['load_1m']}. "
+        "The ratios are measured in the "
         "same process, back to back, under the same conditions; see the note above for how busy the machine was.",
         "",
         "## Inference: ours vs `transformers.pipeline`",
         "",
         f"Same fine-tuned {STUDENT} checkpoint, same IMDb test reviews, same process. "
-        "`transformers.pipeline(\"text-classification\", model=path)` with its defaults (fp32, batch size 1); "
+        '`transformers.pipeline("text-classification", model=path)` with its defaults (fp32, batch size 1); '
         "it needs `truncation=True`, or reviews longer than 512 tokens fail. Ours: bf16 weights, "
-        "`torch.inference_mode`, length-sorted batches of " + str(StudentConfig().infer_batch_size) + " with dynamic padding, same 512-token truncation.",
+        "`torch.inference_mode`, length-sorted batches of "
+        + str(StudentConfig().infer_batch_size)
+        + " with dynamic padding, same 512-token truncation.",
         "",
         (f"**Speed-up: {ratio:.2f}x in wall time" + (f", {cpu_ratio:.2f}x per CPU-second" if cpu_ratio else "") + "**")
-        if ratio else "(speed stage not run yet)",
+        if ratio
+        else "(speed stage not run yet)",
         "",
         markdown_table(speed.drop("details"), max_rows=50, max_chars=90) if speed.height else "",
         "",
@@ -628,8 +812,13 @@ def render_markdown(speed: pl.DataFrame, curve: pl.DataFrame, markdown_table, ba
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # No argparse `choices` here: with nargs="*" Python 3.11 checks the default list as one value and fails.
-    p.add_argument("stages", nargs="*", default=list(STAGES), metavar="{" + ",".join(STAGES) + "}",
-                   help="stages to run, in order (default: all)")
+    p.add_argument(
+        "stages",
+        nargs="*",
+        default=list(STAGES),
+        metavar="{" + ",".join(STAGES) + "}",
+        help="stages to run, in order (default: all)",
+    )
     p.add_argument("--data-dir", type=Path, default=imdb_dir())
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--llm-max", type=int, default=1000, help="label at most this many train reviews with the LLM")

@@ -69,8 +69,13 @@ def reviews(data_dir: Path, n: int, seed: int = 0) -> pl.DataFrame:
     )
     labels = sorted(frame["gold"].unique().to_list())
     per = -(-n // len(labels))
-    parts = [frame.filter(pl.col("gold") == y).sample(fraction=1.0, seed=seed + i, shuffle=True).head(per).with_row_index("k")
-             for i, y in enumerate(labels)]
+    parts = [
+        frame.filter(pl.col("gold") == y)
+        .sample(fraction=1.0, seed=seed + i, shuffle=True)
+        .head(per)
+        .with_row_index("k")
+        for i, y in enumerate(labels)
+    ]
     mixed = pl.concat(parts).sort(["k", "gold"]).head(n)
     return mixed.select("doc_id", "text", "gold")
 
@@ -175,26 +180,40 @@ def measure(args) -> None:
                 model, few_shot, method, docs, args.choice_batch if method == "choice" else args.batch, settings
             )
             row = score(parse(con, task, docs, answers)) | {
-                "run_id": run_id, "model": model, "model_identity": identity, "method": method, "few_shot": few_shot,
-                "batch_size": bs, "decoding": dec.key(), "prompts_per_s": n / seconds, "seconds": seconds,
-                "cpu_seconds": cpu_seconds, "prompts_per_cpu_s": n / cpu_seconds,
+                "run_id": run_id,
+                "model": model,
+                "model_identity": identity,
+                "method": method,
+                "few_shot": few_shot,
+                "batch_size": bs,
+                "decoding": dec.key(),
+                "prompts_per_s": n / seconds,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "prompts_per_cpu_s": n / cpu_seconds,
                 "prompt_tokens": sum(a.prompt_tokens for a in answers),
                 "completion_tokens": sum(a.completion_tokens for a in answers),
-                "threads": torch.get_num_threads(), "host": platform.node(),
-                "cpu": before["cpu"], "load_before": before["load_1m"], "load_after": conditions()["load_1m"],
+                "threads": torch.get_num_threads(),
+                "host": platform.node(),
+                "cpu": before["cpu"],
+                "load_before": before["load_1m"],
+                "load_after": conditions()["load_1m"],
             }
             con.register("staged_row", pl.DataFrame([row]))
             con.execute("INSERT INTO bench.teacher BY NAME SELECT * FROM staged_row")
             con.unregister("staged_row")
-            log(f"  accuracy {row['accuracy']:.3f} discards {row['discard_rate']:.3f} "
-                f"{row['prompts_per_s']:.2f} prompts/s, {row['prompts_per_cpu_s']:.2f} prompts per CPU-second")
+            log(
+                f"  accuracy {row['accuracy']:.3f} discards {row['discard_rate']:.3f} "
+                f"{row['prompts_per_s']:.2f} prompts/s, {row['prompts_per_cpu_s']:.2f} prompts per CPU-second"
+            )
             report(con, Path(args.md))  # after every row: a stopped run still leaves a usable table
 
 
 def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
     """The latest row per model x method, the speed-up of our best mode over the paper's way."""
     latest = con.execute(
-        """SELECT * FROM bench.teacher QUALIFY row_number() OVER (PARTITION BY model, method ORDER BY measured_at DESC) = 1
+        """SELECT * FROM bench.teacher
+           QUALIFY row_number() OVER (PARTITION BY model, method ORDER BY measured_at DESC) = 1
            ORDER BY model, method"""
     ).pl()
     lines = [
@@ -210,7 +229,9 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
         "process's own CPU time; the load columns say how busy the machine was (1-minute load average before "
         "and after the row; this machine has " + str(conditions()["cores"]) + " cores).",
         "",
-        "| model | method | few-shot | batch | n | accuracy | discard rate | share positive | acc. on 80% most confident | prompts/s (wall) | prompts per CPU-s | mean prompt tokens | threads | load before/after | CPU | measured |",
+        "| model | method | few-shot | batch | n | accuracy | discard rate | share positive "
+        "| acc. on 80% most confident | prompts/s (wall) | prompts per CPU-s | mean prompt tokens | threads "
+        "| load before/after | CPU | measured |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
@@ -221,11 +242,17 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
         lines.append(
             f"| {r['model']} | {r['method']} | {r['few_shot']} | {r['batch_size']} | {r['n']} | {f(r['accuracy'])} | "
             f"{f(r['discard_rate'])} | {f(r['share_positive'])} | {f(r['acc_top80'])} | {f(r['prompts_per_s'], 2)} | "
-            f"{f(r['prompts_per_cpu_s'], 2)} | {r['prompt_tokens'] / r['n']:.0f} | {r['threads']} | {f(r['load_before'], 1)}/{f(r['load_after'], 1)} | {r['cpu'] or '?'} | {str(r['measured_at'])[:16]} |"
+            f"{f(r['prompts_per_cpu_s'], 2)} | {r['prompt_tokens'] / r['n']:.0f} | {r['threads']} | "
+            f"{f(r['load_before'], 1)}/{f(r['load_after'], 1)} | {r['cpu'] or '?'} | {str(r['measured_at'])[:16]} |"
         )
-    lines += ["", "## Our best mode against the paper's way, per model", "",
-              "| model | best mode | accuracy (n) | prompts per CPU-s | baseline accuracy (n) | baseline prompts per CPU-s | speed-up (CPU time) | speed-up (wall) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Our best mode against the paper's way, per model",
+        "",
+        "| model | best mode | accuracy (n) | prompts per CPU-s | baseline accuracy (n) "
+        "| baseline prompts per CPU-s | speed-up (CPU time) | speed-up (wall) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for model, g in latest.group_by("model", maintain_order=True):
         base = g.filter(pl.col("method") == "baseline")
         ours = g.filter(pl.col("method") != "baseline").sort(["accuracy", "prompts_per_s"], descending=True)
@@ -250,11 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=list(TEACHERS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     product = TeacherConfig().resolved_batch_size()  # time what the pipeline runs by default
-    ap.add_argument("--batch", type=int, default=product, help=f"batch size of generate (default {product}: the pipeline's)")
+    ap.add_argument(
+        "--batch", type=int, default=product, help=f"batch size of generate (default {product}: the pipeline's)"
+    )
     ap.add_argument("--choice-batch", type=int, default=product, help=f"batch size of choice (default {product})")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (on a CPU shared with other jobs, 1 can be several times faster than 2)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (on a CPU shared with other jobs, 1 can be several times faster than 2)",
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--db", default=str(BENCH_DB))
     ap.add_argument("--md", default=str(DOC))

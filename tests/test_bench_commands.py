@@ -49,10 +49,19 @@ def test_reports_end_with_the_prose_kept_in_docs(tmp_path):
     teacher.report(con, md)
     assert md.read_text().endswith("## Notes\n\n" + teacher.NOTES.read_text())
 
-    speed = pl.DataFrame(schema={"what": pl.Utf8, "seconds": pl.Float64, "docs_per_s": pl.Float64,
-                                 "accuracy_pct": pl.Float64, "docs_per_cpu_s": pl.Float64, "details": pl.Utf8})
-    curve = pl.DataFrame(schema={"label_source": pl.Utf8, "n_labels": pl.Int64, "test_accuracy_pct": pl.Float64,
-                                 "config": pl.Utf8})
+    speed = pl.DataFrame(
+        schema={
+            "what": pl.Utf8,
+            "seconds": pl.Float64,
+            "docs_per_s": pl.Float64,
+            "accuracy_pct": pl.Float64,
+            "docs_per_cpu_s": pl.Float64,
+            "details": pl.Utf8,
+        }
+    )
+    curve = pl.DataFrame(
+        schema={"label_source": pl.Utf8, "n_labels": pl.Int64, "test_accuracy_pct": pl.Float64, "config": pl.Utf8}
+    )
     text = student.render_markdown(speed, curve, markdown_table)
     assert text.endswith("\n" + student.DESIGN_NOTES.read_text())
     assert "benchmarks/student.py" in text and "llambert/bench" not in text

@@ -54,9 +54,16 @@ def build_tiny_teacher(
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
     )
     model = Qwen2ForCausalLM(config)
     if teach:
@@ -74,17 +81,29 @@ def build_tiny_student(path: str | Path, seed: int = 0) -> Path:
 
     path = Path(path)
     tok = _tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+    tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token = (
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    )
     from tokenizers import processors
 
     tok._tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id)],
     )
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
     )
     BertModel(config).save_pretrained(path)
     tok.save_pretrained(path)
