@@ -57,13 +57,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stages", nargs="*", default=["label", "students", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
-    ap.add_argument("--max-uncertainty", type=int, default=500,
-                    help="largest IMDb budget labeled with sample.strategy uncertainty (0: none)")
-    ap.add_argument("--variants-at", type=int, default=None,
-                    help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)")
+    ap.add_argument(
+        "--max-uncertainty",
+        type=int,
+        default=500,
+        help="largest IMDb budget labeled with sample.strategy uncertainty (0: none)",
+    )
+    ap.add_argument(
+        "--variants-at",
+        type=int,
+        default=None,
+        help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)",
+    )
     ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
-    ap.add_argument("--teacher-prompts-per-s", type=float, default=0.57,
-                    help="ratio stage: the teacher stage's rate, the same in both runs (docs/bench_teacher.md)")
+    ap.add_argument(
+        "--teacher-prompts-per-s",
+        type=float,
+        default=0.57,
+        help="ratio stage: the teacher stage's rate, the same in both runs (docs/bench_teacher.md)",
+    )
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":

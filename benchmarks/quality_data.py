@@ -41,15 +41,20 @@ def shorten(text: str, n: int = 2) -> str:
 @dataclass
 class Corpus:
     name: str
-    pool: pl.DataFrame    # doc_key, text, gold (nullable): what the teacher may label, in seeded random order
-    probe: pl.DataFrame   # doc_key, text, gold: held out of the pool, scores candidates (the product's gold probe)
-    test: pl.DataFrame    # doc_key, text, gold: the fixed test slice (never seen by teacher-for-training or student)
+    pool: pl.DataFrame  # doc_key, text, gold (nullable): what the teacher may label, in seeded random order
+    probe: pl.DataFrame  # doc_key, text, gold: held out of the pool, scores candidates (the product's gold probe)
+    test: pl.DataFrame  # doc_key, text, gold: the fixed test slice (never seen by teacher-for-training or student)
 
 
 def _frame(df: pl.DataFrame, split: str, short: bool) -> pl.DataFrame:
     text = df["text"].map_elements(shorten, return_dtype=pl.Utf8) if short else df["text"]
-    return pl.DataFrame({"doc_key": [f"{split}:{i}" for i in df["id"].to_list()], "text": text,
-                         "gold": df["label"].cast(pl.Int64) if split != "unsup" else pl.Series([None] * len(df), dtype=pl.Int64)})
+    return pl.DataFrame(
+        {
+            "doc_key": [f"{split}:{i}" for i in df["id"].to_list()],
+            "text": text,
+            "gold": df["label"].cast(pl.Int64) if split != "unsup" else pl.Series([None] * len(df), dtype=pl.Int64),
+        }
+    )
 
 
 def _balanced(df: pl.DataFrame, n: int, seed: int, pos_share: float = 0.5) -> pl.DataFrame:
@@ -77,8 +82,14 @@ def load_corpus(name: str, test_n: int = 2000, probe_n: int = 500, seed: int = 0
     if name == "imdb":
         rest = pl.concat([rest, _frame(pl.read_parquet(d / "unsup.parquet"), "unsup", False)])
     if name == "short":
-        rest = pl.concat([rest, _frame(pl.read_parquet(d / "unsup.parquet"), "unsup", True)
-                          .filter(pl.col("text").str.len_chars() >= 10)])
+        rest = pl.concat(
+            [
+                rest,
+                _frame(pl.read_parquet(d / "unsup.parquet"), "unsup", True).filter(
+                    pl.col("text").str.len_chars() >= 10
+                ),
+            ]
+        )
     order = np.random.default_rng(seed).permutation(rest.height)
     pool = rest[order.tolist()]
     return Corpus(name, pool, probe, _balanced(test, test_n, seed + 2, pos_share))
@@ -114,28 +125,37 @@ def save_selection(budget: int, selection: pl.DataFrame) -> None:
     exactly these documents. (Re-deriving them is not enough: the floor's margins differ in the last bits
     between processes and thread counts, so a near-tie at a round's boundary can pick another document, and
     every later round then drifts.)"""
-    rows = selection.select("doc_key", "round", "picked_by").with_row_index("pick_order").with_columns(
-        budget=pl.lit(budget, dtype=pl.Int64))
+    rows = (
+        selection.select("doc_key", "round", "picked_by")
+        .with_row_index("pick_order")
+        .with_columns(budget=pl.lit(budget, dtype=pl.Int64))
+    )
     old = pl.read_parquet(SELECTIONS).filter(pl.col("budget") != budget) if SELECTIONS.exists() else None
     out = rows if old is None else pl.concat([old, rows.select(old.columns)])
     out.sort("budget", "pick_order").write_parquet(SELECTIONS, compression="zstd")
 
 
-def saved_selection(corpus: "Corpus", budget: int) -> pl.DataFrame | None:
-    """``save_selection``'s documents for ``budget`` with their text and gold label, in pick order (None: none saved)."""
+def saved_selection(corpus: Corpus, budget: int) -> pl.DataFrame | None:
+    """``save_selection``'s documents for ``budget`` with their text and gold label, in pick order
+    (None: none saved)."""
     if not SELECTIONS.exists():
         return None
     sel = pl.read_parquet(SELECTIONS).filter(pl.col("budget") == budget)
     if sel.is_empty():
         return None
-    return sel.join(corpus.pool, on="doc_key", how="left", maintain_order="left").sort("pick_order").select(
-        corpus.pool.columns + ["round", "picked_by"])
+    return (
+        sel.join(corpus.pool, on="doc_key", how="left", maintain_order="left")
+        .sort("pick_order")
+        .select(corpus.pool.columns + ["round", "picked_by"])
+    )
 
 
 def export_answers(con: duckdb.DuckDBPyConnection) -> None:
     ANSWERS.parent.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY (SELECT * FROM bench.quality_answers ORDER BY corpus, doc_key) TO '{ANSWERS}' "
-                "(FORMAT parquet, COMPRESSION zstd)")
+    con.execute(
+        f"COPY (SELECT * FROM bench.quality_answers ORDER BY corpus, doc_key) TO '{ANSWERS}' "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
 
 
 class Teacher:
@@ -144,7 +164,6 @@ class Teacher:
     def __init__(self, model: str, con: duckdb.DuckDBPyConnection) -> None:
         from llambert.config import Settings
         from llambert.tasks import load_task
-        from llambert.teacher import make_teacher
 
         self.settings = Settings(teacher={"model": model, "mode": "choice", "batch_size": 1})
         self.task = load_task(self.settings.task)
@@ -167,29 +186,44 @@ class Teacher:
         dkey = self.backend.decoding.key()
         ident = self.backend.model_identity
         have = self.con.execute(
-            "SELECT prompt_sha FROM bench.quality_answers WHERE model = ? AND decoding = ?", [ident, dkey]).fetchall()
+            "SELECT prompt_sha FROM bench.quality_answers WHERE model = ? AND decoding = ?", [ident, dkey]
+        ).fetchall()
         have = {r[0] for r in have}
         todo = [i for i, s in enumerate(sha) if s not in have]
         t0, last = time.perf_counter(), time.perf_counter()
         keys = docs["doc_key"].to_list()
         for start in range(0, len(todo), chunk):
-            idx = todo[start:start + chunk]
+            idx = todo[start : start + chunk]
             rows = []
             for i in idx:
                 t = time.perf_counter()
                 a = self.backend.answer([prompts[i]])[0]
-                rows.append((ident, dkey, sha[i], corpus, keys[i], json.dumps(a.label_probs), a.raw_text,
-                             a.prompt_tokens, time.perf_counter() - t))
+                rows.append(
+                    (
+                        ident,
+                        dkey,
+                        sha[i],
+                        corpus,
+                        keys[i],
+                        json.dumps(a.label_probs),
+                        a.raw_text,
+                        a.prompt_tokens,
+                        time.perf_counter() - t,
+                    )
+                )
             self.con.executemany("INSERT OR IGNORE INTO bench.quality_answers VALUES (?,?,?,?,?,?,?,?,?, now())", rows)
             if time.perf_counter() - last > log_every or start + chunk >= len(todo):
                 done = min(start + chunk, len(todo))
                 rate = done / (time.perf_counter() - t0)
-                print(f"[teacher {self.model_name}] {corpus}: {done}/{len(todo)} new answers, {rate:.2f} prompts/s, "
-                      f"~{(len(todo) - done) / max(rate, 1e-9) / 60:.1f} min left", flush=True)
+                print(
+                    f"[teacher {self.model_name}] {corpus}: {done}/{len(todo)} new answers, {rate:.2f} prompts/s, "
+                    f"~{(len(todo) - done) / max(rate, 1e-9) / 60:.1f} min left",
+                    flush=True,
+                )
                 last = time.perf_counter()
         got = self.con.execute(
-            "SELECT prompt_sha, label_probs FROM bench.quality_answers WHERE model = ? AND decoding = ?",
-            [ident, dkey]).fetchall()
+            "SELECT prompt_sha, label_probs FROM bench.quality_answers WHERE model = ? AND decoding = ?", [ident, dkey]
+        ).fetchall()
         by_sha = dict(got)
         pos_name = self.task.label_by_id(1).name
         p_pos = []
@@ -204,8 +238,15 @@ class Teacher:
         return {k: int(p > 0.5) for k, p in zip(got["doc_key"].to_list(), got["p_pos"].to_list()) if p is not None}
 
 
-def uncertainty_selection(corpus: Corpus, budget: int, label_of, round_size: int = 250, random_share: float = 0.2,
-                          score_pool: int = 20000, seed: int = 0) -> pl.DataFrame:
+def uncertainty_selection(
+    corpus: Corpus,
+    budget: int,
+    label_of,
+    round_size: int = 250,
+    random_share: float = 0.2,
+    score_pool: int = 20000,
+    seed: int = 0,
+) -> pl.DataFrame:
     """The documents ``sample.strategy: uncertainty`` sends the teacher at ``budget`` (llambert.sampling's rounds).
 
     ``label_of(docs)`` -> {doc_key: label id} for the teacher's usable answers (the label stage asks the
@@ -215,7 +256,8 @@ def uncertainty_selection(corpus: Corpus, budget: int, label_of, round_size: int
 
     pool = corpus.pool
     chosen = pool.head(seed_size(budget, "uncertainty", round_size)).with_columns(
-        round=pl.lit(0), picked_by=pl.lit("random"))
+        round=pl.lit(0), picked_by=pl.lit("random")
+    )
     labels = dict(label_of(chosen))
     r = 1
     while (plan := plan_round(r, chosen.height, budget, round_size, random_share)) is not None:
@@ -225,13 +267,26 @@ def uncertainty_selection(corpus: Corpus, budget: int, label_of, round_size: int
         if cand.is_empty():
             break
         have = chosen.filter(pl.col("doc_key").is_in(list(labels)))
-        picks = next_round(have["text"].to_list(), [labels[k] for k in have["doc_key"].to_list()], [0, 1],
-                           cand.rename({"doc_key": "doc_id"}), plan, seed)
-        new = (cand.join(picks.select(pl.col("doc_id").alias("doc_key"), "picked_by", "pick_order"), on="doc_key")
-               .sort("pick_order").drop("pick_order").with_columns(round=pl.lit(r)))
+        picks = next_round(
+            have["text"].to_list(),
+            [labels[k] for k in have["doc_key"].to_list()],
+            [0, 1],
+            cand.rename({"doc_key": "doc_id"}),
+            plan,
+            seed,
+        )
+        new = (
+            cand.join(picks.select(pl.col("doc_id").alias("doc_key"), "picked_by", "pick_order"), on="doc_key")
+            .sort("pick_order")
+            .drop("pick_order")
+            .with_columns(round=pl.lit(r))
+        )
         labels |= label_of(new)
         chosen = pl.concat([chosen, new.select(chosen.columns)])
-        print(f"[uncertainty {corpus.name} {budget}] round {r}: {new.height} picked "
-              f"({plan.n_uncertain} least sure, {plan.n_random} random) from {cand.height} scored", flush=True)
+        print(
+            f"[uncertainty {corpus.name} {budget}] round {r}: {new.height} picked "
+            f"({plan.n_uncertain} least sure, {plan.n_random} random) from {cand.height} scored",
+            flush=True,
+        )
         r += 1
     return chosen

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.common import BENCH_VAR, imdb_dir
@@ -41,13 +41,17 @@ def run_round(teacher, prompts: list[str], batch: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     answers = []
     for start in range(0, len(prompts), batch):
-        answers += teacher.answer(prompts[start:start + batch])
+        answers += teacher.answer(prompts[start : start + batch])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
-        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-        "prompts_per_s": round(len(prompts) / wall, 4), "prompts_per_cpu_s": round(len(prompts) / cpu, 4),
-        "tokens_read": teacher.tokens_read - read0, "tokens_reused": teacher.tokens_reused - reused0,
-        "prompt_tokens": sum(a.prompt_tokens for a in answers), "answers": answers,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "prompts_per_s": round(len(prompts) / wall, 4),
+        "prompts_per_cpu_s": round(len(prompts) / cpu, 4),
+        "tokens_read": teacher.tokens_read - read0,
+        "tokens_reused": teacher.tokens_reused - reused0,
+        "prompt_tokens": sum(a.prompt_tokens for a in answers),
+        "answers": answers,
     }
 
 
@@ -72,12 +76,21 @@ def main(argv: list[str] | None = None) -> dict:
     texts, gold = docs["text"].to_list(), docs["gold"].to_list()
     task = load_task("imdb_sentiment")
     names = {label.id: label.name for label in task.labels}
-    result = {"model": args.model, "n": args.n, "batch": args.batch, "threads": args.threads, "rounds": [],
-              "summary": [], "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "load_before": round(os.getloadavg()[0], 2)}
+    result = {
+        "model": args.model,
+        "n": args.n,
+        "batch": args.batch,
+        "threads": args.threads,
+        "rounds": [],
+        "summary": [],
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
     for k in [int(x) for x in args.few_shot.split(",")]:
-        settings = Settings(teacher={"model": args.model, "mode": "generate", "batch_size": args.batch, "few_shot": k},
-                            threads=args.threads)
+        settings = Settings(
+            teacher={"model": args.model, "mode": "generate", "batch_size": args.batch, "few_shot": k},
+            threads=args.threads,
+        )
         teacher = make_teacher(settings, task)  # one load per few-shot setting; mode and cache toggled on it
         prompts = teacher.prepare(texts)
         prefix = len(teacher.shared_prefix())
@@ -96,24 +109,32 @@ def main(argv: list[str] | None = None) -> dict:
                 del got["answers"]
                 got.update(few_shot=k, mode=mode, prefix_cache=teacher.prefix_cache, round=r)
                 rounds.append(got)
-                print(f"few_shot={k} {mode:8s} cache={'on ' if got['prefix_cache'] else 'off'} round {r}: "
-                      f"{got['prompts_per_s']:.3f} prompts/s, {got['prompts_per_cpu_s']:.3f} per CPU-s, "
-                      f"tokens read {got['tokens_read']} reused {got['tokens_reused']}, accuracy {got['accuracy']:.3f}",
-                      flush=True)
+                print(
+                    f"few_shot={k} {mode:8s} cache={'on ' if got['prefix_cache'] else 'off'} round {r}: "
+                    f"{got['prompts_per_s']:.3f} prompts/s, {got['prompts_per_cpu_s']:.3f} per CPU-s, "
+                    f"tokens read {got['tokens_read']} reused {got['tokens_reused']}, accuracy {got['accuracy']:.3f}",
+                    flush=True,
+                )
             ref = rounds[0]
             off = [x for x in rounds if not x["prefix_cache"]]
             on = [x for x in rounds if x["prefix_cache"]]
             agree = min(sum(a == b for a, b in zip(ref["labels"], x["labels"])) / len(texts) for x in on)
             same_text = min(sum(a == b for a, b in zip(ref["raw"], x["raw"])) / len(texts) for x in on)
-            max_dp = (max(abs(a - b) for x in on for a, b in zip(ref["p_positive"], x["p_positive"]))
-                      if mode == "choice" else None)
+            max_dp = (
+                max(abs(a - b) for x in on for a, b in zip(ref["p_positive"], x["p_positive"]))
+                if mode == "choice"
+                else None
+            )
 
             def mean(rows, key):
                 return sum(x[key] for x in rows) / len(rows)
 
             summary = {
-                "few_shot": k, "mode": mode, "prefix_tokens": prefix,
-                "off_prompts_per_s": round(mean(off, "prompts_per_s"), 4), "on_prompts_per_s": round(mean(on, "prompts_per_s"), 4),
+                "few_shot": k,
+                "mode": mode,
+                "prefix_tokens": prefix,
+                "off_prompts_per_s": round(mean(off, "prompts_per_s"), 4),
+                "on_prompts_per_s": round(mean(on, "prompts_per_s"), 4),
                 "off_prompts_per_cpu_s": round(mean(off, "prompts_per_cpu_s"), 4),
                 "on_prompts_per_cpu_s": round(mean(on, "prompts_per_cpu_s"), 4),
                 "speedup_wall": round(mean(on, "prompts_per_s") / mean(off, "prompts_per_s"), 3),
@@ -121,23 +142,29 @@ def main(argv: list[str] | None = None) -> dict:
                 "tokens_read_per_prompt_off": round(mean(off, "tokens_read") / len(texts), 1),
                 "tokens_read_per_prompt_on": round(mean(on, "tokens_read") / len(texts), 1),
                 "tokens_reused_per_prompt_on": round(mean(on, "tokens_reused") / len(texts), 1),
-                "label_agreement": round(agree, 4), "same_raw_text": round(same_text, 4),
+                "label_agreement": round(agree, 4),
+                "same_raw_text": round(same_text, 4),
                 "max_abs_dp_positive": max_dp,
-                "accuracy_off": round(mean(off, "accuracy"), 4), "accuracy_on": round(mean(on, "accuracy"), 4),
+                "accuracy_off": round(mean(off, "accuracy"), 4),
+                "accuracy_on": round(mean(on, "accuracy"), 4),
             }
             result["rounds"] += rounds
             result["summary"].append(summary)
         teacher.close()
     result["load_after"] = round(os.getloadavg()[0], 2)
-    print("\nfew-shot | mode | prefix tok | prompts/s off -> on | per CPU-s off -> on | tokens read/prompt off -> on "
-          "(reused) | label agreement | max |dp| | accuracy off/on")
+    print(
+        "\nfew-shot | mode | prefix tok | prompts/s off -> on | per CPU-s off -> on | tokens read/prompt off -> on "
+        "(reused) | label agreement | max |dp| | accuracy off/on"
+    )
     for s in result["summary"]:
         dp = f"{s['max_abs_dp_positive']:.1e}" if s["max_abs_dp_positive"] is not None else "-"
-        print(f"{s['few_shot']} | {s['mode']} | {s['prefix_tokens']} | {s['off_prompts_per_s']:.3f} -> "
-              f"{s['on_prompts_per_s']:.3f} ({s['speedup_wall']:.2f}x) | {s['off_prompts_per_cpu_s']:.3f} -> "
-              f"{s['on_prompts_per_cpu_s']:.3f} ({s['speedup_cpu']:.2f}x) | {s['tokens_read_per_prompt_off']} -> "
-              f"{s['tokens_read_per_prompt_on']} ({s['tokens_reused_per_prompt_on']}) | {s['label_agreement']:.3f} | "
-              f"{dp} | {s['accuracy_off']:.3f}/{s['accuracy_on']:.3f}")
+        print(
+            f"{s['few_shot']} | {s['mode']} | {s['prefix_tokens']} | {s['off_prompts_per_s']:.3f} -> "
+            f"{s['on_prompts_per_s']:.3f} ({s['speedup_wall']:.2f}x) | {s['off_prompts_per_cpu_s']:.3f} -> "
+            f"{s['on_prompts_per_cpu_s']:.3f} ({s['speedup_cpu']:.2f}x) | {s['tokens_read_per_prompt_off']} -> "
+            f"{s['tokens_read_per_prompt_on']} ({s['tokens_reused_per_prompt_on']}) | {s['label_agreement']:.3f} | "
+            f"{dp} | {s['accuracy_off']:.3f}/{s['accuracy_on']:.3f}"
+        )
     out = Path(args.out) if args.out else BENCH_VAR / f"teacher_prefix_n{args.n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
