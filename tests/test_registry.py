@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -169,11 +170,13 @@ def test_registry_entries_are_well_formed():
     assert expected <= set(OFFLINE_MODELS)
     for name, e in OFFLINE_MODELS.items():
         assert name == e.name == name.lower()
-        assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{64}", e.sha256), (name, e.sha256)  # what hashlib's hexdigest() writes
         assert e.role in {"teacher", "student"} and e.fmt in {"gguf", "zip", "dir"}
         assert e.parts, name
         assert all(a == a.lower() and "/" in a for a in e.aliases)
         assert all("==" in r for r in e.requirements)
+    shas = [e.sha256 for e in OFFLINE_MODELS.values()]
+    assert len(set(shas)) == len(shas), "two models share one sha256: a copied entry"
     assert len(OFFLINE_MODELS["qwen2.5-coder-1.5b-instruct"].parts) == 22
     assert OFFLINE_MODELS["qwen2.5-coder-1.5b-instruct"].parts[9].filename == "part10.bin"
     gemma = OFFLINE_MODELS["gemma-3-270m"]
