@@ -276,7 +276,6 @@ def test_partially_installed_counts_as_missing(tmp_path, fake_site, monkeypatch,
 
 @pytest.mark.parametrize("name", sorted(OFFLINE_MODELS))
 def test_real_entries_not_installed_name_their_packages(tmp_path, name):
-    entry = OFFLINE_MODELS[name]
     if is_installed(name):
         pytest.skip(f"{name} is installed here")
     with pytest.raises(ModelNotAvailable) as ei:
