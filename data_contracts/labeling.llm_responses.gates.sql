@@ -20,7 +20,10 @@ SELECT
 FROM counts;
 
 -- failing: coverage
-SELECT s.sample_rank, s.doc_id, s.split
+SELECT
+    s.sample_rank,
+    s.doc_id,
+    s.split
 FROM labeling.sample AS s
 WHERE s.doc_id NOT IN (SELECT doc_id FROM labeling.llm_responses)
 ORDER BY s.sample_rank

@@ -6,7 +6,7 @@ SET VARIABLE champion = NULL;
 
 -- setup
 -- requires: students.champion
-SET VARIABLE champion = (SELECT checkpoint_id FROM students.champion LIMIT 1);
+SET VARIABLE champion = (SELECT min(checkpoint_id) FROM students.champion);
 
 -- setup
 SET VARIABLE scope = coalesce('in batch ' || getvariable('partition'), 'in the corpus');
@@ -23,8 +23,12 @@ WITH names AS (
 ),
 
 champion AS (
-    SELECT label, in_partition(batch) AS this_batch, count(*) AS n
-    FROM predictions.labels WHERE checkpoint_id = getvariable('champion')
+    SELECT
+        label,
+        in_partition(batch) AS this_batch,
+        count(*) AS n
+    FROM predictions.labels
+    WHERE checkpoint_id = getvariable('champion')
     GROUP BY ALL
 ),
 
@@ -70,9 +74,13 @@ WITH counts AS (
 
 SELECT
     getvariable('champion') IS NOT NULL AND missing = 0 AS passed,
-    CASE WHEN getvariable('champion') IS NULL THEN 'no champion yet (students.champion is empty)'
-        ELSE format('{:,} of {:,} documents {} have a prediction from champion {}', n - missing, n,
-            getvariable('scope'), getvariable('champion'))
+    CASE
+        WHEN getvariable('champion') IS NULL THEN 'no champion yet (students.champion is empty)'
+        ELSE
+            format(
+                '{:,} of {:,} documents {} have a prediction from champion {}', n - missing, n,
+                getvariable('scope'), getvariable('champion')
+            )
     END AS description,
     CASE WHEN n > 0 THEN (n - missing) / n ELSE 1.0 END AS observed,
     1.0 AS bound,
@@ -81,7 +89,11 @@ SELECT
 FROM counts;
 
 -- failing: coverage
-SELECT c.doc_id, c.batch, c.split, left(c.text, 60) AS text_start
+SELECT
+    c.doc_id,
+    c.batch,
+    c.split,
+    left(c.text, 60) AS text_start
 FROM raw.corpus AS c
 WHERE
     in_partition(c.batch)
@@ -95,7 +107,11 @@ LIMIT getvariable('max_examples');
 -- gate: collapse
 -- requires: labeling.parsed_labels
 WITH teacher AS (
-    SELECT label_name AS label, count(*) AS n FROM labeling.parsed_labels GROUP BY 1
+    SELECT
+        label_name AS label,
+        count(*) AS n
+    FROM labeling.parsed_labels
+    GROUP BY label_name
 ),
 
 shares AS (
@@ -110,7 +126,10 @@ shares AS (
 ),
 
 worst AS (
-    SELECT *, predicted_share / teacher_share AS ratio FROM shares
+    SELECT
+        *,
+        predicted_share / teacher_share AS ratio
+    FROM shares
     WHERE teacher_share > 0
     ORDER BY ratio, pos LIMIT 1
 ),
@@ -119,44 +138,60 @@ judged AS (
     SELECT
         w.*,
         coalesce((SELECT any_value(total) FROM shares), 0) > 0
-        AND coalesce((SELECT bool_or(teacher_share > 0) FROM shares), false) AS judged,
+        AND coalesce((SELECT bool_or(teacher_share > 0) FROM shares), FALSE) AS judged,
         getvariable('collapse_ratio') AS bound
-    FROM (SELECT 1) LEFT JOIN worst AS w ON true
+    FROM (SELECT 1 AS one) AS one_row LEFT JOIN worst AS w ON TRUE
 )
 
 SELECT
     NOT judged OR ratio >= bound AS passed,
     NOT judged AS skipped,
-    CASE WHEN NOT judged THEN format('skipped: no predictions {} or no teacher labels', getvariable('scope'))
-        ELSE format('''{}'': {} of the predictions {} vs {} of the teacher''s labels (ratio {}, bound {})', label,
-            printf('%.1f%%', 100 * predicted_share), getvariable('scope'), printf('%.1f%%', 100 * teacher_share),
-            printf('%.2f', ratio), bound::VARCHAR)
-        || CASE WHEN ratio >= bound THEN '' ELSE ': the student collapsed; its labels are wrong. Retrain (more or '
-            || 'better-balanced labels, student.class_weight: balanced) or use student.kind: linear' END
+    CASE
+        WHEN NOT judged THEN format('skipped: no predictions {} or no teacher labels', getvariable('scope'))
+        ELSE
+            format(
+                '''{}'': {} of the predictions {} vs {} of the teacher''s labels (ratio {}, bound {})', label,
+                printf('%.1f%%', 100 * predicted_share), getvariable('scope'), printf('%.1f%%', 100 * teacher_share),
+                printf('%.2f', ratio), bound::VARCHAR
+            )
+            || CASE
+                WHEN
+                    ratio >= bound THEN '' ELSE
+                    ': the student collapsed; its labels are wrong. Retrain (more or '
+                    || 'better-balanced labels, student.class_weight: balanced) or use student.kind: linear'
+            END
     END AS description,
     CASE WHEN judged THEN ratio END AS observed,
     bound,
     CASE WHEN judged THEN total END AS rows_checked,
     CASE WHEN judged THEN CASE WHEN ratio >= bound THEN 0 ELSE rows END END AS rows_failing,
     CASE WHEN judged THEN json_object(
-        'teacher_shares', (SELECT to_json(map_from_entries(list((label, coalesce(teacher_share, 0.0)) ORDER BY pos)))
-            FROM shares),
-        'predicted_shares', (SELECT to_json(map_from_entries(list((label, predicted_share) ORDER BY pos)))
-            FROM shares)
+        'teacher_shares', (
+            SELECT to_json(map_from_entries(list((label, coalesce(teacher_share, 0.0)) ORDER BY pos)))
+            FROM shares
+        ),
+        'predicted_shares', (
+            SELECT to_json(map_from_entries(list((label, predicted_share) ORDER BY pos)))
+            FROM shares
+        )
     ) END AS details
 FROM judged;
 
 -- gate: collapse
 SELECT
-    true AS passed,
-    true AS skipped,
+    TRUE AS passed,
+    TRUE AS skipped,
     'skipped: no teacher labels to compare with' AS description,
     getvariable('collapse_ratio') AS bound;
 
 -- failing: collapse
 -- requires: labeling.parsed_labels
 WITH teacher AS (
-    SELECT label_name AS label, count(*) AS n FROM labeling.parsed_labels GROUP BY 1
+    SELECT
+        label_name AS label,
+        count(*) AS n
+    FROM labeling.parsed_labels
+    GROUP BY label_name
 )
 
 SELECT
@@ -168,15 +203,24 @@ ORDER BY s.pos;
 
 -- gate: label_balance
 WITH minority AS (
-    SELECT label, share, rows, total FROM predicted_label_shares ORDER BY share, pos LIMIT 1
+    SELECT
+        label,
+        share,
+        rows,
+        total
+    FROM predicted_label_shares
+    ORDER BY share, pos LIMIT 1
 )
 
 SELECT
     total > 0 AND share >= getvariable('min_minority_share') AS passed,
-    CASE WHEN total > 0
-        THEN format('minority label ''{}'' has {} of {:,} predictions {} (bound {})', label,
-            printf('%.1f%%', 100 * share), total, getvariable('scope'),
-            printf('%.0f%%', 100 * getvariable('min_minority_share')))
+    CASE
+        WHEN total > 0
+            THEN format(
+                'minority label ''{}'' has {} of {:,} predictions {} (bound {})', label,
+                printf('%.1f%%', 100 * share), total, getvariable('scope'),
+                printf('%.0f%%', 100 * getvariable('min_minority_share'))
+            )
         ELSE 'no predictions ' || getvariable('scope')
     END AS description,
     share AS observed,
@@ -191,7 +235,12 @@ SELECT
 FROM minority;
 
 -- failing: label_balance
-SELECT label, rows, round(share, 4) AS share FROM predicted_label_shares ORDER BY pos;
+SELECT
+    label,
+    rows,
+    round(share, 4) AS share
+FROM predicted_label_shares
+ORDER BY pos;
 
 -- gate: balance_shift
 WITH worst AS (
@@ -200,7 +249,7 @@ WITH worst AS (
         abs(share - other_share) AS shift,
         total > 0 AND other_total > 0 AS compared
     FROM predicted_label_shares
-    ORDER BY shift DESC, pos LIMIT 1
+    ORDER BY shift DESC, pos ASC LIMIT 1
 )
 
 SELECT
@@ -209,17 +258,21 @@ SELECT
     CASE
         WHEN getvariable('partition') IS NULL THEN 'skipped: not partitioned'
         WHEN NOT compared THEN 'skipped: nothing to compare with yet (the other batches)'
-        ELSE format('largest shift: ''{}'' moved {} against the other batches (bound {})', label,
-            printf('%.1f%%', 100 * shift), printf('%.0f%%', 100 * getvariable('max_balance_shift')))
+        ELSE format(
+            'largest shift: ''{}'' moved {} against the other batches (bound {})', label,
+            printf('%.1f%%', 100 * shift), printf('%.0f%%', 100 * getvariable('max_balance_shift'))
+        )
     END AS description,
     CASE WHEN compared THEN shift END AS observed,
     CASE WHEN getvariable('partition') IS NOT NULL THEN getvariable('max_balance_shift') END AS bound,
     CASE WHEN compared THEN (SELECT count(*) FROM predicted_label_shares) END AS rows_checked,
     CASE WHEN compared THEN (
-        SELECT count(*) FROM predicted_label_shares WHERE abs(share - other_share) > getvariable('max_balance_shift')
+        SELECT count(*) FROM predicted_label_shares
+        WHERE abs(share - other_share) > getvariable('max_balance_shift')
     ) END AS rows_failing,
     CASE WHEN compared THEN json_object(
-        'before', (SELECT to_json(map_from_entries(list((label, other_share) ORDER BY pos))) FROM predicted_label_shares),
+        'before',
+        (SELECT to_json(map_from_entries(list((label, other_share) ORDER BY pos))) FROM predicted_label_shares),
         'now', (SELECT to_json(map_from_entries(list((label, share) ORDER BY pos))) FROM predicted_label_shares)
     ) END AS details
 FROM worst;
@@ -237,7 +290,9 @@ ORDER BY pos;
 -- gate: student_teacher_agreement
 -- requires: labeling.parsed_labels
 WITH counts AS (
-    SELECT count(*) AS n, count(*) FILTER (WHERE p.label = t.label) AS agree
+    SELECT
+        count(*) AS n,
+        count(*) FILTER (WHERE p.label = t.label) AS agree
     FROM predictions.labels AS p
     INNER JOIN labeling.parsed_labels AS t ON p.doc_id = t.doc_id
     WHERE p.checkpoint_id = getvariable('champion') AND in_partition(p.batch)
@@ -246,10 +301,14 @@ WITH counts AS (
 SELECT
     n = 0 OR agree / n >= getvariable('min_student_teacher_agreement') AS passed,
     n = 0 AS skipped,
-    CASE WHEN n = 0 THEN format('skipped: documents {} that the teacher labeled is empty', getvariable('scope'))
-        ELSE format('{} of {:,} documents {} that the teacher labeled agree (bound {})',
-            printf('%.1f%%', 100 * agree / n), n, getvariable('scope'),
-            printf('%.0f%%', 100 * getvariable('min_student_teacher_agreement')))
+    CASE
+        WHEN n = 0 THEN format('skipped: documents {} that the teacher labeled is empty', getvariable('scope'))
+        ELSE
+            format(
+                '{} of {:,} documents {} that the teacher labeled agree (bound {})',
+                printf('%.1f%%', 100 * agree / n), n, getvariable('scope'),
+                printf('%.0f%%', 100 * getvariable('min_student_teacher_agreement'))
+            )
     END AS description,
     CASE WHEN n > 0 THEN agree / n END AS observed,
     getvariable('min_student_teacher_agreement') AS bound,
@@ -259,15 +318,20 @@ FROM counts;
 
 -- gate: student_teacher_agreement
 SELECT
-    true AS passed,
-    true AS skipped,
+    TRUE AS passed,
+    TRUE AS skipped,
     format('skipped: documents {} that the teacher labeled is empty', getvariable('scope')) AS description,
     getvariable('min_student_teacher_agreement') AS bound;
 
 -- failing: student_teacher_agreement
 -- requires: labeling.parsed_labels
-SELECT p.doc_id, t.label_name AS teacher, p.label AS student, round(p.probability, 3) AS probability
+SELECT
+    p.doc_id,
+    t.label_name AS teacher,
+    p.label AS student,
+    round(p.probability, 3) AS probability
 FROM predictions.labels AS p
 INNER JOIN labeling.parsed_labels AS t ON p.doc_id = t.doc_id
 WHERE p.checkpoint_id = getvariable('champion') AND p.label <> t.label AND in_partition(p.batch)
+ORDER BY p.doc_id
 LIMIT getvariable('max_examples');

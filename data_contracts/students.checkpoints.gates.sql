@@ -5,17 +5,20 @@
 -- requires: students.champion students.candidates
 WITH champion AS (
     SELECT
-        any_value(checkpoint_id) AS checkpoint_id,
-        any_value(path) AS path,
+        min(checkpoint_id) AS checkpoint_id,
+        arg_min(path, checkpoint_id) AS path,
         count(*) > 0 AS named
-    FROM (SELECT checkpoint_id, path FROM students.champion LIMIT 1)
+    FROM students.champion
 ),
 
 verdict AS (
     SELECT
         *,
-        named AND coalesce(is_dir(path), false) AS ok,
-        CASE WHEN NOT named THEN (SELECT count(*) FROM students.candidates WHERE NOT eligible) ELSE 0 END AS rejected
+        named AND coalesce(is_dir(path), FALSE) AS ok,
+        CASE WHEN NOT named THEN (
+            SELECT count(*) FROM students.candidates
+            WHERE NOT eligible
+        ) ELSE 0 END AS rejected
     FROM champion
 )
 
@@ -23,10 +26,13 @@ SELECT
     ok AS passed,
     CASE
         WHEN ok THEN format('champion {} at {}', checkpoint_id, path)
-        WHEN NOT named AND rejected > 0 THEN format(
-            'no eligible student: all {} candidates collapsed or scored below the linear floor '
-            || '(see students.candidates). Check the teacher''s labels (labeling.parsed_labels), raise '
-            || 'sample.size, or use student.kind: linear', rejected)
+        WHEN NOT named AND rejected > 0
+            THEN
+                format(
+                    'no eligible student: all {} candidates collapsed or scored below the linear floor '
+                    || '(see students.candidates). Check the teacher''s labels (labeling.parsed_labels), raise '
+                    || 'sample.size, or use student.kind: linear', rejected
+                )
         WHEN NOT named THEN 'no champion: students.champion is empty or missing'
         ELSE format('champion {}: folder {} is missing', checkpoint_id, path)
     END AS description,
@@ -36,7 +42,7 @@ FROM verdict;
 
 -- gate: champion
 SELECT
-    false AS passed,
+    FALSE AS passed,
     'no champion: students.champion is empty or missing' AS description,
     1 AS rows_checked,
     1 AS rows_failing;
@@ -57,11 +63,13 @@ ORDER BY created_at DESC;
 -- failing: champion
 -- requires: students.champion
 SELECT
-    (SELECT checkpoint_id FROM students.champion LIMIT 1) AS checkpoint_id,
-    (SELECT path FROM students.champion LIMIT 1) AS path;
+    (SELECT min(checkpoint_id) FROM students.champion) AS checkpoint_id,
+    (SELECT arg_min(path, checkpoint_id) FROM students.champion) AS path;
 
 -- failing: champion
-SELECT NULL::VARCHAR AS checkpoint_id, NULL::VARCHAR AS path;
+SELECT
+    NULL::VARCHAR AS checkpoint_id,
+    NULL::VARCHAR AS path;
 
 -- gate: student_teacher_agreement
 WITH newest AS (
@@ -70,13 +78,16 @@ WITH newest AS (
         any_value(label_source) AS label_source,
         any_value(n_val) AS n_val,
         any_value(val_accuracy) AS acc
-    FROM (SELECT * FROM students.checkpoints ORDER BY created_at DESC LIMIT 1)
+    FROM (
+        SELECT * FROM students.checkpoints
+        ORDER BY created_at DESC LIMIT 1
+    ) AS newest_row
 ),
 
 judged AS (
     SELECT
         *,
-        coalesce(starts_with(label_source, 'llm') AND n_val > 0 AND acc IS NOT NULL, false) AS judged,
+        coalesce(starts_with(label_source, 'llm') AND n_val > 0 AND acc IS NOT NULL, FALSE) AS judged,
         getvariable('min_student_teacher_agreement') AS bound
     FROM newest
 )
@@ -84,9 +95,13 @@ judged AS (
 SELECT
     NOT judged OR acc >= bound AS passed,
     NOT judged AS skipped,
-    CASE WHEN NOT judged THEN 'skipped: the newest checkpoint has no held-out LLM labels'
-        ELSE format('checkpoint {} agrees with the teacher on {} of {:,} held-out LLM labels (bound {})',
-            checkpoint_id, printf('%.1f%%', 100 * acc), n_val, printf('%.0f%%', 100 * bound))
+    CASE
+        WHEN NOT judged THEN 'skipped: the newest checkpoint has no held-out LLM labels'
+        ELSE
+            format(
+                'checkpoint {} agrees with the teacher on {} of {:,} held-out LLM labels (bound {})',
+                checkpoint_id, printf('%.1f%%', 100 * acc), n_val, printf('%.0f%%', 100 * bound)
+            )
     END AS description,
     CASE WHEN judged THEN acc END AS observed,
     bound,
@@ -95,7 +110,11 @@ SELECT
 FROM judged;
 
 -- failing: student_teacher_agreement
-SELECT checkpoint_id, label_source, n_val, val_accuracy
+SELECT
+    checkpoint_id,
+    label_source,
+    n_val,
+    val_accuracy
 FROM students.checkpoints
 ORDER BY created_at DESC
 LIMIT 1;
