@@ -246,3 +246,47 @@ def test_dagster_checks_run_per_batch_with_failing_rows_in_metadata(built, tmp_p
         examples = con.execute("SELECT failing_examples FROM ops.contract_results WHERE contract = 'coverage' AND NOT passed").fetchone()[0]
     assert rows == [("initial", False, 3), ("late", True, 0)]
     assert lost[0] in examples
+
+
+def test_each_contract_is_defined_in_one_place():
+    """data_contracts/<table>.json lists the contracts; each is the schema check, a group of the suite's
+    great-expectations rules, or a gate of <table>.gates.sql, and exactly one of them."""
+    for table, specs in contracts.CATALOG.items():
+        suites = contracts.SUITES[table]
+        schema = {prefix + "schema" for _, prefix in suites}
+        rules = {prefix + e["meta"]["contract"] for t, prefix in suites for e in contracts.load_suite(t)["expectations"]}
+        gates = {b.name for b in contracts.load_gates(table) if b.kind == "gate"}
+        failing = {b.name for b in contracts.load_gates(table) if b.kind == "failing"}
+        assert not (schema & rules) and not (schema & gates) and not (rules & gates), table
+        assert {s.name for s in specs} == schema | rules | gates, table
+        assert failing <= gates, f"{table}: failing rows for no gate: {failing - gates}"
+        for suite, _ in suites:  # column names only: the types are the SQL model's
+            assert all(isinstance(c, str) for c in contracts.load_suite(suite)["meta"]["columns"])
+
+
+def test_column_types_come_from_the_sql_models(tmp_path, monkeypatch):
+    """The schema check expects the types the DDL declares: change the DDL and the same table fails it."""
+    import re
+
+    from llambert.warehouse import ensure_schemas
+
+    con = duckdb.connect()
+    ensure_schemas(con)
+    assert contracts.expected_types(con, "raw.corpus")["gold_label"] == "BIGINT"
+    assert contracts.expected_types(con, "labeling.sample")["sample_rank"] == "BIGINT"  # a model's query, bound
+    assert contracts.check_schema(con, "raw.corpus").passed
+    sql = tmp_path / "sql"
+    shutil.copytree(contracts.SQL_DIR, sql)
+    changed = 0
+    for f in sql.rglob("*.sql"):
+        text = f.read_text()
+        m = re.search(r"CREATE TABLE IF NOT EXISTS raw\.corpus \((.*?)\n\);", text, re.S)
+        if m:
+            body = re.sub(r"\bgold_label(\s+)BIGINT", r"gold_label\1VARCHAR", m.group(1))
+            f.write_text(text[: m.start(1)] + body + text[m.end(1) :])
+            changed += 1
+    assert changed == 1
+    monkeypatch.setattr(contracts, "SQL_DIR", sql)
+    r = contracts.check_schema(con, "raw.corpus")
+    assert not r.passed and r.failing.rows() == [("gold_label", "text", "BIGINT (integer)")]
+    con.close()
