@@ -484,8 +484,8 @@ def test_waits_for_a_lock_held_by_another_process(tmp_path, fake_site, monkeypat
     (cache / entry.name).mkdir(parents=True)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True);"
-         " time.sleep(float(sys.argv[2]))",
+         "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
+         " print('locked', flush=True); time.sleep(float(sys.argv[2]))",
          str(cache / entry.name / ".lock"), "1.0"],
         stdout=subprocess.PIPE, text=True,
     )
