@@ -50,7 +50,7 @@ models: install
 
 run: install
 	@$(MAKE) --no-print-directory models MODELS="$(TEACHER) $(STUDENT)"
-	LLAMBERT_TEACHER=$(TEACHER) LLAMBERT_STUDENT=$(STUDENT) $(PY) -m dagster_project.run
+	$(PY) -m dagster_project.run --set teacher.model=$(TEACHER) --set student.model=$(STUDENT)
 
 test: install
 	$(PY) -m pytest -q

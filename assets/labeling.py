@@ -6,7 +6,6 @@ from dagster_project.resources import LlambertResource
 from llambert import pipeline
 from llambert.plots import bar_chart
 from llambert.reporting import dict_table, markdown_table
-from llambert.tasks import load_task
 
 
 @dg.multi_asset(
@@ -46,17 +45,15 @@ def sample(llambert: LlambertResource):
     "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
 )
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
-    from llambert.teacher.accounting import project_costs, projection_markdown
-
     from llambert.progress import also_log_to
-    from llambert.warehouse import Warehouse
+    from llambert.teacher.accounting import project_costs, projection_markdown
 
     settings = llambert.settings()
     # Short write sessions: no connection is open while the teacher works, so `llambert sql` can read.
     with also_log_to(context.log.info):  # progress lines in the run log too
-        stats = pipeline.label_sample(Warehouse(settings.warehouse_path), settings)
+        stats = pipeline.label_sample(llambert.sessions(), settings)
     with llambert.warehouse() as con:
-        cost = project_costs(con, settings, load_task(settings.task), stats["run_id"])
+        cost = project_costs(con, settings, llambert.task, stats["run_id"])
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
@@ -85,10 +82,9 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
     ],
 )
 def parsed_and_discarded(llambert: LlambertResource):
-    settings = llambert.settings()
     with llambert.warehouse() as con:
-        stats = pipeline.parse_labels(con, settings)
-        balance = pipeline.label_balance(con, load_task(settings.task))
+        stats = pipeline.parse_labels(con, llambert.settings())
+        balance = pipeline.label_balance(con, llambert.task)
         discarded = con.execute("SELECT doc_id, raw_text, reason FROM labeling.discarded LIMIT 10").pl()
         parsed_preview = con.execute(
             "SELECT p.doc_id, p.label_name, p.raw_text, p.split, left(c.text, 100) AS text "

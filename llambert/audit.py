@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from llambert.config import Settings
-from llambert.pipeline import INITIAL_BATCH, choose_champion, record_stage, write_task_labels
+from llambert.pipeline import INITIAL_BATCH, current_champion, record_stage, write_task_labels
 from llambert.tasks import load_task
 from llambert.warehouse import model_path, transaction
 
@@ -81,7 +81,7 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
 
     t0 = time.perf_counter()
     task = load_task(settings.task)
-    cid = choose_champion(con, settings)["checkpoint_id"]
+    cid = current_champion(con)["checkpoint_id"]  # chosen by the training step
     docs = least_confident(con, batch, cid, cfg.k)
     if docs.height == 0:
         con.execute("DELETE FROM labeling.audit_labels WHERE batch = ?", [batch])

@@ -585,6 +585,19 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
                                            "champion_tolerance": cfg.champion_tolerance,
                                            "collapse_ratio": settings.checks.collapse_ratio})
     run_model(con, "students.champion")
+    return current_champion(con)
+
+
+def current_champion(con: duckdb.DuckDBPyConnection) -> dict:
+    """students.champion as :func:`choose_champion` last wrote it (read, never rebuilt).
+
+    Raises :class:`LookupError` when no student was trained yet and :class:`NoEligibleStudent` when the
+    last choice found no eligible candidate (the reason names each candidate's verdict).
+    """
+    from llambert.warehouse import table_exists
+
+    if not table_exists(con, "students.champion"):
+        raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
     row = con.execute("SELECT checkpoint_id, path, reason, metric, score, kind FROM students.champion").fetchone()
     if row is None:
         n, rejected = con.execute(
@@ -617,7 +630,7 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
 
     with session(prepare=True) as c:
         predictions_store.prepare(c, settings)
-        champ = choose_champion(c, settings)
+        champ = current_champion(c)  # chosen by the training step (students.champion), read here
         cid = champ["checkpoint_id"]
         if replace:
             predictions_store.delete(c, settings, batch, cid)
@@ -687,7 +700,7 @@ def _predict_local(session, settings: Settings, batch: str, cid: str, path: str)
 def build_report(con: duckdb.DuckDBPyConnection, settings: Settings) -> pl.DataFrame:
     from llambert.teacher.accounting import project_costs
 
-    choose_champion(con, settings)
+    current_champion(con)  # the report compares the champion: none yet, or none eligible, says why
     task = load_task(settings.task)
     write_task_labels(con, task)
     latest = con.execute("SELECT run_id FROM labeling.cost_projection ORDER BY created_at DESC LIMIT 1").fetchone()
