@@ -40,19 +40,17 @@ def raw_corpus(context: dg.AssetExecutionContext, llambert: LlambertResource):
             "SELECT reason, count(*) FROM raw.rejected WHERE batch = ? GROUP BY 1 ORDER BY 2 DESC", [batch]).fetchall())
     yield dg.MaterializeResult(
         asset_key=["raw", "occurrences"],
-        metadata={"dagster/row_count": stats["accepted_rows"], "duplicate_rows": stats["duplicate_rows"]})
+        metadata={"dagster/row_count": stats.accepted_rows, "duplicate_rows": stats.duplicate_rows})
     yield dg.MaterializeResult(
         asset_key=["raw", "corpus"],
         metadata={
-            "dagster/row_count": stats["documents"],
-            "input_rows": stats["input_rows"],
-            "rejected_rows": stats["rejected_rows"],
-            "duplicate_rows": stats["duplicate_rows"],
+            "dagster/row_count": stats.documents,
+            **stats.metadata(),
             "documents_by_split": dg.MetadataValue.md(dict_table(splits, "split", "documents")),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["raw", "rejected"],
-        metadata={"dagster/row_count": stats["rejected_rows"],
+        metadata={"dagster/row_count": stats.rejected_rows,
                   "reasons": dg.MetadataValue.md(dict_table(reasons or {"(none)": 0}, "reason", "rows"))})

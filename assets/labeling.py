@@ -26,11 +26,11 @@ from llambert.reporting import dict_table, markdown_table
 def sample(llambert: LlambertResource):
     with llambert.warehouse() as con:
         stats = pipeline.build_sample(con, llambert.settings())
-    yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats["pool"]})
+    yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats.pool})
     yield dg.MaterializeResult(
         asset_key=["labeling", "sample"],
-        metadata={"dagster/row_count": stats["rows"], "strategy": stats["strategy"],
-                  "by_split": dg.MetadataValue.md(dict_table(stats["by_split"], "split", "rows"))},
+        metadata={"dagster/row_count": stats.rows, **stats.metadata(),
+                  "by_split": dg.MetadataValue.md(dict_table(stats.by_split, "split", "rows"))},
     )
 
 
@@ -53,15 +53,15 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
     with also_log_to(context.log.info):  # progress lines in the run log too
         stats = pipeline.label_sample(llambert.sessions(), settings)
     with llambert.warehouse() as con:
-        cost = project_costs(con, settings, llambert.task, stats["run_id"])
+        cost = project_costs(con, settings, llambert.task, stats.run_id)
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
-    context.log.info(f"teacher asked {stats['asked']} prompts, {stats['from_cache']} came from the cache")
+    context.log.info(f"teacher asked {stats.asked} prompts, {stats.from_cache} came from the cache")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats["rows"],
-            **{k: v for k, v in stats.items() if k not in ("rows",) and v is not None},
+            "dagster/row_count": stats.rows,
+            **stats.metadata(),
             "discard_rate": float(cost.get("discard_rate") or 0.0),
             "projection": dg.MetadataValue.md(projection_markdown(cost)),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
@@ -93,8 +93,8 @@ def parsed_and_discarded(llambert: LlambertResource):
     yield dg.MaterializeResult(
         asset_key=["labeling", "parsed_labels"],
         metadata={
-            "dagster/row_count": stats["parsed"],
-            "discard_rate": stats["discard_rate"],
+            "dagster/row_count": stats.parsed,
+            **stats.metadata(),
             "label_balance": dg.MetadataValue.md(dict_table(balance, "label", "rows")),
             "label_balance_chart": dg.MetadataValue.md(bar_chart(balance, "teacher labels in the sample")),
             "preview": dg.MetadataValue.md(markdown_table(parsed_preview)),
@@ -103,8 +103,8 @@ def parsed_and_discarded(llambert: LlambertResource):
     yield dg.MaterializeResult(
         asset_key=["labeling", "discarded"],
         metadata={
-            "dagster/row_count": stats["discarded"],
-            "reasons": dg.MetadataValue.md(dict_table(stats["discard_reasons"] or {"(none)": 0}, "reason", "rows")),
+            "dagster/row_count": stats.discarded,
+            "reasons": dg.MetadataValue.md(dict_table(stats.discard_reasons or {"(none)": 0}, "reason", "rows")),
             "examples": dg.MetadataValue.md(markdown_table(discarded)),
         },
     )

@@ -61,18 +61,18 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
             "SELECT 'training_log', count(*) FROM students.training_log UNION ALL "
             "SELECT 'candidates', count(*) FROM students.candidates").fetchall())
         candidates = pipeline.candidate_summary(con)
-    history = pl.DataFrame(stats.pop("history"))
-    context.log.info(f"checkpoint {stats['checkpoint_id']}: val accuracy {stats.get('val_accuracy')}")
+    history = pl.DataFrame(stats.history)
+    context.log.info(f"checkpoint {stats.checkpoint_id}: val accuracy {stats.get('val_accuracy')}")
     yield dg.MaterializeResult(asset_key=["students", "gold_probe"],
                                metadata={"dagster/row_count": counts["gold_probe"]})
     yield dg.MaterializeResult(asset_key=["students", "training_examples"],
                                metadata={"dagster/row_count": counts["training_examples"],
-                                         "label_source": stats["label_source"], "recipe": stats["recipe"]})
+                                         "label_source": stats.label_source, "recipe": stats.recipe})
     yield dg.MaterializeResult(
         asset_key=CHECKPOINTS,
         metadata={
-            **{k: v for k, v in stats.items() if v is not None and not isinstance(v, (dict, list))},
-            "path": dg.MetadataValue.path(stats["path"]),
+            **stats.metadata(),
+            "path": dg.MetadataValue.path(stats.path),
             "epochs": dg.MetadataValue.md(markdown_table(history)),
             "training_curve": dg.MetadataValue.md(_curve(history)),
         },
@@ -84,9 +84,9 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
                                          "newest": dg.MetadataValue.md(markdown_table(candidates))})
     yield dg.MaterializeResult(
         asset_key=["students", "champion"],
-        metadata={"dagster/row_count": 0 if stats["champion"] is None else 1,
-                  "checkpoint_id": stats["champion"] or "", "kind": stats["champion_kind"] or "",
-                  "reason": stats["champion_reason"] or ""})
+        metadata={"dagster/row_count": 0 if stats.champion is None else 1,
+                  "checkpoint_id": stats.champion or "", "kind": stats.champion_kind or "",
+                  "reason": stats.champion_reason or ""})
 
 
 def _curve(history) -> str:
