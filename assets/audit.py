@@ -24,12 +24,12 @@ def audit_labels(context: dg.AssetExecutionContext, llambert: LlambertResource) 
         stats = audit_batch(con, llambert.settings(), context.partition_key)
         newest = con.execute(
             "SELECT checkpoint_id FROM students.checkpoints ORDER BY created_at DESC LIMIT 1").fetchone()
-    if stats.get("retrain_requested"):
-        context.log.warning(f"retrain requested: {stats['retrain_reason']}")
+    if stats.retrain_requested:
+        context.log.warning(f"retrain requested: {stats.retrain_reason}")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats.get("audited", 0),
-            **{k: v for k, v in stats.items() if v is not None},
+            "dagster/row_count": stats.audited,
+            **stats.metadata(),
             "newest_checkpoint": newest[0] if newest else "",
         }
     )

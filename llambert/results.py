@@ -134,3 +134,35 @@ class PredictResult(StepResult):
 
     def _extra(self) -> dict[str, Any]:
         return dict(self.details)
+
+
+@dataclass
+class AuditResult(StepResult):
+    """A batch audit's figures; ``skipped`` says why nothing was audited (then the rest is unset)."""
+
+    batch: str
+    skipped: str | None = None
+    checkpoint_id: str | None = None
+    k: int | None = None
+    audited: int = 0
+    parsed: int | None = None
+    agreed: int | None = None
+    agreement: float | None = None
+    teacher_prompts: int | None = None
+    teacher_cached: int | None = None
+    new_labels_since_training: int | None = None
+    retrain_requested: bool = False
+    retrain_reason: str | None = None
+
+
+@dataclass
+class InboxBatchResult(StepResult):
+    """An inbox batch recorded in raw.inbox_files."""
+
+    batch: str
+    file: str
+    sha256: str
+    input_rows: int
+    rejected_rows: int
+    new_documents: int
+    known_documents: int
