@@ -89,8 +89,8 @@ def batch_state(instance, partition: str, warehouse: dict[str, str] | None) -> t
 
     from dagster_project.jobs import ingest_and_label_job
 
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=ingest_and_label_job.name, tags={"dagster/partition": partition}),
-                             limit=1)
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=ingest_and_label_job.name, tags={"dagster/partition": partition}), limit=1)
     why = (warehouse or {}).get(partition)
     if not runs:  # never run by this job: new, unless the warehouse has it all (materialized otherwise)
         return ("done", "") if warehouse is not None and why is None else ("new", "no run yet")
