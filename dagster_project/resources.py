@@ -47,6 +47,8 @@ class LlambertResource(dg.ConfigurableResource):
     student_recipe: str | None = Field(
         None, description="student.recipe: 'llambert' (LLM labels), 'baseline' (gold train labels), "
         "'llambert_extra' or 'combined' (LLM labels, then gold).")
+    # The run built from these fields once per run (setup_for_execution), or handed in by the caller (of).
+    _run: Run | None = PrivateAttr(None)
 
     def launchpad_overrides(self) -> dict:
         """The launchpad fields that were set, as a nested settings dict."""
@@ -59,8 +61,6 @@ class LlambertResource(dg.ConfigurableResource):
             if value is not None and value != "":
                 out.setdefault(section, {})[key] = value
         return out
-
-    _run: Run | None = PrivateAttr(None)
 
     @classmethod
     def of(cls, run: Run) -> dg.ResourceDefinition:
