@@ -51,7 +51,7 @@ models: install
 
 run: install
 	@$(MAKE) --no-print-directory models MODELS="$(TEACHER) $(STUDENT)"
-	LLAMBERT_TEACHER=$(TEACHER) LLAMBERT_STUDENT=$(STUDENT) $(PY) -m dagster_project.run
+	$(PY) -m dagster_project.run --set teacher.model=$(TEACHER) --set student.model=$(STUDENT)
 
 # Style: ruff (pyproject.toml [tool.ruff]) and sqlfluff (.sqlfluff). Fix with
 #   $(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix . && $(VENV)/bin/sqlfluff fix sql data_contracts
