@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 
 from llambert.config import CorpusSource, Settings
+from llambert.results import InboxBatchResult
 
 INBOX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 BATCHES_DIR = ".batches"
@@ -311,7 +312,7 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
     return result
 
 
-def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str) -> dict:
+def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str) -> InboxBatchResult:
     """Record an ingested inbox batch in raw.inbox_files (replacing its row on a re-run)."""
     b = read_manifest(settings, batch)
     input_rows, rejected, new_docs, known_docs = con.execute(
@@ -329,8 +330,8 @@ def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: st
         [batch, b.sha256, b.file_name, b.stored_path, b.bytes, b.detected_at, input_rows + rejected, rejected,
          new_docs, known_docs],
     )
-    return {"batch": batch, "file": b.file_name, "sha256": b.sha256, "input_rows": input_rows + rejected,
-            "rejected_rows": rejected, "new_documents": new_docs, "known_documents": known_docs}
+    return InboxBatchResult(batch=batch, file=b.file_name, sha256=b.sha256, input_rows=input_rows + rejected,
+                            rejected_rows=rejected, new_documents=new_docs, known_documents=known_docs)
 
 
 def unfinished_batches(con: duckdb.DuckDBPyConnection, settings: Settings,
