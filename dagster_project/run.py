@@ -16,6 +16,7 @@ import yaml
 from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
 from llambert.models import ModelNotAvailable
+from llambert.preflight import check_ready
 
 STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", True), ("evaluate", False)]
 
@@ -24,7 +25,7 @@ def run_pipeline(
     config_path: str | None = None, overrides: dict | None = None, batch: str = "initial", log_level: str = "WARNING"
 ) -> int:
     settings = load_settings(config_path, overrides)
-    settings.check_ready()
+    check_ready(settings)
     from llambert.models.install import configured_models, ensure_models
 
     # Offline models not installed yet are installed and prepared now, before any work (issue 16).

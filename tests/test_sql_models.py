@@ -6,9 +6,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from llambert import pipeline
 from llambert.tasks import load_task
-from llambert.warehouse import ensure_schemas, run_model
+from llambert.warehouse import ensure_schemas, run_model, write_task_labels
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def con():
 
 
 def _parse(con, task_name: str, answers: list[str | None]) -> list[tuple]:
-    pipeline.write_task_labels(con, load_task(task_name))
+    write_task_labels(con, load_task(task_name))
     frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(answers))], "raw_text": answers},
                          schema={"doc_id": pl.Utf8, "raw_text": pl.Utf8})
     con.register("answers_in", frame)
@@ -110,7 +109,7 @@ def test_report_gives_the_teachers_recall_per_gold_class(con):
     negatives positive; evaluation.report's recall rows, and the run summary, show it."""
     from llambert.reporting import recall_text, summary_lines, teacher_recall
 
-    pipeline.write_task_labels(con, load_task("imdb_sentiment"))  # 0 negative, 1 positive
+    write_task_labels(con, load_task("imdb_sentiment"))  # 0 negative, 1 positive
     # (teacher label, gold label): 6 gold negatives, 2 of them called positive;
     # 4 gold positives, all right; 2 sampled documents without gold count nowhere.
     pairs = [(0, 0)] * 4 + [(1, 0)] * 2 + [(1, 1)] * 4 + [(0, None), (1, None)]

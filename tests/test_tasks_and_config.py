@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from llambert.config import ConfigError, load_settings
+from llambert.preflight import check_ready
 from llambert.tasks import available_tasks, load_task
 
 
@@ -80,7 +81,7 @@ def test_invalid_settings_name_the_setting(tmp_path):
 def test_missing_data_dir_fails_before_work(tmp_path):
     s = load_settings(overrides={"data_dir": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="LLAMBERT_DATA_DIR"):
-        s.check_ready()
+        check_ready(s)
 
 
 def test_teacher_batch_size_defaults_per_backend():
