@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from llambert.config import CorpusSource, Settings
+from llambert.config import ConfigError, CorpusSource, Settings
 from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.tasks import Task, load_task
@@ -84,9 +84,9 @@ def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
                                       "sample_seed": s.seed})
     n = count(con, "labeling.pool")
     if n == 0:
-        raise ValueError(
-            f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
-            f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
+        raise ConfigError(
+            f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
+            f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
     return {"rows": n, "seconds": round(time.perf_counter() - t0, 3)}  # recorded with the sample stage
 
@@ -101,9 +101,9 @@ def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     run_model(con, "labeling.sample", {"sample_size": seed_size(s.size, s.strategy, s.round_size)})
     n = count(con, "labeling.sample")
     if n == 0:
-        raise ValueError(
-            f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
-            f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
+        raise ConfigError(
+            f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
+            f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
     stats = {"rows": n, "requested": s.size, "strategy": s.strategy, "pool": pool["rows"],
              "by_split": _sample_by_split(con)}
@@ -333,8 +333,8 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
             + (" of documents in split 'train' (the paper's llambert recipe; use llambert_extra to train on the "
                "extra pool too)" if recipe == "llambert" else ""),
         }
-        raise ValueError(f"student.recipe '{recipe}' needs " + " and ".join(what[m] for m in missing)
-                         + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
+        raise ConfigError(f"setting 'student.recipe': '{recipe}' needs " + " and ".join(what[m] for m in missing)
+                          + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
     return phases, _RECIPE_SOURCE[recipe], sizes
 
 
