@@ -21,6 +21,7 @@ from llambert.pipeline import INITIAL_BATCH, choose_champion
 from llambert.tasks import load_task
 from llambert.warehouse import record_stage, run_model, transaction, write_task_labels
 
+
 def least_confident(con: duckdb.DuckDBPyConnection, batch: str, checkpoint_id: str, k: int) -> pl.DataFrame:
     """The champion's k least confident documents of a batch (ties broken by doc_id, so stable)."""
     return con.execute(

@@ -35,8 +35,10 @@ def check_ready(settings: Settings) -> None:
         _check_model_name(role, cfg.model, settings.models_dir)
     if settings.inference.engine == "ray":
         if importlib.util.find_spec("ray") is None:
-            raise ConfigError("setting 'inference.engine' is 'ray' but Ray is not installed here: "
-                              "pip install 'llambert[ray]' (make test-ray does), or set inference.engine: local")
+            raise ConfigError(
+                "setting 'inference.engine' is 'ray' but Ray is not installed here: "
+                "pip install 'llambert[ray]' (make test-ray does), or set inference.engine: local"
+            )
     if settings.sources is None and not settings.data_dir.is_dir():
         raise ConfigError(
             f"setting 'data_dir': {settings.data_dir} is not a folder. Set data_dir in llambert.yaml or "
@@ -64,6 +66,7 @@ def _check_model_name(role: str, name: str, models_dir: Path) -> None:
         offline_requirements([name])  # raises for a plain name that is no registry entry, path or hub id
     except ModelNotAvailable as e:
         raise ConfigError(
-            f"setting '{role}.model': {e}\n(`llambert models` lists them and how to install each)") from None
+            f"setting '{role}.model': {e}\n(`llambert models` lists them and how to install each)"
+        ) from None
     if name.startswith(("/", "./", "../", "~")) or name.endswith("/"):
         raise ConfigError(f"setting '{role}.model': the directory {name} does not exist.")

@@ -297,7 +297,7 @@ def record_stage(con: duckdb.DuckDBPyConnection, stage: str, partition: str | No
     run_model(con, "ops.stage_runs", frames={"staged_stage_runs": frame}, atomic=False)
 
 
-def write_task_labels(con: duckdb.DuckDBPyConnection, task: "Task") -> None:
+def write_task_labels(con: duckdb.DuckDBPyConnection, task: Task) -> None:
     """labeling.task_labels from the task file: every label word, and how answers are matched."""
     rows = [{"label_id": lab.id, "name": lab.name, "word": w, "match": task.match}
             for lab in task.labels for w in lab.words]

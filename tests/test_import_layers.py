@@ -102,11 +102,11 @@ def test_the_finder_sees_a_cycle():
 def test_llambert_has_no_import_cycle():
     found = cycles(import_graph())
     assert found == [], "import cycles in llambert/ (move the shared code below both): " + "; ".join(
-        " <-> ".join(c) for c in found)
+        " <-> ".join(c) for c in found
+    )
 
 
 def test_config_is_the_floor():
     """config is read by everything, so it imports nothing of the project (preflight sits above it)."""
     assert imports_of("llambert.config") <= {"llambert.models.registry"}
     assert "llambert.pipeline" not in imports_of("llambert.teacher.accounting")
-
