@@ -81,52 +81,36 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
             backend.close()
     write_task_labels(con, task)
     run_model(con, "labeling.answer_matches")  # the parser, labeling.parse_answers, as the task now defines it
-    con.register("staged_audit_docs", docs.drop("text"))
-    try:
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE audit_answers AS
-               SELECT d.doc_id, c.raw_text, c.label_probs
-               FROM staged_audit_docs d
-               JOIN labeling.llm_requests q ON q.doc_id = d.doc_id AND q.model_identity = $model_identity
-                    AND q.prompt_version = $prompt_version AND q.decoding = $decoding
-               JOIN labeling.llm_cache c USING (cache_key)
-               QUALIFY row_number() OVER (PARTITION BY d.doc_id ORDER BY c.created_at) = 1""",
-            variables,
-        )
-        with transaction(con):
-            run_model(con, "labeling.audit_labels", {"batch": batch, "checkpoint_id": cid,
-                                                     "model_identity": variables["model_identity"],
-                                                     "prompt_version": variables["prompt_version"]}, atomic=False)
-            audited, parsed, agreed = con.execute(
-                "SELECT count(*), count(label), count(*) FILTER (WHERE label = student_label) "
-                "FROM labeling.audit_labels WHERE batch = ?", [batch]).fetchone()
-            agreement = agreed / parsed if parsed else None
-            new_labels = new_labels_since_training(con)
-            reason = retrain_reason(settings, new_labels, parsed, agreement)
-            if reason:
-                request = pl.DataFrame(
-                    [{"checkpoint_id": cid, "batch": batch, "reason": reason, "new_labels": new_labels,
-                      "agreement": agreement}],
-                    schema={"checkpoint_id": pl.Utf8, "batch": pl.Utf8, "reason": pl.Utf8, "new_labels": pl.Int64,
-                            "agreement": pl.Float64})
-                run_model(con, "students.retrain_requests", frames={"staged_retrain_request": request}, atomic=False)
-            else:  # a re-run that no longer warrants it withdraws this batch's request
-                run_model(con, "students.retrain_requests", {"checkpoint_id": cid, "batch": batch},
-                          section="withdraw", atomic=False)
-            seconds = time.perf_counter() - t0
-            audit_run = pl.DataFrame(
-                [{"batch": batch, "checkpoint_id": cid, "model_identity": variables["model_identity"], "k": cfg.k,
-                  "audited": audited, "parsed": parsed, "agreed": agreed, "agreement": agreement,
-                  "teacher_prompts": run.prompts, "teacher_cached": run.cached,
-                  "retrain_requested": reason is not None, "seconds": seconds}],
-                schema={"batch": pl.Utf8, "checkpoint_id": pl.Utf8, "model_identity": pl.Utf8, "k": pl.Int64,
-                        "audited": pl.Int64, "parsed": pl.Int64, "agreed": pl.Int64, "agreement": pl.Float64,
-                        "teacher_prompts": pl.Int64, "teacher_cached": pl.Int64, "retrain_requested": pl.Boolean,
-                        "seconds": pl.Float64})
-            run_model(con, "labeling.audit_runs", frames={"staged_audit_run": audit_run}, atomic=False)
-    finally:
-        con.unregister("staged_audit_docs")
-        con.execute("DROP TABLE IF EXISTS audit_answers")
+    with transaction(con):
+        run_model(con, "labeling.audit_labels", {"batch": batch, "checkpoint_id": cid, **variables},
+                  frames={"staged_audit_docs": docs.drop("text")}, atomic=False)
+        audited, parsed, agreed = con.execute(
+            "SELECT count(*), count(label), count(*) FILTER (WHERE label = student_label) "
+            "FROM labeling.audit_labels WHERE batch = ?", [batch]).fetchone()
+        agreement = agreed / parsed if parsed else None
+        new_labels = new_labels_since_training(con)
+        reason = retrain_reason(settings, new_labels, parsed, agreement)
+        if reason:
+            request = pl.DataFrame(
+                [{"checkpoint_id": cid, "batch": batch, "reason": reason, "new_labels": new_labels,
+                  "agreement": agreement}],
+                schema={"checkpoint_id": pl.Utf8, "batch": pl.Utf8, "reason": pl.Utf8, "new_labels": pl.Int64,
+                        "agreement": pl.Float64})
+            run_model(con, "students.retrain_requests", frames={"staged_retrain_request": request}, atomic=False)
+        else:  # a re-run that no longer warrants it withdraws this batch's request
+            run_model(con, "students.retrain_requests", {"checkpoint_id": cid, "batch": batch},
+                      section="withdraw", atomic=False)
+        seconds = time.perf_counter() - t0
+        audit_run = pl.DataFrame(
+            [{"batch": batch, "checkpoint_id": cid, "model_identity": variables["model_identity"], "k": cfg.k,
+              "audited": audited, "parsed": parsed, "agreed": agreed, "agreement": agreement,
+              "teacher_prompts": run.prompts, "teacher_cached": run.cached,
+              "retrain_requested": reason is not None, "seconds": seconds}],
+            schema={"batch": pl.Utf8, "checkpoint_id": pl.Utf8, "model_identity": pl.Utf8, "k": pl.Int64,
+                    "audited": pl.Int64, "parsed": pl.Int64, "agreed": pl.Int64, "agreement": pl.Float64,
+                    "teacher_prompts": pl.Int64, "teacher_cached": pl.Int64, "retrain_requested": pl.Boolean,
+                    "seconds": pl.Float64})
+        run_model(con, "labeling.audit_runs", frames={"staged_audit_run": audit_run}, atomic=False)
     stats = {"batch": batch, "checkpoint_id": cid, "k": cfg.k, "audited": audited, "parsed": parsed,
              "agreed": agreed, "agreement": agreement, "teacher_prompts": run.prompts, "teacher_cached": run.cached,
              "new_labels_since_training": new_labels, "retrain_requested": reason is not None,

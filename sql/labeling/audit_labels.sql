@@ -1,10 +1,21 @@
 -- labeling.audit_labels: the teacher's labels for the champion's least confident documents of a batch
 -- (llambert/audit.py), parsed by the task's parser (labeling.parse_answers, sql/labeling/answer_matches.sql).
--- Reads `staged_audit_docs` (doc_id, student_label, student_probability) and `audit_answers` (doc_id,
--- raw_text, label_probs: the teacher's cached answers). Variables: batch, checkpoint_id, model_identity,
--- prompt_version. Re-auditing a batch replaces its rows.
+-- Reads `staged_audit_docs` (doc_id, student_label, student_probability) and the teacher's cached answers
+-- under the current teacher configuration. Variables: batch, checkpoint_id, model_identity, prompt_version,
+-- decoding. Re-auditing a batch replaces its rows.
 DELETE FROM labeling.audit_labels WHERE batch = getvariable('batch');
 INSERT INTO labeling.audit_labels BY NAME
+WITH audit_answers AS (
+    SELECT d.doc_id, c.raw_text, c.label_probs
+    FROM staged_audit_docs d
+    JOIN labeling.llm_requests q
+      ON q.doc_id = d.doc_id
+     AND q.model_identity = getvariable('model_identity')
+     AND q.prompt_version = getvariable('prompt_version')
+     AND q.decoding = getvariable('decoding')
+    JOIN labeling.llm_cache c USING (cache_key)
+    QUALIFY row_number() OVER (PARTITION BY d.doc_id ORDER BY c.created_at) = 1
+)
 SELECT
     getvariable('batch') AS batch,
     d.doc_id,
