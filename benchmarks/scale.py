@@ -502,14 +502,16 @@ def report(run_id: str, out: Path, args, mach: dict, docs: int, student: Path) -
             "to Parquet shards, the Ray Data job (actor start and model load included) and the loader. The ratio "
             "is against the local engine of the same repeat.", "",
             "| repeat | configuration | docs | seconds | docs/s | vs local | export / Ray / load s | Ray stage docs/s "
-            "| load avg 1 min (before -> after) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| actors that labeled | load avg 1 min (before -> after) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in label:
             split = (f"{r['export_s']:.1f} / {r['ray_s']:.1f} / {r['load_s']:.2f}" if r["ray_s"] is not None else "–")
             ray_rate = f"{r['rows'] / r['ray_s']:.1f}" if r["ray_s"] else "–"
+            det = r["details"] if isinstance(r["details"], dict) else json.loads(r["details"] or "{}")
+            actors = (det.get("ray_result") or {}).get("actors_used", "–")
             lines.append(f"| {r['repeat']} | {r['config']} | {r['rows']:,} | {r['seconds']:.1f} | {r['per_s']:.1f} | "
-                         f"{r['ratio_vs_local']:.2f}x | {split} | {ray_rate} | {r['load_1m_before']:.2f} -> "
+                         f"{r['ratio_vs_local']:.2f}x | {split} | {ray_rate} | {actors} | {r['load_1m_before']:.2f} -> "
                          f"{r['load_1m_after']:.2f} |")
         lines.append("")
         if busiest > mach["cpus"]:
