@@ -276,6 +276,9 @@ def measure_labeling(home: Path, corpus: Path, docs: int, student: Path, repeats
                     # when the next pool starts (measured: the 2-worker pool then ran one actor).
                     ray.shutdown()
                 t0 = time.perf_counter()
+                # Ray starts its workers at nice 15; the local engine runs at the caller's priority. Any other
+                # process on the machine would then take CPU from Ray's actors and not from the local engine.
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 init_ray(settings)  # inference.num_cpus 2, not timed
                 ray_started = True
                 import ray
