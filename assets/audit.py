@@ -8,7 +8,7 @@ from dagster_project.resources import LlambertResource
 
 @dg.asset(
     key=["labeling", "audit_labels"],
-    deps=[dg.AssetKey(["predictions", "labels"])],
+    deps=[dg.AssetKey(["predictions", "labels"]), dg.AssetKey(["students", "champion"])],
     partitions_def=batches_partitions,
     group_name="labeling",
     kinds={"duckdb", "pytorch"},
@@ -20,17 +20,16 @@ from dagster_project.resources import LlambertResource
 def audit_labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
     from llambert.audit import audit_batch
 
-    settings = llambert.settings()
     with llambert.warehouse() as con:
-        stats = audit_batch(con, settings, context.partition_key)
+        stats = audit_batch(con, llambert.settings(), context.partition_key)
         newest = con.execute(
             "SELECT checkpoint_id FROM students.checkpoints ORDER BY created_at DESC LIMIT 1").fetchone()
-    if stats.get("retrain_requested"):
-        context.log.warning(f"retrain requested: {stats['retrain_reason']}")
+    if stats.retrain_requested:
+        context.log.warning(f"retrain requested: {stats.retrain_reason}")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats.get("audited", 0),
-            **{k: v for k, v in stats.items() if v is not None},
+            "dagster/row_count": stats.audited,
+            **stats.metadata(),
             "newest_checkpoint": newest[0] if newest else "",
         }
     )

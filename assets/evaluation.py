@@ -9,7 +9,8 @@ from llambert.reporting import markdown_table, recall_text, teacher_recall
 
 @dg.asset(
     key=["evaluation", "report"],
-    deps=[dg.AssetKey(["predictions", "labels"]), dg.AssetKey(["labeling", "parsed_labels"])],
+    deps=[dg.AssetKey(["predictions", "labels"]), dg.AssetKey(["labeling", "parsed_labels"]),
+          dg.AssetKey(["students", "champion"])],
     group_name="quality",
     kinds={"duckdb", "sql"},
     code_version="2",
@@ -44,13 +45,12 @@ def _visuals(con, llambert: LlambertResource) -> dict:
     """Confusion matrices (student vs gold on the eval split, teacher vs gold on the sample) and
     time per stage, from the saved views (sql/views/confusion_matrix.sql, stage_costs.sql)."""
     from llambert.plots import confusion_matrices, stage_times
-    from llambert.tasks import load_task
     from llambert.warehouse import create_views, set_variables
 
     settings = llambert.settings()
     create_views(con)
     set_variables(con, {"eval_split": settings.eval_split})
-    labels = load_task(settings.task).label_names
+    labels = llambert.task.label_names
     cells = con.execute("SELECT who, gold_label, predicted_label, documents FROM views.confusion_matrix").fetchall()
     matrices = {}
     for who, title in (("student", f"student vs gold ({settings.eval_split} split)"),

@@ -25,4 +25,4 @@ def inbox_files(context: dg.AssetExecutionContext, llambert: LlambertResource) -
         return dg.MaterializeResult(metadata={"note": "the initial batch is the configured corpus, not an inbox file"})
     with llambert.warehouse() as con:
         stats = register_batch(con, llambert.settings(), batch)
-    return dg.MaterializeResult(metadata={"dagster/row_count": 1, **stats})
+    return dg.MaterializeResult(metadata={"dagster/row_count": 1, **stats.metadata()})

@@ -6,7 +6,6 @@ from dagster_project.resources import LlambertResource
 from llambert import pipeline
 from llambert.plots import bar_chart
 from llambert.reporting import dict_table, markdown_table
-from llambert.tasks import load_task
 
 
 @dg.multi_asset(
@@ -27,11 +26,11 @@ from llambert.tasks import load_task
 def sample(llambert: LlambertResource):
     with llambert.warehouse() as con:
         stats = pipeline.build_sample(con, llambert.settings())
-    yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats["pool"]})
+    yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats.pool})
     yield dg.MaterializeResult(
         asset_key=["labeling", "sample"],
-        metadata={"dagster/row_count": stats["rows"], "strategy": stats["strategy"],
-                  "by_split": dg.MetadataValue.md(dict_table(stats["by_split"], "split", "rows"))},
+        metadata={"dagster/row_count": stats.rows, **stats.metadata(),
+                  "by_split": dg.MetadataValue.md(dict_table(stats.by_split, "split", "rows"))},
     )
 
 
@@ -46,25 +45,23 @@ def sample(llambert: LlambertResource):
     "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
 )
 def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
-    from llambert.teacher.accounting import project_costs, projection_markdown
-
     from llambert.progress import also_log_to
-    from llambert.warehouse import Warehouse
+    from llambert.teacher.accounting import project_costs, projection_markdown
 
     settings = llambert.settings()
     # Short write sessions: no connection is open while the teacher works, so `llambert sql` can read.
     with also_log_to(context.log.info):  # progress lines in the run log too
-        stats = pipeline.label_sample(Warehouse(settings.warehouse_path), settings)
+        stats = pipeline.label_sample(llambert.sessions(), settings)
     with llambert.warehouse() as con:
-        cost = project_costs(con, settings, load_task(settings.task), stats["run_id"])
+        cost = project_costs(con, settings, llambert.task, stats.run_id)
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
-    context.log.info(f"teacher asked {stats['asked']} prompts, {stats['from_cache']} came from the cache")
+    context.log.info(f"teacher asked {stats.asked} prompts, {stats.from_cache} came from the cache")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats["rows"],
-            **{k: v for k, v in stats.items() if k not in ("rows",) and v is not None},
+            "dagster/row_count": stats.rows,
+            **stats.metadata(),
             "discard_rate": float(cost.get("discard_rate") or 0.0),
             "projection": dg.MetadataValue.md(projection_markdown(cost)),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
@@ -85,10 +82,9 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
     ],
 )
 def parsed_and_discarded(llambert: LlambertResource):
-    settings = llambert.settings()
     with llambert.warehouse() as con:
-        stats = pipeline.parse_labels(con, settings)
-        balance = pipeline.label_balance(con, load_task(settings.task))
+        stats = pipeline.parse_labels(con, llambert.settings())
+        balance = pipeline.label_balance(con, llambert.task)
         discarded = con.execute("SELECT doc_id, raw_text, reason FROM labeling.discarded LIMIT 10").pl()
         parsed_preview = con.execute(
             "SELECT p.doc_id, p.label_name, p.raw_text, p.split, left(c.text, 100) AS text "
@@ -97,8 +93,8 @@ def parsed_and_discarded(llambert: LlambertResource):
     yield dg.MaterializeResult(
         asset_key=["labeling", "parsed_labels"],
         metadata={
-            "dagster/row_count": stats["parsed"],
-            "discard_rate": stats["discard_rate"],
+            "dagster/row_count": stats.parsed,
+            **stats.metadata(),
             "label_balance": dg.MetadataValue.md(dict_table(balance, "label", "rows")),
             "label_balance_chart": dg.MetadataValue.md(bar_chart(balance, "teacher labels in the sample")),
             "preview": dg.MetadataValue.md(markdown_table(parsed_preview)),
@@ -107,8 +103,8 @@ def parsed_and_discarded(llambert: LlambertResource):
     yield dg.MaterializeResult(
         asset_key=["labeling", "discarded"],
         metadata={
-            "dagster/row_count": stats["discarded"],
-            "reasons": dg.MetadataValue.md(dict_table(stats["discard_reasons"] or {"(none)": 0}, "reason", "rows")),
+            "dagster/row_count": stats.discarded,
+            "reasons": dg.MetadataValue.md(dict_table(stats.discard_reasons or {"(none)": 0}, "reason", "rows")),
             "examples": dg.MetadataValue.md(markdown_table(discarded)),
         },
     )

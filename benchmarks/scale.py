@@ -175,7 +175,7 @@ def build_corpus(n: int) -> tuple[Path, Path, int]:
     settings = settings_for(home, corpus)
     with open_warehouse(settings.warehouse_path) as con:
         stats = pipeline.ingest_batch(con, settings, BATCH)
-    marker.write_text(json.dumps(stats, default=str))
+    marker.write_text(json.dumps(stats.as_dict(), default=str))
     log(f"corpus: ingested the first {n:,} unsup reviews into {settings.warehouse_path} in "
         f"{time.perf_counter() - t0:.1f} s ({stats['documents']:,} documents, {stats['rejected_rows']} rejected)")
     return home, corpus, stats["documents"]

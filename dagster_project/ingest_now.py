@@ -22,8 +22,6 @@ import socket
 import sys
 from pathlib import Path
 
-import yaml
-
 from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
 
@@ -36,7 +34,7 @@ def ingest_now(files: list[str], config_path: str | None = None, overrides: dict
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        return _ingest_on(instance, settings, files, config_path, overrides, log_level)
+        return _ingest_on(instance, settings, files, log_level)
 
 
 PROCESS_TAG = "llambert/process"  # host:pid:start of the process running an in-process run
@@ -89,10 +87,10 @@ def batch_state(instance, partition: str, warehouse: dict[str, str] | None) -> t
     """
     import dagster as dg
 
-    from dagster_project.sensors import INGEST_AND_LABEL
+    from dagster_project.jobs import ingest_and_label_job
 
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=INGEST_AND_LABEL, tags={"dagster/partition": partition}),
-                             limit=1)
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=ingest_and_label_job.name, tags={"dagster/partition": partition}), limit=1)
     why = (warehouse or {}).get(partition)
     if not runs:  # never run by this job: new, unless the warehouse has it all (materialized otherwise)
         return ("done", "") if warehouse is not None and why is None else ("new", "no run yet")
@@ -133,12 +131,11 @@ def _warehouse_unfinished(settings) -> dict[str, str] | None:
         con.close()
 
 
-def _ingest_on(instance, settings, files: list[str], config_path: str | None, overrides: dict | None,
-               log_level: str) -> int:
+def _ingest_on(instance, settings, files: list[str], log_level: str) -> int:
     from dagster_project.definitions import build_definitions
+    from dagster_project.jobs import ingest_and_label_job
     from dagster_project.partitions import BATCHES
-    from dagster_project.resources import LlambertResource
-    from dagster_project.sensors import INGEST_AND_LABEL
+    from llambert.context import Run
     from llambert.inbox import InboxError, check_inbox_file, claim_file, inbox_lock, known_batches, scan_inbox
     from llambert.warehouse import open_warehouse
 
@@ -200,8 +197,8 @@ def _ingest_on(instance, settings, files: list[str], config_path: str | None, ov
                 todo.append(b)
         if not todo:
             say(f"nothing new or unfinished in {settings.inbox_dir}")
-    resource = LlambertResource(config_path=config_path, overrides_yaml=yaml.safe_dump(overrides) if overrides else "")
-    job = build_definitions(resource).resolve_job_def(INGEST_AND_LABEL)
+    # The settings validated above are the run's: no re-reading of the file or the environment.
+    job = build_definitions(Run.of(settings)).resolve_job_def(ingest_and_label_job.name)
     failed = 0
     for batch in todo:
         say(f"{batch.file_name} -> batch {batch.partition} ...")

@@ -1,4 +1,7 @@
-"""Jobs for the things people do. Partitioned steps (ingest, labeling the corpus) run per batch."""
+"""Jobs for the things people do. Partitioned steps (ingest, labeling the corpus) run per batch.
+
+Every job defined here is found by ``dagster_project/definitions.py``; sensors take the job objects.
+"""
 
 import dagster as dg
 
@@ -6,13 +9,19 @@ from dagster_project.partitions import batches_partitions
 
 CORPUS = dg.AssetKey(["raw", "corpus"])
 PREDICTIONS = dg.AssetKey(["predictions", "labels"])
+# The ingest step writes all three raw tables (assets/ingest.py).
+INGEST_STEP = dg.AssetSelection.assets(CORPUS, ["raw", "occurrences"], ["raw", "rejected"])
+# The training step writes the probe, the examples, the checkpoints, their epochs, the verdicts and the champion.
+TRAIN_STEP = dg.AssetSelection.assets(
+    ["students", "gold_probe"], ["students", "training_examples"], ["students", "checkpoints"],
+    ["students", "training_log"], ["students", "candidates"], ["students", "champion"])
 LLM_STEPS = dg.AssetSelection.assets(
     ["labeling", "pool"], ["labeling", "sample"], ["labeling", "llm_responses"], ["labeling", "parsed_labels"],
     ["labeling", "discarded"],
 )
 
 ingest_job = dg.define_asset_job(
-    "ingest_batch", selection=dg.AssetSelection.assets(CORPUS), partitions_def=batches_partitions,
+    "ingest_batch", selection=INGEST_STEP, partitions_def=batches_partitions,
     description="Read one batch (the initial corpus, or a file that arrived) into raw.corpus.",
 )
 label_sample_job = dg.define_asset_job(
@@ -20,7 +29,7 @@ label_sample_job = dg.define_asset_job(
     description="Draw the sample, have the LLM label it (cached answers are reused), parse the answers.",
 )
 train_student_job = dg.define_asset_job(
-    "train_student", selection=dg.AssetSelection.assets(["students", "checkpoints"]),
+    "train_student", selection=TRAIN_STEP,
     description="Fine-tune a student on the parsed labels and update the champion.",
 )
 label_corpus_job = dg.define_asset_job(
@@ -32,7 +41,7 @@ report_job = dg.define_asset_job(
     description="Rebuild evaluation.report.",
 )
 unpartitioned_pipeline_job = dg.define_asset_job(
-    "teach_and_train", selection=LLM_STEPS | dg.AssetSelection.assets(["students", "checkpoints"]),
+    "teach_and_train", selection=LLM_STEPS | TRAIN_STEP,
     description="The LLM labels the sample and a student is trained on its labels.",
 )
 
@@ -40,10 +49,9 @@ unpartitioned_pipeline_job = dg.define_asset_job(
 # documents with the champion, audit the least confident ones (when audit.enabled).
 ingest_and_label_job = dg.define_asset_job(
     "ingest_and_label_batch",
-    selection=dg.AssetSelection.assets(CORPUS, ["raw", "inbox_files"], PREDICTIONS, ["labeling", "audit_labels"]),
+    selection=INGEST_STEP | dg.AssetSelection.assets(["raw", "inbox_files"], PREDICTIONS, ["labeling", "audit_labels"]),
     partitions_def=batches_partitions,
     tags={"llambert/warehouse": "write"},  # one warehouse writer at a time (dagster_project/instance.py)
     description="Ingest one batch, label exactly its new documents with the champion student, audit it.",
 )
 
-JOBS = [ingest_job, label_sample_job, train_student_job, label_corpus_job, report_job, unpartitioned_pipeline_job, ingest_and_label_job]

@@ -1,4 +1,10 @@
-"""The project's resources: llambert settings and the DuckDB warehouse they point at."""
+"""The project's one resource: llambert's settings, validated once per run, with the task and the warehouse.
+
+:class:`LlambertResource` is what the UI's launchpad edits. Its ``setup_for_execution`` builds a
+:class:`~llambert.context.Run` (settings + task + connection factory) once per run (per step process);
+every asset and check reads that object. ``python -m dagster_project.run`` and ``ingest_now`` hand
+Definitions the ``Run`` they validated themselves (:meth:`LlambertResource.of`): nothing is re-read midway.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,22 @@ from collections.abc import Iterator
 
 import dagster as dg
 import yaml
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from llambert.config import Settings, load_settings
+from llambert.context import Run
+from llambert.tasks import Task
 
 
 class LlambertResource(dg.ConfigurableResource):
     """Settings from llambert.yaml (or ``config_path``), with optional YAML overrides.
 
-    Every asset reads its settings here, so the UI, the CLI and tests share one validated
-    configuration.
+    Every asset reads the :class:`Run` built from them once per run, so the UI, the CLI and tests share one
+    validated configuration.
     """
 
-    config_path: str | None = Field(None, description="A llambert YAML file; default: LLAMBERT_CONFIG or ./llambert.yaml.")
+    config_path: str | None = Field(
+        None, description="A llambert YAML file; default: LLAMBERT_CONFIG or ./llambert.yaml.")
     overrides_yaml: str = Field("", description="YAML merged over the file, e.g. 'sample: {size: 200}'.")
     # Launchpad fields for the settings people change per run. Empty = the configured value; a
     # value is validated with the rest of the settings (a wrong one fails the run, naming it).
@@ -38,6 +47,8 @@ class LlambertResource(dg.ConfigurableResource):
     student_recipe: str | None = Field(
         None, description="student.recipe: 'llambert' (LLM labels), 'baseline' (gold train labels), "
         "'llambert_extra' or 'combined' (LLM labels, then gold).")
+    # The run built from these fields once per run (setup_for_execution), or handed in by the caller (of).
+    _run: Run | None = PrivateAttr(None)
 
     def launchpad_overrides(self) -> dict:
         """The launchpad fields that were set, as a nested settings dict."""
@@ -51,16 +62,49 @@ class LlambertResource(dg.ConfigurableResource):
                 out.setdefault(section, {})[key] = value
         return out
 
-    def settings(self) -> Settings:
+    @classmethod
+    def of(cls, run: Run) -> dg.ResourceDefinition:
+        """The resource for a run validated by the caller (the CLI): used as it is, never rebuilt."""
+        resource = cls()
+        resource._run = run
+        return dg.ResourceDefinition.hardcoded_resource(resource, "llambert settings validated by the caller")
+
+    def load_run(self) -> Run:
+        """Validate the settings this configuration names (file, environment, overrides) and read the task."""
         overrides = yaml.safe_load(self.overrides_yaml) if self.overrides_yaml.strip() else {}
         for section, values in self.launchpad_overrides().items():
             overrides[section] = {**(overrides.get(section) or {}), **values}
-        return load_settings(self.config_path, overrides or None)
+        return Run.of(load_settings(self.config_path, overrides or None))
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run is None:
+            self._run = self.load_run()
+
+    @property
+    def run(self) -> Run:
+        """The run's settings, task and warehouse (built on first use outside a Dagster run)."""
+        if self._run is None:
+            self._run = self.load_run()
+        return self._run
+
+    def settings(self) -> Settings:
+        return self.run.settings
+
+    @property
+    def task(self) -> Task:
+        return self.run.task
 
     @contextlib.contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator:
         """A connection to the warehouse with every schema and durable table in place."""
-        from llambert.warehouse import open_warehouse
-
-        with open_warehouse(self.settings().warehouse_path, read_only=read_only) as con:
+        with self.run.warehouse(read_only=read_only) as con:
             yield con
+
+    def sessions(self):
+        """Short write sessions for the long steps (no connection held while a model works)."""
+        return self.run.sessions()
+
+
+def settings_of(llambert: LlambertResource | Run) -> Settings:
+    """The settings of what Definitions are built with."""
+    return llambert.settings if isinstance(llambert, Run) else llambert.settings()

@@ -11,8 +11,6 @@ import argparse
 import sys
 import time
 
-import yaml
-
 from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
 from llambert.models import ModelNotAvailable
@@ -24,7 +22,7 @@ STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", Tr
 def run_pipeline(
     config_path: str | None = None, overrides: dict | None = None, batch: str = "initial", log_level: str = "WARNING"
 ) -> int:
-    settings = load_settings(config_path, overrides)
+    settings = load_settings(config_path, overrides)  # validated once: every job below gets this object
     check_ready(settings)
     from llambert.models.install import configured_models, ensure_models
 
@@ -36,16 +34,15 @@ def run_pipeline(
 
     from dagster_project.definitions import build_definitions
     from dagster_project.partitions import BATCHES
-    from dagster_project.resources import LlambertResource
     from llambert import pipeline
+    from llambert.context import Run
     from llambert.reporting import summary_lines
-    from llambert.warehouse import open_warehouse
 
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(BATCHES, batch):
         instance.add_dynamic_partitions(BATCHES, [batch])
-    resource = LlambertResource(config_path=config_path, overrides_yaml=yaml.safe_dump(overrides) if overrides else "")
-    defs = build_definitions(resource)
+    run = Run.of(settings)  # the resource every asset gets: no re-reading of the file or the environment
+    defs = build_definitions(run)
     t_all = time.perf_counter()
     run_ids: list[str] = []
     for job_name, partitioned in STEPS:
@@ -70,7 +67,7 @@ def run_pipeline(
             return 1
         print(f"[llambert] {job_name} done in {time.perf_counter() - t_job:.1f}s (run {result.run_id[:8]})", file=sys.stderr)
         run_ids.append(result.run_id)
-    with open_warehouse(settings.warehouse_path) as con:
+    with run.warehouse() as con:
         report = pipeline.build_report(con, settings)
         stages = con.execute(
             "SELECT stage, rows, seconds FROM (SELECT DISTINCT ON (stage, partition) * FROM ops.stage_runs "

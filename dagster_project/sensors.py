@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dagster_project.jobs import ingest_and_label_job, train_student_job
 from dagster_project.partitions import BATCHES, batches_partitions
-from dagster_project.resources import LlambertResource
+from dagster_project.resources import LlambertResource, settings_of
+from llambert.context import Run
 
-INGEST_AND_LABEL = "ingest_and_label_batch"
-TRAIN_STUDENT = "train_student"
 AUDIT_KEY = dg.AssetKey(["labeling", "audit_labels"])
 
 
@@ -53,15 +53,15 @@ def inbox_sensor_result(instance: dg.DagsterInstance, settings) -> dg.SensorResu
     )
 
 
-def build_sensors(resource: LlambertResource) -> list[dg.SensorDefinition]:
+def build_sensors(resource: LlambertResource | Run) -> list[dg.SensorDefinition]:
     """The inbox and retrain sensors; the poll interval comes from ``inbox.poll_seconds``."""
     try:
-        poll = resource.settings().inbox.poll_seconds
+        poll = settings_of(resource).inbox.poll_seconds
     except Exception:  # a broken config must not stop the code location from loading; runs will say why
         poll = 30
 
     @dg.sensor(
-        name="inbox_sensor", job_name=INGEST_AND_LABEL, minimum_interval_seconds=poll,
+        name="inbox_sensor", job=ingest_and_label_job, minimum_interval_seconds=poll,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Each new parquet/CSV/JSONL file in the inbox becomes a batch partition and an "
         "ingest_and_label_batch run; a file with the same bytes as a claimed one is set aside in .duplicates/.",
@@ -70,12 +70,13 @@ def build_sensors(resource: LlambertResource) -> list[dg.SensorDefinition]:
         return inbox_sensor_result(context.instance, llambert.settings())
 
     @dg.asset_sensor(
-        asset_key=AUDIT_KEY, name="retrain_sensor", job_name=TRAIN_STUDENT, minimum_interval_seconds=poll,
+        asset_key=AUDIT_KEY, name="retrain_sensor", job=train_student_job, minimum_interval_seconds=poll,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="With audit.auto_retrain: launches train_student when a batch audit requests a retrain "
         "(at most once per newest checkpoint).",
     )
-    def retrain_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, llambert: LlambertResource):
+    def retrain_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry,
+                       llambert: LlambertResource):
         mat = asset_event.asset_materialization
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
         if not meta.get("retrain_requested"):

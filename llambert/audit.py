@@ -17,7 +17,8 @@ import duckdb
 import polars as pl
 
 from llambert.config import Settings
-from llambert.pipeline import INITIAL_BATCH, choose_champion
+from llambert.pipeline import INITIAL_BATCH, current_champion
+from llambert.results import AuditResult
 from llambert.tasks import load_task
 from llambert.warehouse import record_stage, run_model, transaction, write_task_labels
 
@@ -50,26 +51,26 @@ def retrain_reason(settings: Settings, new_labels: int, parsed: int, agreement: 
     return None
 
 
-def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, backend=None) -> dict:
+def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, backend=None) -> AuditResult:
     """Audit one batch (if the configuration asks for it); returns figures for metadata."""
     cfg = settings.audit
     if not cfg.enabled:
-        return {"batch": batch, "skipped": "audit.enabled is false"}
+        return AuditResult(batch, skipped="audit.enabled is false")
     if batch == INITIAL_BATCH and not cfg.audit_initial:
-        return {"batch": batch, "skipped": "the initial batch is labeled through the LLM sample (audit.audit_initial)"}
+        return AuditResult(batch, skipped="the initial batch is labeled through the LLM sample (audit.audit_initial)")
     from llambert.pipeline import teacher_variables
     from llambert.teacher import make_teacher
     from llambert.teacher.runner import label_documents
 
     t0 = time.perf_counter()
     task = load_task(settings.task)
-    cid = choose_champion(con, settings)["checkpoint_id"]
+    cid = current_champion(con)["checkpoint_id"]  # chosen by the training step
     docs = least_confident(con, batch, cid, cfg.k)
     if docs.height == 0:
         with transaction(con):
             for table in ("labeling.audit_labels", "labeling.audit_runs"):
                 run_model(con, table, {"batch": batch}, section="clear", atomic=False)
-        return {"batch": batch, "skipped": "no document of this batch has a champion prediction (nothing new in it?)"}
+        return AuditResult(batch, skipped="no document of this batch has a champion prediction (nothing new in it?)")
     own = backend is None
     backend = backend or make_teacher(settings, task)
     try:
@@ -111,11 +112,12 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
                     "teacher_prompts": pl.Int64, "teacher_cached": pl.Int64, "retrain_requested": pl.Boolean,
                     "seconds": pl.Float64})
         run_model(con, "labeling.audit_runs", frames={"staged_audit_run": audit_run}, atomic=False)
-    stats = {"batch": batch, "checkpoint_id": cid, "k": cfg.k, "audited": audited, "parsed": parsed,
-             "agreed": agreed, "agreement": agreement, "teacher_prompts": run.prompts, "teacher_cached": run.cached,
-             "new_labels_since_training": new_labels, "retrain_requested": reason is not None,
-             "retrain_reason": reason}
-    record_stage(con, "audit", batch, audited, seconds, stats, run.run_id)
+    stats = AuditResult(batch, checkpoint_id=cid, k=cfg.k, audited=audited, parsed=parsed, agreed=agreed,
+                        agreement=agreement, teacher_prompts=run.prompts, teacher_cached=run.cached,
+                        new_labels_since_training=new_labels, retrain_requested=reason is not None,
+                        retrain_reason=reason)
+    record_stage(con, "audit", batch, audited, seconds, {k: v for k, v in stats.as_dict().items() if k != "skipped"},
+                 run.run_id)
     return stats
 
 

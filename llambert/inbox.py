@@ -40,6 +40,7 @@ import duckdb
 import polars as pl
 
 from llambert.config import CorpusSource, Settings
+from llambert.results import InboxBatchResult
 from llambert.warehouse import run_model
 
 INBOX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -313,7 +314,7 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
     return result
 
 
-def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str) -> dict:
+def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str) -> InboxBatchResult:
     """Record an ingested inbox batch in raw.inbox_files (replacing its row on a re-run)."""
     b = read_manifest(settings, batch)
     manifest = pl.DataFrame(
@@ -325,8 +326,8 @@ def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: st
     input_rows, rejected, new_docs, known_docs = con.execute(
         "SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files WHERE batch = ?",
         [batch]).fetchone()
-    return {"batch": batch, "file": b.file_name, "sha256": b.sha256, "input_rows": input_rows,
-            "rejected_rows": rejected, "new_documents": new_docs, "known_documents": known_docs}
+    return InboxBatchResult(batch=batch, file=b.file_name, sha256=b.sha256, input_rows=input_rows,
+                            rejected_rows=rejected, new_documents=new_docs, known_documents=known_docs)
 
 
 def unfinished_batches(con: duckdb.DuckDBPyConnection, settings: Settings,

@@ -1,8 +1,8 @@
 """The LlamBERT steps as plain functions over a DuckDB connection.
 
 Dagster assets (``assets/``) and the CLI call these; nothing here imports Dagster. Each step
-returns a small dict of figures that the caller shows (asset metadata, CLI summary) and
-records the stage's rows and seconds in ``ops.stage_runs``.
+returns a small typed result (``llambert/results.py``) whose ``.metadata()`` the caller shows
+(asset metadata, CLI summary) and records the stage's rows and seconds in ``ops.stage_runs``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import polars as pl
 from llambert.config import ConfigError, CorpusSource, Settings
 from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
+from llambert.results import IngestResult, ParseResult, PredictResult, SampleResult, TeacherResult, TrainResult
 from llambert.tasks import Task, load_task
 from llambert.warehouse import (Warehouse, count, record_stage, run_model, sessions, set_variables, transaction,
                                 write_task_labels)
@@ -37,7 +38,7 @@ def batch_sources(settings: Settings, batch: str) -> list[tuple[CorpusSource, Pa
     return [inbox_source(settings, batch)]
 
 
-def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str = INITIAL_BATCH) -> dict:
+def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str = INITIAL_BATCH) -> IngestResult:
     """Read a batch's sources into raw.occurrences / raw.corpus / raw.rejected (replacing the batch)."""
     t0 = time.perf_counter()
     task = load_task(settings.task)
@@ -60,18 +61,18 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
         set_variables(con, {"batch": batch, "eval_split": settings.eval_split})
         for model in ("raw.occurrences", "raw.corpus", "raw.rejected"):
             run_model(con, model, frames=frames, atomic=False)
-    stats = {
-        "batch": batch,
-        "input_rows": staged.height + staged_rej.height,
-        "accepted_rows": staged.height,
-        "rejected_rows": staged_rej.height,
-        "documents": count(con, "raw.corpus", f"batch = '{batch}'"),
-        "duplicate_rows": staged.height - staged["text"].n_unique() if staged.height else 0,
-        "already_known": con.execute(
+    stats = IngestResult(
+        batch=batch,
+        input_rows=staged.height + staged_rej.height,
+        accepted_rows=staged.height,
+        rejected_rows=staged_rej.height,
+        documents=count(con, "raw.corpus", f"batch = '{batch}'"),
+        duplicate_rows=staged.height - staged["text"].n_unique() if staged.height else 0,
+        already_known=con.execute(
             "SELECT count(DISTINCT doc_id) FROM raw.occurrences o WHERE batch = ? AND doc_id IN "
             "(SELECT doc_id FROM raw.corpus WHERE batch <> ?)", [batch, batch]).fetchone()[0],
-    }
-    record_stage(con, "ingest", batch, stats["documents"], time.perf_counter() - t0, stats)
+    )
+    record_stage(con, "ingest", batch, stats.documents, time.perf_counter() - t0, stats.as_dict())
     return stats
 
 
@@ -91,7 +92,7 @@ def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     return {"rows": n, "seconds": round(time.perf_counter() - t0, 3)}  # recorded with the sample stage
 
 
-def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> SampleResult:
     """Round 0 of the sample: all of it (random) or the seed round (uncertainty)."""
     from llambert.sampling import seed_size
 
@@ -105,9 +106,9 @@ def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
             f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
-    stats = {"rows": n, "requested": s.size, "strategy": s.strategy, "pool": pool["rows"],
-             "by_split": _sample_by_split(con)}
-    record_stage(con, "sample", None, n, time.perf_counter() - t0, stats)
+    stats = SampleResult(rows=n, requested=s.size, strategy=s.strategy, pool=pool["rows"],
+                         by_split=_sample_by_split(con))
+    record_stage(con, "sample", None, n, time.perf_counter() - t0, stats.as_dict())
     return stats
 
 
@@ -161,7 +162,7 @@ def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task:
             "select_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, backend=None) -> dict:
+def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, backend=None) -> TeacherResult:
     """Ask the teacher about every sampled document that has no cached answer yet.
 
     Under ``sample.strategy: uncertainty`` this step also grows labeling.sample, round by round,
@@ -209,30 +210,30 @@ def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Setting
     asked = sum(r.prompts for r in runs)
     seconds = sum(r.seconds for r in runs)
     with session() as c:
-        stats = {
-            "rows": count(c, "labeling.llm_responses"),
-            "model": backend.model_identity,
-            "backend": backend.name,
-            "mode": backend.decoding.mode,
-            "asked": asked,
-            "from_cache": sum(r.cached for r in runs),
-            "prompt_tokens": sum(r.prompt_tokens for r in runs),
-            "completion_tokens": sum(r.completion_tokens for r in runs),
-            "label_seconds": round(seconds, 2),
-            "model_load_seconds": round(load_s, 2),
-            "prompts_per_s": round(asked / seconds, 3) if asked and seconds else None,
-            "run_id": runs[-1].run_id,
-            "strategy": settings.sample.strategy,
-            "rounds": len(runs),
-            "sampled": count(c, "labeling.sample"),
-        }
-        record_stage(c, "teacher", None, asked, time.perf_counter() - t0, {**stats, "round_details": rounds},
-                     runs[-1].run_id)
+        stats = TeacherResult(
+            rows=count(c, "labeling.llm_responses"),
+            model=backend.model_identity,
+            backend=backend.name,
+            mode=backend.decoding.mode,
+            asked=asked,
+            from_cache=sum(r.cached for r in runs),
+            prompt_tokens=sum(r.prompt_tokens for r in runs),
+            completion_tokens=sum(r.completion_tokens for r in runs),
+            label_seconds=round(seconds, 2),
+            model_load_seconds=round(load_s, 2),
+            prompts_per_s=round(asked / seconds, 3) if asked and seconds else None,
+            run_id=runs[-1].run_id,
+            strategy=settings.sample.strategy,
+            rounds=len(runs),
+            sampled=count(c, "labeling.sample"),
+        )
+        record_stage(c, "teacher", None, asked, time.perf_counter() - t0,
+                     {**stats.as_dict(), "round_details": rounds}, runs[-1].run_id)
     return stats
 
 
 # -- 4. labeling.parsed_labels / labeling.discarded -------------------------------------------
-def parse_labels(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+def parse_labels(con: duckdb.DuckDBPyConnection, settings: Settings) -> ParseResult:
     t0 = time.perf_counter()
     task = load_task(settings.task)
     write_task_labels(con, task)
@@ -243,14 +244,9 @@ def parse_labels(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     total = parsed + discarded
     balance = dict(con.execute("SELECT label_name, count(*) FROM labeling.parsed_labels GROUP BY 1 ORDER BY 1").fetchall())
     reasons = dict(con.execute("SELECT reason, count(*) FROM labeling.discarded GROUP BY 1 ORDER BY 1").fetchall())
-    stats = {
-        "parsed": parsed,
-        "discarded": discarded,
-        "discard_rate": discarded / total if total else 0.0,
-        "label_counts": balance,
-        "discard_reasons": reasons,
-    }
-    record_stage(con, "parse", None, total, time.perf_counter() - t0, stats)
+    stats = ParseResult(parsed=parsed, discarded=discarded, discard_rate=discarded / total if total else 0.0,
+                        label_counts=balance, discard_reasons=reasons)
+    record_stage(con, "parse", None, total, time.perf_counter() - t0, stats.as_dict())
     return stats
 
 
@@ -405,7 +401,7 @@ def score_on_probe(con: duckdb.DuckDBPyConnection, settings: Settings, path: str
     return scored if scored and "probe_n" in scored else None
 
 
-def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
+def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> TrainResult:
     """Train the student family for the configured recipe (linear floor, encoder, ensemble: ``student.kind``),
     reusing any member whose exact training was done before; judge each on the gold probe; pick the champion.
 
@@ -504,14 +500,20 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict
     except NoEligibleStudent as exc:  # recorded; the blocking `champion` contract stops the run and says why
         champion = {"checkpoint_id": None, "kind": None, "reason": str(exc)}
     main = rows["encoder" if "encoder" in rows else "linear"]
-    stats = {**main, "recipe": cfg.recipe, "label_source": label_source, "student_kind": cfg.kind,
-             "candidates": [{k: v for k, v in r.items() if k != "history"} for r in rows.values()],
-             "champion": champion["checkpoint_id"], "champion_kind": champion["kind"],
-             "is_champion": champion["checkpoint_id"] == main["checkpoint_id"], "champion_reason": champion["reason"]}
-    stats["reused"] = all(r["reused"] for r in rows.values())
+    fixed = {"checkpoint_id", "kind", "path", "reused", "fingerprint", "n_train", "n_val", "history", "best_epoch",
+             "train_examples_per_s"}
+    stats = TrainResult(
+        checkpoint_id=main["checkpoint_id"], kind=main["kind"], path=main["path"],
+        reused=all(r["reused"] for r in rows.values()), fingerprint=main["fingerprint"], n_train=main["n_train"],
+        n_val=main["n_val"], recipe=cfg.recipe, label_source=label_source, student_kind=cfg.kind,
+        champion=champion["checkpoint_id"], champion_kind=champion["kind"],
+        is_champion=champion["checkpoint_id"] == main["checkpoint_id"], champion_reason=champion["reason"],
+        best_epoch=main.get("best_epoch"), train_examples_per_s=main.get("train_examples_per_s"),
+        scores={k: v for k, v in main.items() if k not in fixed}, history=main["history"],
+        candidates=[{k: v for k, v in r.items() if k != "history"} for r in rows.values()])
     n_trained = sum(r["n_train"] for r in rows.values() if not r["reused"])
-    record_stage(con, "train", None, n_trained, time.perf_counter() - t0,
-                 {k: v for k, v in stats.items() if k != "history"})
+    details = {k: v for k, v in stats.as_dict().items() if k not in ("history", "scores")} | stats.scores
+    record_stage(con, "train", None, n_trained, time.perf_counter() - t0, details)
     return stats
 
 
@@ -571,6 +573,19 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
                                            "champion_tolerance": cfg.champion_tolerance,
                                            "collapse_ratio": settings.checks.collapse_ratio})
     run_model(con, "students.champion")
+    return current_champion(con)
+
+
+def current_champion(con: duckdb.DuckDBPyConnection) -> dict:
+    """students.champion as :func:`choose_champion` last wrote it (read, never rebuilt).
+
+    Raises :class:`LookupError` when no student was trained yet and :class:`NoEligibleStudent` when the
+    last choice found no eligible candidate (the reason names each candidate's verdict).
+    """
+    from llambert.warehouse import table_exists
+
+    if not table_exists(con, "students.champion"):
+        raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
     row = con.execute("SELECT checkpoint_id, path, reason, metric, score, kind FROM students.champion").fetchone()
     if row is None:
         n, rejected = con.execute(
@@ -588,7 +603,7 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
 
 # -- 6. predictions.labels --------------------------------------------------------------------
 def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, batch: str = INITIAL_BATCH,
-                  replace: bool = False) -> dict:
+                  replace: bool = False) -> PredictResult:
     """Label every document of a batch that has no prediction from the champion yet.
 
     ``inference.engine`` local (:func:`_predict_local`) or ray (:mod:`llambert.ray_engine`); rows land
@@ -603,7 +618,7 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
 
     with session(prepare=True) as c:
         predictions_store.prepare(c, settings)
-        champ = choose_champion(c, settings)
+        champ = current_champion(c)  # chosen by the training step (students.champion), read here
         cid = champ["checkpoint_id"]
         if replace:
             predictions_store.delete(c, settings, batch, cid)
@@ -616,12 +631,15 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
         extra = {"engine": "local"}
         done = _predict_local(session, settings, batch, cid, champ["path"])
     seconds = time.perf_counter() - t0
-    stats = {"batch": batch, "checkpoint_id": cid, "predicted_now": done,
-             "docs_per_s": round(done / seconds, 2) if done else None, **extra}
+    engine = extra.pop("engine")
     with session() as c:
-        stats["rows"] = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
-                                  [batch, cid]).fetchone()[0]
-        record_stage(c, "predict", batch, done, seconds, stats)
+        rows = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
+                         [batch, cid]).fetchone()[0]
+        stats = PredictResult(batch=batch, checkpoint_id=cid, predicted_now=done,
+                              docs_per_s=round(done / seconds, 2) if done else None, rows=rows, engine=engine,
+                              details=extra)
+        record_stage(c, "predict", batch, done, seconds,
+                     {k: v for k, v in stats.as_dict().items() if k != "details"} | extra)
     return stats
 
 
@@ -673,7 +691,7 @@ def _predict_local(session, settings: Settings, batch: str, cid: str, path: str)
 def build_report(con: duckdb.DuckDBPyConnection, settings: Settings) -> pl.DataFrame:
     from llambert.teacher.accounting import project_costs
 
-    choose_champion(con, settings)
+    current_champion(con)  # the report compares the champion: none yet, or none eligible, says why
     task = load_task(settings.task)
     write_task_labels(con, task)
     latest = con.execute("SELECT run_id FROM labeling.cost_projection ORDER BY created_at DESC LIMIT 1").fetchone()

@@ -31,9 +31,27 @@ def test_a_smaller_n_is_a_prefix_of_a_larger_one(tmp_path):
     assert reviews(d, 12, seed=1)["doc_id"].to_list() != reviews(d, 12)["doc_id"].to_list()
 
 
-def test_conditions_name_the_machine():
+def test_conditions_name_the_machine(monkeypatch):
+    """The CPU model from /proc/cpuinfo, the core count and the 1-minute load rounded to 2 places."""
+    import importlib
+
+    machine = importlib.import_module(conditions.__module__)
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 7)
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (1.23456, 9.0, 9.0))
     c = conditions()
-    assert c["cores"] >= 1 and c["load_1m"] >= 0 and c["cpu"]
+    assert (c["cores"], c["load_1m"]) == (7, 1.23)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        assert c["cpu"] == (names[0] if names else "?")
+
+    class NoProc(type(Path())):
+        def read_text(self, *args, **kwargs):
+            raise OSError("no /proc here")
+
+    monkeypatch.setattr(machine, "Path", NoProc)
+    assert conditions()["cpu"] == "?"  # a machine without /proc/cpuinfo is still described
 
 
 def test_learning_curve_resume_finds_points_already_measured(tmp_path):

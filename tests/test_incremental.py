@@ -151,7 +151,14 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
         assert run[3] == (run[2] / run[1] if run[1] else None)
         requested = con.execute("SELECT count(*) FROM students.retrain_requests WHERE batch = ?", [key]).fetchone()[0]
         assert run[4] == (requested == 1)
-        assert run[4] == (run[1] >= AUDIT["retrain_min_new_labels"] or (run[3] is not None and run[3] < 0.8))
+        # The batch's own figures reach the policy (pinned case by case in test_retrain_policy): no audit label
+        # predates this batch, so its parsed labels are all the new ones.
+        from llambert.audit import retrain_reason
+
+        reason = retrain_reason(settings, run[1], run[1], run[3])
+        assert run[4] == (reason is not None)
+        assert con.execute("SELECT reason, new_labels, agreement FROM students.retrain_requests WHERE batch = ?",
+                           [key]).fetchall() == ([(reason, run[1], run[3])] if reason else [])
         assert con.execute("SELECT count(*) FROM ops.stage_runs WHERE stage = 'audit' AND partition = ?", [key]).fetchone()[0] == 1
     # Parsed audit labels join the training pool (training_phases rebuilds students.training_examples).
     from llambert.pipeline import training_phases
@@ -252,6 +259,27 @@ def test_ingest_now_runs_in_a_child_process(incremental, imdb_dir, tmp_path, cap
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.corpus WHERE batch LIKE 'now-%'").fetchone()[0] == 6
         assert con.execute("SELECT count(*) FROM predictions.labels WHERE batch LIKE 'now-%'").fetchone()[0] == 6
+
+
+@pytest.mark.parametrize("new_labels, parsed, agreement, expected", [
+    (2, 2, 1.0, "2 audit labels newer than the last training (>= 2)"),  # enough new labels, however good
+    (7, 7, 0.0, "7 audit labels newer than the last training (>= 2)"),  # the count rule is said first
+    (1, 1, 1.0, None),  # one new label and full agreement: nothing to retrain for
+    (1, 1, 0.5, "agreement 0.500 on 1 audited documents < 0.8"),
+    (1, 1, 0.8, None),  # at the bound is not below it
+    (1, 3, 0.5, "agreement 0.500 on 3 audited documents < 0.8"),  # parsed earlier, trained since: agreement only
+    (0, 0, None, None),  # nothing parsed: no agreement to judge
+])
+def test_retrain_policy(tiny_settings, new_labels, parsed, agreement, expected):
+    """audit.retrain_min_new_labels 2, retrain_min_agreement 0.8 (the default), min_audited_for_agreement 1."""
+    from llambert.audit import retrain_reason
+
+    settings = tiny_settings.model_copy(update={"audit": tiny_settings.audit.model_copy(update=AUDIT)})
+    assert settings.audit.retrain_min_agreement == 0.8
+    assert retrain_reason(settings, new_labels, parsed, agreement) == expected
+    strict = settings.model_copy(update={"audit": settings.audit.model_copy(update={"min_audited_for_agreement": 2})})
+    if parsed < 2 and new_labels < 2:  # too few parsed answers for the agreement rule to speak
+        assert retrain_reason(strict, new_labels, parsed, agreement) is None
 
 
 def test_partition_keys_and_bad_files(tmp_path, tiny_settings):

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -169,11 +170,13 @@ def test_registry_entries_are_well_formed():
     assert expected <= set(OFFLINE_MODELS)
     for name, e in OFFLINE_MODELS.items():
         assert name == e.name == name.lower()
-        assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{64}", e.sha256), (name, e.sha256)  # what hashlib's hexdigest() writes
         assert e.role in {"teacher", "student"} and e.fmt in {"gguf", "zip", "dir"}
         assert e.parts, name
         assert all(a == a.lower() and "/" in a for a in e.aliases)
         assert all("==" in r for r in e.requirements)
+    shas = [e.sha256 for e in OFFLINE_MODELS.values()]
+    assert len(set(shas)) == len(shas), "two models share one sha256: a copied entry"
     assert len(OFFLINE_MODELS["qwen2.5-coder-1.5b-instruct"].parts) == 22
     assert OFFLINE_MODELS["qwen2.5-coder-1.5b-instruct"].parts[9].filename == "part10.bin"
     gemma = OFFLINE_MODELS["gemma-3-270m"]
@@ -273,7 +276,6 @@ def test_partially_installed_counts_as_missing(tmp_path, fake_site, monkeypatch,
 
 @pytest.mark.parametrize("name", sorted(OFFLINE_MODELS))
 def test_real_entries_not_installed_name_their_packages(tmp_path, name):
-    entry = OFFLINE_MODELS[name]
     if is_installed(name):
         pytest.skip(f"{name} is installed here")
     with pytest.raises(ModelNotAvailable) as ei:
@@ -482,8 +484,8 @@ def test_waits_for_a_lock_held_by_another_process(tmp_path, fake_site, monkeypat
     (cache / entry.name).mkdir(parents=True)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True);"
-         " time.sleep(float(sys.argv[2]))",
+         "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
+         " print('locked', flush=True); time.sleep(float(sys.argv[2]))",
          str(cache / entry.name / ".lock"), "1.0"],
         stdout=subprocess.PIPE, text=True,
     )

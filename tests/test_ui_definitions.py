@@ -55,3 +55,54 @@ def test_launchpad_fields_explain_themselves_and_override_settings(tmp_path):
     result = dg.materialize([probe], resources={"llambert": LlambertResource()},
                             run_config={"resources": {"llambert": {"config": {"sample_size": 7}}}})
     assert result.success and seen["size"] == 7
+
+
+def test_every_table_a_step_writes_is_an_asset_and_predictions_read_the_champion():
+    graph = build_definitions().resolve_asset_graph()
+    key = lambda name: dg.AssetKey(name.split("."))  # noqa: E731
+    for table in ("raw.occurrences", "raw.rejected", "students.training_log", "students.candidates",
+                  "students.champion", "students.gold_probe", "students.training_examples"):
+        assert key(table) in graph.get_all_asset_keys(), table
+    # One step writes several tables: they are specs of one multi-asset.
+    assert graph.get(key("raw.occurrences")).assets_def is graph.get(key("raw.corpus")).assets_def
+    assert graph.get(key("students.champion")).assets_def is graph.get(key("students.checkpoints")).assets_def
+    # Predictions, the audit and the report read the champion; nothing downstream rebuilds it.
+    for reader in ("predictions.labels", "labeling.audit_labels", "evaluation.report"):
+        assert key("students.champion") in graph.get(key(reader)).parent_keys, reader
+
+
+def test_sensors_target_job_objects():
+    from dagster_project.jobs import ingest_and_label_job, train_student_job
+
+    sensors = {s.name: s for s in build_definitions().sensors}
+    assert sensors["inbox_sensor"].job_name == ingest_and_label_job.name
+    assert sensors["retrain_sensor"].job_name == train_student_job.name
+
+
+def test_settings_and_task_are_read_once_per_run(monkeypatch):
+    import llambert.context
+    from llambert.config import load_settings
+    from llambert.context import Run
+
+    built = []
+    of = Run.of.__func__
+    monkeypatch.setattr(llambert.context.Run, "of", classmethod(lambda cls, s: built.append(s) or of(cls, s)))
+    seen = []
+
+    @dg.asset
+    def first(llambert: LlambertResource) -> None:
+        seen.append((llambert.run, llambert.settings(), llambert.task))
+
+    @dg.asset(deps=[first])
+    def second(llambert: LlambertResource) -> None:
+        seen.append((llambert.run, llambert.settings(), llambert.task))
+
+    assert dg.materialize([first, second], resources={"llambert": LlambertResource(sample_size=9)}).success
+    assert len(built) == 1 and seen[0][0] is seen[1][0] and seen[0][1].sample.size == 9
+
+    # A run validated by the caller (python -m dagster_project.run) is used as it is: not re-read.
+    run = of(Run, load_settings(overrides={"sample": {"size": 11}}))
+    built.clear()
+    seen.clear()
+    assert dg.materialize([first], resources={"llambert": LlambertResource.of(run)}).success
+    assert built == [] and seen[0][0] is run

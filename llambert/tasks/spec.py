@@ -123,8 +123,13 @@ def available_tasks() -> list[str]:
     return sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
 
 
+# Parsed task files by (path, mtime, size): a run's steps each ask for the task, the YAML is read and
+# validated once (and again only when the file changes).
+_PARSED: dict[tuple[str, int, int], Task] = {}
+
+
 def load_task(name_or_path: str | Path) -> Task:
-    """Load a shipped task by name, or any YAML file by path."""
+    """Load a shipped task by name, or any YAML file by path (a copy: callers may derive their own)."""
     p = Path(name_or_path)
     if not p.suffix:
         p = TASKS_DIR / f"{name_or_path}.yaml"
@@ -132,6 +137,14 @@ def load_task(name_or_path: str | Path) -> Task:
         raise FileNotFoundError(
             f"unknown task '{name_or_path}': shipped tasks are {available_tasks()}; or give the path of a task YAML file"
         )
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = _parse_task(p)
+    return _PARSED[key].model_copy(deep=True)
+
+
+def _parse_task(p: Path) -> Task:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:

@@ -21,4 +21,4 @@ SELECT
     min(d.example)                              AS example
 FROM dropped d JOIN totals t USING (stage)
 GROUP BY d.stage, d.reason
-ORDER BY d.stage, rows DESC;
+ORDER BY d.stage, count(*) DESC;
