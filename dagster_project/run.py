@@ -14,6 +14,7 @@ import time
 from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
 from llambert.models import ModelNotAvailable
+from llambert.preflight import check_ready
 
 STEPS = [("ingest_batch", True), ("teach_and_train", False), ("label_corpus", True), ("evaluate", False)]
 
@@ -22,7 +23,7 @@ def run_pipeline(
     config_path: str | None = None, overrides: dict | None = None, batch: str = "initial", log_level: str = "WARNING"
 ) -> int:
     settings = load_settings(config_path, overrides)  # validated once: every job below gets this object
-    settings.check_ready()
+    check_ready(settings)
     from llambert.models.install import configured_models, ensure_models
 
     # Offline models not installed yet are installed and prepared now, before any work (issue 16).
@@ -52,6 +53,9 @@ def run_pipeline(
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         if not result.success:
+            setting = _config_error(result)
+            if setting:  # a setting found wrong mid-run (sample.pool_splits, student.recipe, ...): as at the start
+                raise ConfigError(setting)
             failed = [e for e in result.all_events if e.is_failure or e.event_type_value == "ASSET_CHECK_EVALUATION"]
             for e in failed:
                 if e.is_failure:
@@ -80,6 +84,19 @@ def run_pipeline(
         print(f"[llambert] contract warning: {table}{f' [{partition}]' if partition else ''} {contract}: {description}",
               file=sys.stderr)
     return 0
+
+
+def _config_error(result) -> str | None:
+    """The message of a :class:`ConfigError` that failed a step of this run, if one did."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        while error is not None:
+            if error.cls_name == ConfigError.__name__:
+                return error.message.strip().removeprefix(f"{ConfigError.__module__}.").removeprefix("ConfigError: ")
+            error = error.cause
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 After the champion labels a new batch, its ``k`` least confident documents go to the teacher
 (answers are cached in labeling.llm_cache, so a re-run pays nothing). The teacher's answers are
-parsed with the task's parser (the very SQL of ``sql/labeling/answer_matches.sql``), stored in
+parsed with the task's parser (the table macro ``labeling.parse_answers`` of
+``sql/labeling/answer_matches.sql``, the one the sample's labels go through), stored in
 ``labeling.audit_labels`` -- parsed ones join the student's training pool -- and the batch's
 agreement lands in ``labeling.audit_runs``. A retrain is requested (``students.retrain_requests``)
 when enough audit labels are newer than the champion, or agreement falls below the bound.
@@ -16,29 +17,10 @@ import duckdb
 import polars as pl
 
 from llambert.config import Settings
-from llambert.pipeline import INITIAL_BATCH, current_champion, record_stage, write_task_labels
+from llambert.pipeline import INITIAL_BATCH, current_champion
 from llambert.results import AuditResult
 from llambert.tasks import load_task
-from llambert.warehouse import model_path, transaction
-
-_PARSER_VIEW = "CREATE OR REPLACE VIEW labeling.answer_matches"
-_PARSER_SOURCE = "FROM labeling.llm_responses"
-
-
-def _parse_answers(con: duckdb.DuckDBPyConnection, answers: str) -> None:
-    """Create temp view ``audit_answer_matches`` over table ``answers`` with the project's parser.
-
-    The parser stays in one place (answer_matches.sql); only its input table is swapped.
-    """
-    sql = model_path("labeling.answer_matches").read_text()
-    if _PARSER_VIEW not in sql or _PARSER_SOURCE not in sql:
-        raise RuntimeError(
-            f"sql/labeling/answer_matches.sql no longer starts with '{_PARSER_VIEW}' or reads '{_PARSER_SOURCE}': "
-            "update llambert/audit.py::_parse_answers to match it"
-        )
-    sql = sql.replace(_PARSER_VIEW, "CREATE OR REPLACE TEMP VIEW audit_answer_matches").replace(
-        _PARSER_SOURCE, f"FROM {answers}")
-    con.execute(sql)
+from llambert.warehouse import record_stage, run_model, transaction, write_task_labels
 
 
 def least_confident(con: duckdb.DuckDBPyConnection, batch: str, checkpoint_id: str, k: int) -> pl.DataFrame:
@@ -85,8 +67,9 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
     cid = current_champion(con)["checkpoint_id"]  # chosen by the training step
     docs = least_confident(con, batch, cid, cfg.k)
     if docs.height == 0:
-        con.execute("DELETE FROM labeling.audit_labels WHERE batch = ?", [batch])
-        con.execute("DELETE FROM labeling.audit_runs WHERE batch = ?", [batch])
+        with transaction(con):
+            for table in ("labeling.audit_labels", "labeling.audit_runs"):
+                run_model(con, table, {"batch": batch}, section="clear", atomic=False)
         return AuditResult(batch, skipped="no document of this batch has a champion prediction (nothing new in it?)")
     own = backend is None
     backend = backend or make_teacher(settings, task)
@@ -98,54 +81,37 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
         if own:
             backend.close()
     write_task_labels(con, task)
-    con.register("audit_docs", docs.drop("text"))
-    try:
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE audit_answers AS
-               SELECT d.doc_id, c.raw_text, c.label_probs
-               FROM audit_docs d
-               JOIN labeling.llm_requests q ON q.doc_id = d.doc_id AND q.model_identity = $model_identity
-                    AND q.prompt_version = $prompt_version AND q.decoding = $decoding
-               JOIN labeling.llm_cache c USING (cache_key)
-               QUALIFY row_number() OVER (PARTITION BY d.doc_id ORDER BY c.created_at) = 1""",
-            variables,
-        )
-        _parse_answers(con, "audit_answers")
-        with transaction(con):
-            con.execute("DELETE FROM labeling.audit_labels WHERE batch = ?", [batch])
-            con.execute(
-                """INSERT INTO labeling.audit_labels (batch, doc_id, checkpoint_id, student_label, student_probability,
-                       model_identity, prompt_version, raw_text, label, label_name, discard_reason)
-                   SELECT $batch, d.doc_id, $cid, d.student_label, d.student_probability, $model_identity,
-                          $prompt_version, m.raw_text, m.label, m.label_name, m.discard_reason
-                   FROM audit_docs d JOIN audit_answer_matches m USING (doc_id)""",
-                {"batch": batch, "cid": cid, "model_identity": variables["model_identity"],
-                 "prompt_version": variables["prompt_version"]},
-            )
-            audited, parsed, agreed = con.execute(
-                "SELECT count(*), count(label), count(*) FILTER (WHERE label = student_label) "
-                "FROM labeling.audit_labels WHERE batch = ?", [batch]).fetchone()
-            agreement = agreed / parsed if parsed else None
-            new_labels = new_labels_since_training(con)
-            reason = retrain_reason(settings, new_labels, parsed, agreement)
-            if reason:
-                con.execute(
-                    "INSERT OR REPLACE INTO students.retrain_requests (checkpoint_id, batch, reason, new_labels, "
-                    "agreement, requested_at) VALUES (?, ?, ?, ?, ?, current_timestamp)",
-                    [cid, batch, reason, new_labels, agreement])
-            else:  # a re-run that no longer warrants it withdraws this batch's request
-                con.execute("DELETE FROM students.retrain_requests WHERE checkpoint_id = ? AND batch = ?", [cid, batch])
-            seconds = time.perf_counter() - t0
-            con.execute(
-                "INSERT OR REPLACE INTO labeling.audit_runs (batch, checkpoint_id, model_identity, k, audited, parsed, "
-                "agreed, agreement, teacher_prompts, teacher_cached, retrain_requested, seconds, audited_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-                [batch, cid, variables["model_identity"], cfg.k, audited, parsed, agreed, agreement, run.prompts,
-                 run.cached, reason is not None, seconds])
-    finally:
-        con.unregister("audit_docs")
-        con.execute("DROP VIEW IF EXISTS audit_answer_matches")
-        con.execute("DROP TABLE IF EXISTS audit_answers")
+    run_model(con, "labeling.answer_matches")  # the parser, labeling.parse_answers, as the task now defines it
+    with transaction(con):
+        run_model(con, "labeling.audit_labels", {"batch": batch, "checkpoint_id": cid, **variables},
+                  frames={"staged_audit_docs": docs.drop("text")}, atomic=False)
+        audited, parsed, agreed = con.execute(
+            "SELECT count(*), count(label), count(*) FILTER (WHERE label = student_label) "
+            "FROM labeling.audit_labels WHERE batch = ?", [batch]).fetchone()
+        agreement = agreed / parsed if parsed else None
+        new_labels = new_labels_since_training(con)
+        reason = retrain_reason(settings, new_labels, parsed, agreement)
+        if reason:
+            request = pl.DataFrame(
+                [{"checkpoint_id": cid, "batch": batch, "reason": reason, "new_labels": new_labels,
+                  "agreement": agreement}],
+                schema={"checkpoint_id": pl.Utf8, "batch": pl.Utf8, "reason": pl.Utf8, "new_labels": pl.Int64,
+                        "agreement": pl.Float64})
+            run_model(con, "students.retrain_requests", frames={"staged_retrain_request": request}, atomic=False)
+        else:  # a re-run that no longer warrants it withdraws this batch's request
+            run_model(con, "students.retrain_requests", {"checkpoint_id": cid, "batch": batch},
+                      section="withdraw", atomic=False)
+        seconds = time.perf_counter() - t0
+        audit_run = pl.DataFrame(
+            [{"batch": batch, "checkpoint_id": cid, "model_identity": variables["model_identity"], "k": cfg.k,
+              "audited": audited, "parsed": parsed, "agreed": agreed, "agreement": agreement,
+              "teacher_prompts": run.prompts, "teacher_cached": run.cached,
+              "retrain_requested": reason is not None, "seconds": seconds}],
+            schema={"batch": pl.Utf8, "checkpoint_id": pl.Utf8, "model_identity": pl.Utf8, "k": pl.Int64,
+                    "audited": pl.Int64, "parsed": pl.Int64, "agreed": pl.Int64, "agreement": pl.Float64,
+                    "teacher_prompts": pl.Int64, "teacher_cached": pl.Int64, "retrain_requested": pl.Boolean,
+                    "seconds": pl.Float64})
+        run_model(con, "labeling.audit_runs", frames={"staged_audit_run": audit_run}, atomic=False)
     stats = AuditResult(batch, checkpoint_id=cid, k=cfg.k, audited=audited, parsed=parsed, agreed=agreed,
                         agreement=agreement, teacher_prompts=run.prompts, teacher_cached=run.cached,
                         new_labels_since_training=new_labels, retrain_requested=reason is not None,

@@ -37,9 +37,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from llambert.config import CorpusSource, Settings
 from llambert.results import InboxBatchResult
+from llambert.warehouse import run_model
 
 INBOX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 BATCHES_DIR = ".batches"
@@ -315,22 +317,16 @@ def scan_inbox(settings: Settings, now: float | None = None) -> ScanResult:
 def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str) -> InboxBatchResult:
     """Record an ingested inbox batch in raw.inbox_files (replacing its row on a re-run)."""
     b = read_manifest(settings, batch)
+    manifest = pl.DataFrame(
+        [{"batch": batch, "file_sha256": b.sha256, "file_name": b.file_name, "stored_path": b.stored_path,
+          "bytes": b.bytes, "detected_at": b.detected_at}],
+        schema={"batch": pl.Utf8, "file_sha256": pl.Utf8, "file_name": pl.Utf8, "stored_path": pl.Utf8,
+                "bytes": pl.Int64, "detected_at": pl.Utf8})
+    run_model(con, "raw.inbox_files", frames={"staged_inbox_file": manifest}, atomic=False)
     input_rows, rejected, new_docs, known_docs = con.execute(
-        """SELECT (SELECT count(*) FROM raw.occurrences WHERE batch = $b),
-                  (SELECT count(*) FROM raw.rejected WHERE batch = $b),
-                  (SELECT count(*) FROM raw.corpus WHERE batch = $b),
-                  (SELECT count(DISTINCT doc_id) FROM raw.occurrences WHERE batch = $b
-                     AND doc_id IN (SELECT doc_id FROM raw.corpus WHERE batch <> $b))""",
-        {"b": batch},
-    ).fetchone()
-    con.execute(
-        "INSERT OR REPLACE INTO raw.inbox_files (batch, file_sha256, file_name, stored_path, bytes, detected_at, "
-        "input_rows, rejected_rows, new_documents, known_documents, ingested_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-        [batch, b.sha256, b.file_name, b.stored_path, b.bytes, b.detected_at, input_rows + rejected, rejected,
-         new_docs, known_docs],
-    )
-    return InboxBatchResult(batch=batch, file=b.file_name, sha256=b.sha256, input_rows=input_rows + rejected,
+        "SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files WHERE batch = ?",
+        [batch]).fetchone()
+    return InboxBatchResult(batch=batch, file=b.file_name, sha256=b.sha256, input_rows=input_rows,
                             rejected_rows=rejected, new_documents=new_docs, known_documents=known_docs)
 
 

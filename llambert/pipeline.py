@@ -17,30 +17,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from llambert.config import CorpusSource, Settings
+from llambert.config import ConfigError, CorpusSource, Settings
 from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.results import IngestResult, ParseResult, PredictResult, SampleResult, TeacherResult, TrainResult
 from llambert.tasks import Task, load_task
-from llambert.warehouse import Warehouse, count, model_path, run_model, sessions, set_variables, transaction
+from llambert.warehouse import (Warehouse, count, record_stage, run_model, sessions, set_variables, transaction,
+                                write_task_labels)
 
 INITIAL_BATCH = "initial"
-
-
-def record_stage(con: duckdb.DuckDBPyConnection, stage: str, partition: str | None, rows: int, seconds: float,
-                 details: dict | None = None, run_id: str | None = None) -> None:
-    con.execute(
-        "INSERT INTO ops.stage_runs (stage, partition, rows, seconds, details, run_id) VALUES (?, ?, ?, ?, ?, ?)",
-        [stage, partition, rows, seconds, json.dumps(details or {}, default=str), run_id],
-    )
-
-
-def write_task_labels(con: duckdb.DuckDBPyConnection, task: Task) -> None:
-    rows = [{"label_id": l.id, "name": l.name, "word": w, "match": task.match} for l in task.labels for w in l.words]
-    frame = pl.DataFrame(rows, schema={"label_id": pl.Int64, "name": pl.Utf8, "word": pl.Utf8, "match": pl.Utf8})
-    con.register("staged_task_labels", frame)
-    con.execute("CREATE OR REPLACE TABLE labeling.task_labels AS SELECT * FROM staged_task_labels")
-    con.unregister("staged_task_labels")
 
 
 # -- 1. raw.corpus ----------------------------------------------------------------------------
@@ -71,17 +56,11 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
             bar.update(1)
     staged = pl.concat(rows) if rows else pl.DataFrame(schema=CORPUS_SCHEMA)
     staged_rej = pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
-    con.register("staged_rows", staged)
-    con.register("staged_rejected", staged_rej)
-    try:
-        variables = {"batch": batch, "eval_split": settings.eval_split}
-        with transaction(con):
-            set_variables(con, variables)
-            for model in ("raw.occurrences", "raw.corpus", "raw.rejected"):
-                con.execute(model_path(model).read_text())
-    finally:
-        con.unregister("staged_rows")
-        con.unregister("staged_rejected")
+    frames = {"staged_rows": staged, "staged_rejected": staged_rej}
+    with transaction(con):
+        set_variables(con, {"batch": batch, "eval_split": settings.eval_split})
+        for model in ("raw.occurrences", "raw.corpus", "raw.rejected"):
+            run_model(con, model, frames=frames, atomic=False)
     stats = IngestResult(
         batch=batch,
         input_rows=staged.height + staged_rej.height,
@@ -106,9 +85,9 @@ def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
                                       "sample_seed": s.seed})
     n = count(con, "labeling.pool")
     if n == 0:
-        raise ValueError(
-            f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
-            f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
+        raise ConfigError(
+            f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
+            f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
     return {"rows": n, "seconds": round(time.perf_counter() - t0, 3)}  # recorded with the sample stage
 
@@ -123,9 +102,9 @@ def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> SampleRe
     run_model(con, "labeling.sample", {"sample_size": seed_size(s.size, s.strategy, s.round_size)})
     n = count(con, "labeling.sample")
     if n == 0:
-        raise ValueError(
-            f"the sample is empty: no document of raw.corpus is in a pool split {s.pool_splits} "
-            f"(and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
+        raise ConfigError(
+            f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
+            f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
     stats = SampleResult(rows=n, requested=s.size, strategy=s.strategy, pool=pool["rows"],
                          by_split=_sample_by_split(con))
@@ -176,11 +155,7 @@ def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task:
     t0 = time.perf_counter()
     picks = next_round(labeled["text"].to_list(), labeled["label"].to_list(), task.label_ids, candidates, plan,
                        seed=s.seed)
-    con.register("round_picks", picks)
-    try:
-        run_model(con, "labeling.sample_round", {"round": round_no})
-    finally:
-        con.unregister("round_picks")
+    run_model(con, "labeling.sample", {"round": round_no}, section="round", frames={"round_picks": picks})
     added = con.execute("SELECT count(*) FROM labeling.sample WHERE round = ?", [round_no]).fetchone()[0]
     return {"round": round_no, "added": added, "uncertain": plan.n_uncertain, "random": plan.n_random,
             "trained_on": labeled.height, "scored": candidates.height,
@@ -282,6 +257,15 @@ def label_balance(con: duckdb.DuckDBPyConnection, task: Task) -> dict[str, int]:
 
 # -- 5. students.checkpoints ------------------------------------------------------------------
 _RECIPE_SOURCE = {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}
+# The staged rows of sql/students/checkpoints.sql and sql/students/training_log.sql (JSON columns as text).
+_CHECKPOINT = {"checkpoint_id": pl.Utf8, "task": pl.Utf8, "base_model": pl.Utf8, "recipe": pl.Utf8,
+               "label_source": pl.Utf8, "n_train": pl.Int64, "n_val": pl.Int64, "training_config": pl.Utf8,
+               "metrics": pl.Utf8, "val_accuracy": pl.Float64, "val_f1": pl.Float64, "path": pl.Utf8,
+               "train_seconds": pl.Float64, "fingerprint": pl.Utf8, "data_sizes": pl.Utf8, "probe_set": pl.Utf8,
+               "probe_n": pl.Int64, "probe_accuracy": pl.Float64, "probe_f1": pl.Float64, "kind": pl.Utf8,
+               "docs_per_s": pl.Float64, "min_share_ratio": pl.Float64}
+_TRAINING_LOG = {"checkpoint_id": pl.Utf8, "epoch": pl.Int64, "train_loss": pl.Float64, "val_loss": pl.Float64,
+                 "val_accuracy": pl.Float64, "val_f1": pl.Float64, "seconds": pl.Float64}
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size", "kind",
                  "champion_tolerance"}
@@ -345,8 +329,8 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
             + (" of documents in split 'train' (the paper's llambert recipe; use llambert_extra to train on the "
                "extra pool too)" if recipe == "llambert" else ""),
         }
-        raise ValueError(f"student.recipe '{recipe}' needs " + " and ".join(what[m] for m in missing)
-                         + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
+        raise ConfigError(f"setting 'student.recipe': '{recipe}' needs " + " and ".join(what[m] for m in missing)
+                          + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
     return phases, _RECIPE_SOURCE[recipe], sizes
 
 
@@ -488,26 +472,24 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                                            "gold probe macro-F1": f"{scored['probe_f1']:.4f}"})
         data_sizes = sizes | {"train": trained.n_train, "val": trained.n_val, "probe": probe["n"]}
         on_probe = bool(scored and "probe_n" in scored)
-        con.execute(
-            "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
-            "training_config, metrics, val_accuracy, val_f1, path, train_seconds, fingerprint, data_sizes, probe_set, "
-            "probe_n, probe_accuracy, probe_f1, kind, docs_per_s, min_share_ratio) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [checkpoint_id, task.name, base_identity if kind != "linear" else "tfidf-logreg", cfg.recipe,
-             label_source, trained.n_train, trained.n_val, json.dumps(cfg.model_dump()),
-             json.dumps(m | {"train_examples_per_s": trained.train_examples_per_s}, default=str),
-             m.get("val_accuracy"), m.get("val_f1"), str(out), trained.seconds, fingerprint, json.dumps(data_sizes),
-             probe["probe_set"] if on_probe else None, m.get("probe_n"), m.get("probe_accuracy"), m.get("probe_f1"),
-             kind, m.get("docs_per_s"), m.get("min_share_ratio")],
-        )
+        row = {"checkpoint_id": checkpoint_id, "task": task.name,
+               "base_model": base_identity if kind != "linear" else "tfidf-logreg", "recipe": cfg.recipe,
+               "label_source": label_source, "n_train": trained.n_train, "n_val": trained.n_val,
+               "training_config": json.dumps(cfg.model_dump()),
+               "metrics": json.dumps(m | {"train_examples_per_s": trained.train_examples_per_s}, default=str),
+               "val_accuracy": m.get("val_accuracy"), "val_f1": m.get("val_f1"), "path": str(out),
+               "train_seconds": trained.seconds, "fingerprint": fingerprint, "data_sizes": json.dumps(data_sizes),
+               "probe_set": probe["probe_set"] if on_probe else None, "probe_n": m.get("probe_n"),
+               "probe_accuracy": m.get("probe_accuracy"), "probe_f1": m.get("probe_f1"), "kind": kind,
+               "docs_per_s": m.get("docs_per_s"), "min_share_ratio": m.get("min_share_ratio")}
+        run_model(con, "students.checkpoints", frames={"staged_checkpoints": pl.DataFrame([row], schema=_CHECKPOINT)},
+                  atomic=False)
         if trained.history:
             log = pl.DataFrame(
                 [{"checkpoint_id": checkpoint_id, "epoch": r["epoch"], "train_loss": r["train_loss"],
                   "val_loss": r.get("val_loss"), "val_accuracy": r.get("val_accuracy"), "val_f1": r.get("val_f1"),
-                  "seconds": r["seconds"]} for r in trained.history])
-            con.register("staged_log", log)
-            con.execute("INSERT INTO students.training_log SELECT * FROM staged_log")
-            con.unregister("staged_log")
+                  "seconds": r["seconds"]} for r in trained.history], schema=_TRAINING_LOG)
+            run_model(con, "students.training_log", frames={"staged_training_log": log}, atomic=False)
         rows[kind] = {"checkpoint_id": checkpoint_id, "kind": kind, "path": str(out), "reused": False,
                       "fingerprint": fingerprint[:16], "n_train": trained.n_train, "n_val": trained.n_val,
                       "history": trained.history, "best_epoch": trained.best_epoch,
@@ -537,10 +519,14 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
 
 def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
     if scored:
-        con.execute("UPDATE students.checkpoints SET probe_set = ?, probe_n = ?, probe_accuracy = ?, probe_f1 = ?, "
-                    "docs_per_s = ?, min_share_ratio = ? WHERE checkpoint_id = ?",
-                    [probe["probe_set"], scored["probe_n"], scored["probe_accuracy"], scored["probe_f1"],
-                     scored.get("docs_per_s"), scored.get("min_share_ratio"), checkpoint_id])
+        frame = pl.DataFrame(
+            [{"checkpoint_id": checkpoint_id, "probe_set": probe["probe_set"], "probe_n": scored["probe_n"],
+              "probe_accuracy": scored["probe_accuracy"], "probe_f1": scored["probe_f1"],
+              "docs_per_s": scored.get("docs_per_s"), "min_share_ratio": scored.get("min_share_ratio")}],
+            schema={k: _CHECKPOINT[k] for k in ("checkpoint_id", "probe_set", "probe_n", "probe_accuracy", "probe_f1",
+                                                "docs_per_s", "min_share_ratio")})
+        run_model(con, "students.checkpoints", section="probe_score", frames={"staged_probe_scores": frame},
+                  atomic=False)
 
 
 def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 
 from llambert.config import ConfigError, Settings
-from llambert.warehouse import model_path, set_variables, transaction
+from llambert.warehouse import run_model, set_variables, transaction
 
 COLUMNS = ("doc_id", "batch", "checkpoint_id", "label", "probability")
 SCHEMA_FILE = "_schema.parquet"  # zero rows: the view has its columns (and types) before any prediction
@@ -102,16 +102,15 @@ def write_frame(con: duckdb.DuckDBPyConnection, settings: Settings, frame: pl.Da
     """
     if frame.is_empty():
         return 0
+    if settings.predictions.storage == "table":
+        run_model(con, "predictions.labels", frames={"staged_predictions": frame.select(COLUMNS)})
+        return frame.height
     con.register("staged_predictions", frame.select(COLUMNS))
     try:
-        if settings.predictions.storage == "table":
-            with transaction(con):
-                con.execute(model_path("predictions.labels").read_text())
-        else:
-            batch, cid = frame["batch"][0], frame["checkpoint_id"][0]
-            _atomic_copy(con, "SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM staged_predictions "
-                         "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1",
-                         part_path(settings, batch, cid, part))
+        batch, cid = frame["batch"][0], frame["checkpoint_id"][0]
+        _atomic_copy(con, "SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM staged_predictions "
+                     "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1",
+                     part_path(settings, batch, cid, part))
     finally:
         con.unregister("staged_predictions")
     return frame.height
@@ -131,8 +130,7 @@ def load_staged(con: duckdb.DuckDBPyConnection, settings: Settings, files_glob: 
     if settings.predictions.storage == "table":
         con.execute(f"CREATE OR REPLACE TEMP VIEW staged_predictions AS {staged}")
         try:
-            with transaction(con):
-                con.execute(model_path("predictions.labels").read_text())
+            run_model(con, "predictions.labels")
         finally:
             con.execute("DROP VIEW IF EXISTS staged_predictions")
     else:
@@ -144,7 +142,7 @@ def load_staged(con: duckdb.DuckDBPyConnection, settings: Settings, files_glob: 
 def delete(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, checkpoint_id: str) -> None:
     """Forget one batch's predictions by one checkpoint (``predict --replace``)."""
     if settings.predictions.storage == "table":
-        con.execute("DELETE FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, checkpoint_id])
+        run_model(con, "predictions.labels", {"batch": batch, "checkpoint_id": checkpoint_id}, section="delete")
         return
     folder = settings.predictions_dir / f"batch={safe(batch)}"
     for f in folder.glob(f"{safe(checkpoint_id)}-*.parquet"):

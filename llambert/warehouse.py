@@ -1,23 +1,34 @@
 """The DuckDB warehouse: connections, schemas, and running the dbt-style SQL models in sql/.
 
-A model file is plain DuckDB SQL named after the table it builds (``sql/labeling/sample.sql``
-builds ``labeling.sample``). Parameters reach SQL as DuckDB variables (``getvariable('seed')``),
-so the files run unchanged in the duckdb CLI after a ``SET VARIABLE``.
+A model file is plain DuckDB SQL named after the table it writes (``sql/labeling/sample.sql``
+writes ``labeling.sample``); every table of the warehouse has one, and no Python writes a table
+with SQL of its own. Parameters reach SQL as DuckDB variables (``getvariable('seed')``), so the
+files run unchanged in the duckdb CLI after a ``SET VARIABLE``; rows made in Python reach it as
+staged frames (``frames=`` of :func:`run_model`, read as ``FROM staged_<name>``).
+
+The statements at the top of a file are the model. A line ``-- @<name>`` starts a named section
+below them: ``-- @ddl`` holds a durable table's CREATE TABLE (run by :func:`ensure_schemas` on every
+write connection), other sections hold the table's other writes (``run_model(..., section=...)``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
+import polars as pl
 
 from llambert.config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from llambert.tasks import Task
 
 SQL_DIR = PROJECT_ROOT / "sql"
 SCHEMAS = ("raw", "labeling", "students", "predictions", "evaluation", "ops")
@@ -138,17 +149,43 @@ def open_warehouse(path: str | Path, read_only: bool = False) -> Iterator[duckdb
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    """Every schema, and every durable table (the ``-- @ddl`` section of its model file)."""
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    run_model(con, "ddl")
+    ddl = [sections["ddl"] for name in table_models() if "ddl" in (sections := model_sections(name))]
+    with transaction(con):
+        con.execute("\n".join(ddl))
 
 
 def model_path(name: str) -> Path:
-    """``labeling.sample`` -> sql/labeling/sample.sql; ``ddl`` -> sql/ddl.sql."""
+    """``labeling.sample`` -> sql/labeling/sample.sql."""
     p = SQL_DIR.joinpath(*name.split(".")).with_suffix(".sql")
     if not p.exists():
         raise FileNotFoundError(f"no SQL model {name} (expected {p})")
     return p
+
+
+def table_models() -> list[str]:
+    """Every table model, ``schema.table``, from the files of sql/<schema>/ (views are in sql/views/)."""
+    return sorted(f"{p.parent.name}.{p.stem}" for p in SQL_DIR.glob("*/*.sql") if p.parent.name != "views")
+
+
+_SECTION = re.compile(r"^-- @(\w+)\b[^\n]*$", re.M)
+
+
+def model_sections(name: str) -> dict[str, str]:
+    """A model file's parts: ``""`` the model (the statements above the first ``-- @<name>`` line), then
+    each named section."""
+    parts = _SECTION.split(model_path(name).read_text())
+    return {"": parts[0], **{parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}}
+
+
+def model_sql(name: str, section: str = "") -> str:
+    """The SQL of one model, or of one named section of its file."""
+    sections = model_sections(name)
+    if section not in sections:
+        raise KeyError(f"sql model {name} has no section '-- @{section}' (it has {sorted(k for k in sections if k)})")
+    return sections[section]
 
 
 def set_variables(con: duckdb.DuckDBPyConnection, variables: Mapping[str, Any]) -> None:
@@ -169,14 +206,35 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 
 def run_model(
-    con: duckdb.DuckDBPyConnection, name: str, variables: Mapping[str, Any] | None = None
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    section: str = "",
+    frames: Mapping[str, Any] | None = None,
+    atomic: bool = True,
 ) -> None:
-    """Run every statement of one SQL model inside a transaction."""
+    """Run every statement of one SQL model (or of one ``section`` of its file) inside a transaction.
+
+    ``frames`` are staged inputs (polars frames, Arrow tables) registered under their names while the
+    model runs. ``atomic=False`` runs inside the caller's open transaction instead of opening one.
+    """
     if variables:
         set_variables(con, variables)
-    sql = model_path(name).read_text()
-    with transaction(con):
-        con.execute(sql)
+    sql = model_sql(name, section)
+    registered = []
+    try:
+        for key, frame in (frames or {}).items():
+            con.register(key, frame)
+            registered.append(key)
+        if atomic:
+            with transaction(con):
+                con.execute(sql)
+        else:
+            con.execute(sql)
+    finally:
+        for key in registered:
+            con.unregister(key)
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -225,3 +283,23 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
 
 def count(con: duckdb.DuckDBPyConnection, qualified: str, where: str = "") -> int:
     return int(con.execute(f"SELECT count(*) FROM {qualified} {('WHERE ' + where) if where else ''}").fetchone()[0])
+
+
+# -- Storage helpers every step shares (models: sql/ops/stage_runs.sql, sql/labeling/task_labels.sql) ------
+def record_stage(con: duckdb.DuckDBPyConnection, stage: str, partition: str | None, rows: int, seconds: float,
+                 details: dict | None = None, run_id: str | None = None) -> None:
+    """One row of ops.stage_runs: a stage's rows and seconds, with its figures as JSON."""
+    frame = pl.DataFrame(
+        [{"stage": stage, "partition": partition, "rows": rows, "seconds": seconds,
+          "details": json.dumps(details or {}, default=str), "run_id": run_id}],
+        schema={"stage": pl.Utf8, "partition": pl.Utf8, "rows": pl.Int64, "seconds": pl.Float64,
+                "details": pl.Utf8, "run_id": pl.Utf8})
+    run_model(con, "ops.stage_runs", frames={"staged_stage_runs": frame}, atomic=False)
+
+
+def write_task_labels(con: duckdb.DuckDBPyConnection, task: Task) -> None:
+    """labeling.task_labels from the task file: every label word, and how answers are matched."""
+    rows = [{"label_id": lab.id, "name": lab.name, "word": w, "match": task.match}
+            for lab in task.labels for w in lab.words]
+    frame = pl.DataFrame(rows, schema={"label_id": pl.Int64, "name": pl.Utf8, "word": pl.Utf8, "match": pl.Utf8})
+    run_model(con, "labeling.task_labels", frames={"staged_task_labels": frame}, atomic=False)

@@ -14,6 +14,21 @@ TABLES = [
 ]
 
 
+def assert_every_table_has_its_model(con) -> None:
+    """One hop from a table to the file that makes it: sql/<schema>/<table>.sql (views: sql/views/<name>.sql)."""
+    from llambert.warehouse import SQL_DIR
+
+    tables = con.execute("SELECT table_schema, table_name, table_type FROM information_schema.tables "
+                         "WHERE table_catalog = current_database() ORDER BY ALL").fetchall()
+    assert len(tables) > 20, tables
+    missing = []
+    for schema, name, kind in tables:
+        path = SQL_DIR / schema / f"{name}.sql"
+        if not path.exists() or f"{schema}.{name}" not in path.read_text():
+            missing.append(f"{schema}.{name} ({kind}): sql/{schema}/{name}.sql")
+    assert not missing, "tables without a model file that writes them: " + ", ".join(missing)
+
+
 def _config(tmp_path, small_corpus, tiny_models, **over):
     cfg = tmp_path / "llambert.yaml"
     cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, **over)))
@@ -54,6 +69,7 @@ def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, 
     # The projection is completed with the student's measured docs/s once predictions ran.
     assert report["projection.llm_only_hours"] > 0 and report["projection.llambert_hours"] > 0
     assert report["projection.llm_only_over_llambert"] == report["projection.llm_only_hours"] / report["projection.llambert_hours"]
+    assert_every_table_has_its_model(con)
     con.close()
     assert "whole corpus, LLM alone" in out
 

@@ -14,6 +14,7 @@ import pytest
 
 from llambert.config import ConfigError, CorpusSource, load_settings
 from llambert.corpus.readers import REJECT_REASONS, ReaderError, read_source
+from llambert.preflight import check_ready
 from tests.test_batch_recovery import initial_state, recovery  # noqa: F401 (fixtures: a warehouse with a champion)
 
 LABELS = {"negative": 0, "positive": 1}
@@ -197,7 +198,7 @@ def test_one_bad_row_never_sinks_the_batch_and_nothing_is_lost(tmp_path):
         "home": str(tmp_path / "home"), "data_dir": str(data), "task": "imdb_sentiment",
         "sources": [{"name": "a", "path": "a.csv", "split": "train"}, {"name": "b", "path": "b.jsonl", "split": "unsup"}],
     })
-    settings.check_ready()
+    check_ready(settings)
     with open_warehouse(settings.warehouse_path) as con:
         stats = pipeline.ingest_batch(con, settings)
         assert stats["input_rows"] == 9 and stats["accepted_rows"] == 4 and stats["rejected_rows"] == 5
@@ -235,10 +236,10 @@ def test_configuration_errors_fail_before_any_work(tmp_path, monkeypatch, capsys
     settings = load_settings(overrides=override | {"data_dir": override.get("data_dir", str(tmp_path))})
     if message is None:
         with pytest.raises(ConfigError, match="corpus source 'imdb'"):  # gets past the bound, stops at the data
-            settings.check_ready()
+            check_ready(settings)
         return
     with pytest.raises(ConfigError, match=message):
-        settings.check_ready()
+        check_ready(settings)
     args = [f"--set=data_dir={override.get('data_dir', str(tmp_path))}"]
     for k, v in override.items():
         if k != "data_dir":
@@ -257,7 +258,7 @@ def test_impossible_balance_bound_for_three_labels(tmp_path):
     path.write_text(yaml.safe_dump(task))
     settings = load_settings(overrides={"task": str(path), "checks": {"min_minority_share": 0.4}})
     with pytest.raises(ConfigError, match=r"checks.min_minority_share' = 0.4 is impossible: task 'imdb_sentiment' has 3 labels"):
-        settings.check_ready()
+        check_ready(settings)
     with pytest.raises(ConfigError, match="checks.min_minority_share"):  # above 0.5 never validates
         load_settings(overrides={"checks": {"min_minority_share": 0.6}})
 

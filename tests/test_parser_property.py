@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llambert.pipeline import write_task_labels
+from llambert.warehouse import write_task_labels
 from llambert.tasks import load_task
 from llambert.warehouse import run_model
 

@@ -6,9 +6,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from llambert import pipeline
 from llambert.tasks import load_task
-from llambert.warehouse import ensure_schemas, run_model
+from llambert.warehouse import ensure_schemas, run_model, write_task_labels
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def con():
 
 
 def _parse(con, task_name: str, answers: list[str | None]) -> list[tuple]:
-    pipeline.write_task_labels(con, load_task(task_name))
+    write_task_labels(con, load_task(task_name))
     frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(answers))], "raw_text": answers},
                          schema={"doc_id": pl.Utf8, "raw_text": pl.Utf8})
     con.register("answers_in", frame)
@@ -110,7 +109,7 @@ def test_report_gives_the_teachers_recall_per_gold_class(con):
     negatives positive; evaluation.report's recall rows, and the run summary, show it."""
     from llambert.reporting import recall_text, summary_lines, teacher_recall
 
-    pipeline.write_task_labels(con, load_task("imdb_sentiment"))  # 0 negative, 1 positive
+    write_task_labels(con, load_task("imdb_sentiment"))  # 0 negative, 1 positive
     # (teacher label, gold label): 6 gold negatives, 2 of them called positive;
     # 4 gold positives, all right; 2 sampled documents without gold count nowhere.
     pairs = [(0, 0)] * 4 + [(1, 0)] * 2 + [(1, 1)] * 4 + [(0, None), (1, None)]
@@ -137,3 +136,24 @@ def test_report_gives_the_teachers_recall_per_gold_class(con):
     con.execute("DELETE FROM labeling.parsed_labels WHERE gold_label = 1")
     run_model(con, "evaluation.report", {"eval_split": "test"})
     assert con.execute("SELECT value, n FROM evaluation.report WHERE metric = 'recall_vs_gold_positive'").fetchone() == (None, 0)
+
+
+def test_no_python_writes_a_warehouse_table_with_sql_of_its_own():
+    """Writes go through the model files (run_model): a table's SQL is in sql/<schema>/<table>.sql only."""
+    import re
+    from pathlib import Path
+
+    write = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO|DELETE\s+FROM|UPDATE|ALTER\s+TABLE|"
+                       r"CREATE\s+(OR\s+REPLACE\s+)?(TABLE|VIEW|MACRO)(\s+IF\s+NOT\s+EXISTS)?)\s+"
+                       r"(raw|labeling|students|predictions|evaluation|ops|views)\.", re.I)
+    root = Path(__file__).resolve().parents[1] / "llambert"
+    # predictions_store: under predictions.storage parquet, predictions.labels is a view over a folder that a
+    # setting names (and the table it replaces is dropped), so that one view is made in Python.
+    # estimate.py builds a scratch copy of two tables in memory (a dry run, never the warehouse); cli/sql.py's
+    # help shows the user a write of their own.
+    allowed = {("predictions_store.py", "CREATE OR REPLACE VIEW predictions."),
+               ("estimate.py", "CREATE TABLE labeling."), ("estimate.py", "CREATE TABLE raw."),
+               ("sql.py", "DELETE FROM labeling.")}
+    found = [(p.relative_to(root.parent), m.group(0)) for p in sorted(root.rglob("*.py")) if "bench" not in p.parts
+             for m in write.finditer(p.read_text()) if (p.name, m.group(0)) not in allowed]
+    assert found == [], found

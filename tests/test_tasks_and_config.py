@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import yaml
 
 from llambert.config import ConfigError, load_settings
+from llambert.preflight import check_ready
 from llambert.tasks import available_tasks, load_task
 
 
@@ -80,7 +83,7 @@ def test_invalid_settings_name_the_setting(tmp_path):
 def test_missing_data_dir_fails_before_work(tmp_path):
     s = load_settings(overrides={"data_dir": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="LLAMBERT_DATA_DIR"):
-        s.check_ready()
+        check_ready(s)
 
 
 def test_teacher_batch_size_defaults_per_backend():
@@ -106,3 +109,62 @@ def test_config_in_the_current_folder_and_overrides_from_the_environment(monkeyp
         monkeypatch.setenv("LLAMBERT_OVERRIDES", bad)
         with pytest.raises(ConfigError, match=message):
             load_settings()
+
+
+# -- Setting errors found mid-run: ConfigError naming the setting (so `llambert run` exits 2) ----------------
+@contextlib.contextmanager
+def _ingested(tmp_path, data_dir, **over):
+    """Settings and a warehouse that holds the small corpus (no model needed)."""
+    from llambert import pipeline
+    from llambert.warehouse import open_warehouse
+
+    settings = load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(data_dir),
+                                        "sample": {"size": 40, "strategy": "random"}} | over)
+    with open_warehouse(settings.warehouse_path) as con:
+        pipeline.ingest_batch(con, settings)
+        yield settings, con
+
+
+def test_an_empty_pool_names_sample_pool_splits(tmp_path, small_corpus):
+    from llambert import pipeline
+
+    with _ingested(tmp_path, small_corpus, sample={"pool_splits": ["no_such_split"]}) as (settings, con):
+        with pytest.raises(ConfigError, match=r"setting 'sample.pool_splits'.*no_such_split"):
+            pipeline.build_sample(con, settings)
+
+
+def test_a_recipe_without_its_labels_names_student_recipe(tmp_path, small_corpus):
+    from llambert import pipeline
+    from llambert.warehouse import run_model
+
+    with _ingested(tmp_path, small_corpus, student={"recipe": "llambert"}) as (settings, con):
+        pipeline.build_sample(con, settings)
+        run_model(con, "labeling.llm_responses", {"model_identity": "none", "prompt_version": "none",
+                                                   "decoding": "none"})  # no teacher answer: no LLM label
+        pipeline.parse_labels(con, settings)
+        with pytest.raises(ConfigError, match=r"setting 'student.recipe': 'llambert' needs parsed LLM labels"):
+            pipeline.training_phases(con, settings)
+
+
+def test_too_many_gold_examples_names_teacher_few_shot(tmp_path, small_corpus):
+    from llambert import pipeline
+    from llambert.teacher import with_gold_examples
+
+    with _ingested(tmp_path, small_corpus, teacher={"few_shot": 10_000, "few_shot_source": "gold"}) as (settings, con):
+        pipeline.build_sample(con, settings)
+        with pytest.raises(ConfigError, match=r"setting 'teacher.few_shot' = 10000"):
+            with_gold_examples(con, settings, load_task(settings.task))
+
+
+def test_a_setting_error_mid_run_exits_2(tmp_path, small_corpus, tiny_models, monkeypatch, capsys):
+    """Found only once the data is in (ingest ran), yet said as a setting error, like those found before work."""
+    from dagster_project.run import main
+    from tests.conftest import tiny_settings_dict
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    cfg = tmp_path / "llambert.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
+                                                     sample={"pool_splits": ["no_such_split"]})))
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "llambert: setting 'sample.pool_splits'" in err

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llambert.student.predict import Predicts
+from llambert.student.base import Predicts
 
 MANIFEST = "ensemble.json"
 TEMPERATURES = tuple(float(t) for t in np.geomspace(0.25, 8.0, 21))
@@ -87,15 +87,15 @@ class EnsembleStudent(Predicts):
 
     @classmethod
     def load(cls, folder: Path, max_length: int = 256, batch_size: int = 16, truncation: str = "head",
-             bf16: bool | str = "auto", threads: int | None = None) -> "EnsembleStudent":
-        from llambert.student.predict import load_predictor
-
+             bf16: bool | str = "auto", threads: int | None = None, *, load_member) -> "EnsembleStudent":
+        """``load_member(path, max_length, batch_size, truncation, bf16, threads)`` opens a member folder
+        (:func:`llambert.student.predict.load_predictor`, which passes itself: this module stays below it)."""
         meta = json.loads((folder / MANIFEST).read_text())
         missing = [p for p in meta["members"] if not Path(p).is_dir()]
         if missing:
             raise FileNotFoundError(f"ensemble {folder} needs member folders that are gone: {missing}; "
                                     "retrain (llambert run) or restore them")
-        members = [load_predictor(p, max_length, batch_size, truncation, bf16, threads) for p in meta["members"]]
+        members = [load_member(p, max_length, batch_size, truncation, bf16, threads) for p in meta["members"]]
         for p, m in zip(meta["members"], members):
             if list(m.label_ids) != list(meta["label_ids"]):
                 raise ValueError(f"ensemble member {p} predicts labels {m.label_ids}, the ensemble {meta['label_ids']}")

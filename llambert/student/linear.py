@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llambert.student.predict import Predicts
+from llambert.student.base import Predicts
 
 MANIFEST = "linear_student.json"
 WEIGHTS = "linear_student.joblib"

@@ -11,28 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
 from llambert.hardware import resolve_bf16
+from llambert.student.base import Predicts, predict_frame, top_labels  # noqa: F401 (re-exported)
 from llambert.student.encoding import encode, pad_batch, sorted_batches
-
-
-class Predicts:
-    """``predict`` and ``predict_frame`` for any student that has ``log_probs`` and ``label_ids``."""
-
-    label_ids: list[int]
-
-    def log_probs(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, texts: list[str]) -> tuple[list[int], list[float]]:
-        """Task label ids and their probabilities, in input order."""
-        return top_labels(self.log_probs(texts), self.label_ids)
-
-    def predict_frame(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """(doc_id, text) -> (doc_id, label, probability)."""
-        return predict_frame(self, frame)
+from llambert.student.ensemble import MANIFEST as ENSEMBLE
+from llambert.student.ensemble import EnsembleStudent
+from llambert.student.linear import MANIFEST as LINEAR
+from llambert.student.linear import LinearStudent
 
 
 class StudentPredictor(Predicts):
@@ -66,20 +53,8 @@ class StudentPredictor(Predicts):
         return out
 
 
-
-def top_labels(log_probs: np.ndarray, label_ids: list[int]) -> tuple[list[int], list[float]]:
-    """Argmax label ids and their probabilities (ties: the first label, as torch.max does)."""
-    if len(log_probs) == 0:
-        return [], []
-    top = log_probs.argmax(axis=1)
-    return [label_ids[i] for i in top], [float(np.exp(log_probs[j, i])) for j, i in enumerate(top)]
-
-
 def student_kind(path: str | Path) -> str:
     """'linear', 'ensemble' or 'encoder' (a Hugging Face folder), from the files in the folder."""
-    from llambert.student.ensemble import MANIFEST as ENSEMBLE
-    from llambert.student.linear import MANIFEST as LINEAR
-
     folder = Path(path)
     if (folder / LINEAR).exists():
         return "linear"
@@ -93,20 +68,8 @@ def load_predictor(path: str | Path, max_length: int = 256, batch_size: int = 16
     """Any student folder as a predictor with ``log_probs``/``predict``/``predict_frame``."""
     kind = student_kind(path)
     if kind == "linear":
-        from llambert.student.linear import LinearStudent
-
         return LinearStudent.load(Path(path))
     if kind == "ensemble":
-        from llambert.student.ensemble import EnsembleStudent
-
-        return EnsembleStudent.load(Path(path), max_length, batch_size, truncation, bf16, threads)
+        return EnsembleStudent.load(Path(path), max_length, batch_size, truncation, bf16, threads,
+                                   load_member=load_predictor)
     return StudentPredictor(str(path), max_length, batch_size, truncation, bf16=bf16, threads=threads)
-
-
-def predict_frame(predictor, frame: pl.DataFrame) -> pl.DataFrame:
-    """(doc_id, text) -> (doc_id, label, probability) with any predictor."""
-    labels, probs = predictor.predict(frame["text"].to_list())
-    return pl.DataFrame(
-        {"doc_id": frame["doc_id"], "label": labels, "probability": probs},
-        schema={"doc_id": pl.Utf8, "label": pl.Int64, "probability": pl.Float64},
-    )

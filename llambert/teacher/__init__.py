@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llambert.config import Settings
+from llambert.config import ConfigError, Settings
 from llambert.hardware import resolve_dtype
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams, TeacherBackend
@@ -48,9 +48,10 @@ def with_gold_examples(con, settings: Settings, task: Task) -> Task:
             if not by_label[i]:
                 ids.remove(i)
     if len(picked) < k:
-        raise ValueError(
+        raise ConfigError(
             f"setting 'teacher.few_shot' = {k} with few_shot_source 'gold': only {len(picked)} gold-labelled "
-            "short pool documents outside the sample were found"
+            "short pool documents outside the sample were found. Lower teacher.few_shot, or set "
+            "teacher.few_shot_source: task (the task file's examples)."
         )
     return task.model_copy(update={"examples": picked})
 

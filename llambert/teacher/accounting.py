@@ -6,6 +6,7 @@ import duckdb
 
 from llambert.config import Settings
 from llambert.tasks import Task
+from llambert.warehouse import run_model, write_task_labels
 
 
 def project_costs(con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, run_id: str) -> dict:
@@ -14,9 +15,6 @@ def project_costs(con: duckdb.DuckDBPyConnection, settings: Settings, task: Task
     The discard rate comes from the task's parser (sql/labeling/answer_matches.sql) over the
     sample's answers, so it is the rate the student's training data will see.
     """
-    from llambert.pipeline import write_task_labels
-    from llambert.warehouse import run_model
-
     write_task_labels(con, task)
     run_model(con, "labeling.answer_matches")
     t = settings.teacher

@@ -33,7 +33,7 @@ import polars as pl
 
 from llambert.progress import progress
 from llambert.teacher.base import TeacherBackend, cache_key, sha256
-from llambert.warehouse import Warehouse, sessions, transaction
+from llambert.warehouse import Warehouse, run_model, sessions, transaction
 
 
 @dataclass
@@ -71,9 +71,7 @@ def register_requests(
             "prepared": prepared,
         }
     )
-    con.register("staged_requests", keys.drop("prepared"))
-    con.execute("INSERT OR IGNORE INTO labeling.llm_requests SELECT * FROM staged_requests")
-    con.unregister("staged_requests")
+    run_model(con, "labeling.llm_requests", frames={"staged_requests": keys.drop("prepared")}, atomic=False)
     return keys
 
 
@@ -173,13 +171,14 @@ def _plan(con: duckdb.DuckDBPyConnection, backend: TeacherBackend, docs: pl.Data
     # Length-sorted: batches of similar length waste little compute on padding.
     todo = todo.with_columns(_len=pl.col("prepared").str.len_bytes()).sort("_len", descending=True)
     acct = _RunAccount(run_id, requested=keys.height, cached=keys.height - todo.height, t0=t0)
-    con.execute(
-        "INSERT INTO labeling.llm_runs (run_id, model_identity, backend, mode, requested, cached, prompts, answered, "
-        "prompt_tokens, completion_tokens, seconds, prompts_per_s, started_at, finished_at, status, pid, host) "
-        "VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, NULL, ?, current_timestamp, 'running', ?, ?)",
-        [run_id, backend.model_identity, backend.name, backend.decoding.mode, acct.requested, acct.cached, started,
-         os.getpid(), socket.gethostname()],
-    )
+    start = pl.DataFrame(
+        [{"run_id": run_id, "model_identity": backend.model_identity, "backend": backend.name,
+          "mode": backend.decoding.mode, "requested": acct.requested, "cached": acct.cached, "started_at": started,
+          "pid": os.getpid(), "host": socket.gethostname()}],
+        schema={"run_id": pl.Utf8, "model_identity": pl.Utf8, "backend": pl.Utf8, "mode": pl.Utf8,
+                "requested": pl.Int64, "cached": pl.Int64, "started_at": pl.Datetime("us"), "pid": pl.Int64,
+                "host": pl.Utf8})
+    run_model(con, "labeling.llm_runs", frames={"staged_llm_run": start}, atomic=False)
     _ACTIVE_RUNS.add(run_id)
     return todo, acct
 
@@ -214,7 +213,7 @@ def mark_dead_runs(con: duckdb.DuckDBPyConnection) -> int:
     rows = con.execute("SELECT run_id, pid, host FROM labeling.llm_runs WHERE status = 'running'").fetchall()
     dead = [r for r, pid, host in rows if r not in _ACTIVE_RUNS and not _alive(pid, host)]
     if dead:
-        con.execute("UPDATE labeling.llm_runs SET status = 'killed' WHERE list_contains(?, run_id)", [dead])
+        run_model(con, "labeling.llm_runs", {"dead_runs": dead}, section="killed", atomic=False)
     return len(dead)
 
 
@@ -260,33 +259,21 @@ def _row(backend: TeacherBackend, mode: str, decoding: str, run_id: str, key: st
 def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict], acct: _RunAccount) -> None:
     """One transaction: these answers (all or none) and the run's row, so the row never counts an answer
     that was lost, nor misses a prompt that was sent."""
-    if rows:
-        con.register("staged_answers", _frame([dict(r) for r in rows]))
     acct.seconds = time.perf_counter() - acct.t0
-    try:
-        with transaction(con):
-            if rows:
-                con.execute(
-                    """INSERT OR IGNORE INTO labeling.llm_cache
-                       (cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text, label_probs,
-                        prompt_tokens, completion_tokens, latency_s, run_id)
-                       SELECT cache_key, model_identity, backend, mode, decoding, prompt_hash, raw_text,
-                              CASE WHEN probs_keys IS NULL THEN NULL ELSE map(probs_keys, probs_values) END,
-                              prompt_tokens, completion_tokens, latency_s, run_id
-                       FROM staged_answers"""
-                )
-            answered = acct.answered + len(rows)
-            con.execute(
-                "UPDATE labeling.llm_runs SET prompts = ?, answered = ?, prompt_tokens = ?, completion_tokens = ?, "
-                "seconds = ?, prompts_per_s = ?, status = ?, finished_at = current_timestamp WHERE run_id = ?",
-                [acct.asked, answered, acct.prompt_tokens, acct.completion_tokens, acct.seconds,
-                 acct._received / acct.seconds if acct.seconds > 0 and acct._received else None, acct.status,
-                 acct.run_id],
-            )
-        acct.answered = answered
-    finally:
+    answered = acct.answered + len(rows)
+    progress_row = pl.DataFrame(
+        [{"run_id": acct.run_id, "prompts": acct.asked, "answered": answered, "prompt_tokens": acct.prompt_tokens,
+          "completion_tokens": acct.completion_tokens, "seconds": acct.seconds,
+          "prompts_per_s": acct._received / acct.seconds if acct.seconds > 0 and acct._received else None,
+          "status": acct.status}],
+        schema={"run_id": pl.Utf8, "prompts": pl.Int64, "answered": pl.Int64, "prompt_tokens": pl.Int64,
+                "completion_tokens": pl.Int64, "seconds": pl.Float64, "prompts_per_s": pl.Float64, "status": pl.Utf8})
+    with transaction(con):
         if rows:
-            con.unregister("staged_answers")
+            run_model(con, "labeling.llm_cache", frames={"staged_answers": _frame([dict(r) for r in rows])},
+                      atomic=False)
+        run_model(con, "labeling.llm_runs", section="progress", frames={"staged_llm_run": progress_row}, atomic=False)
+    acct.answered = answered
 
 
 def _frame(rows: list[dict]) -> pl.DataFrame:

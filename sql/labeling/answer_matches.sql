@@ -1,10 +1,13 @@
--- labeling.answer_matches: which of the task's labels each raw answer names. The paper's
--- parser: lowercase, drop punctuation and spaces, then look for each label word in what is
--- left ('contains'); tasks with short words (yes/no) may ask for whole words ('word').
+-- labeling.answer_matches: which of the task's labels each raw answer of the sample names.
+-- The parser is the table macro labeling.parse_answers(answers_table), defined here once and used by
+-- this view (over labeling.llm_responses) and by the audit (llambert/audit.py, over the audited
+-- answers): `answers_table` names a table or view with doc_id, raw_text and label_probs.
+-- The paper's parser: lowercase, drop punctuation and spaces, then look for each label word in what
+-- is left ('contains'); tasks with short words (yes/no) may ask for whole words ('word').
 -- A choice-mode answer that was none of the choices (the openai backend marks it
 -- '[answer outside the choices] <raw>') names no label, whatever words it holds: 'outside_choices'.
 -- labeling.task_labels (label_id, name, word) is written from the task file before this runs.
-CREATE OR REPLACE VIEW labeling.answer_matches AS
+CREATE OR REPLACE MACRO labeling.parse_answers(answers_table) AS TABLE
 WITH answers AS (
     SELECT
         doc_id,
@@ -13,7 +16,7 @@ WITH answers AS (
         starts_with(coalesce(raw_text, ''), '[answer outside the choices]') AS outside,
         lower(regexp_replace(coalesce(raw_text, ''), '[^\pL\pN]', '', 'g')) AS squashed,
         ' ' || trim(lower(regexp_replace(coalesce(raw_text, ''), '[^\pL\pN]+', ' ', 'g'))) || ' ' AS spaced
-    FROM labeling.llm_responses
+    FROM query_table(answers_table)
 ), words AS (
     SELECT
         label_id,
@@ -50,3 +53,6 @@ SELECT
         WHEN p.n_matched > 1 THEN 'several_labels'
     END AS discard_reason
 FROM answers a LEFT JOIN per_doc p USING (doc_id);
+
+CREATE OR REPLACE VIEW labeling.answer_matches AS
+SELECT * FROM labeling.parse_answers('labeling.llm_responses');

@@ -5,7 +5,7 @@
 -- LLM); the student's docs/s is measured from ops.stage_runs ('predict'), NULL until a
 -- prediction has run. Money only for priced endpoints (price per 1M tokens, from the config).
 -- Variables: run_id, price_in_per_1m, price_out_per_1m.
--- (The table itself is in sql/ddl.sql.)
+-- (The table itself is in the @ddl section at the end of this file.)
 
 DELETE FROM labeling.cost_projection WHERE run_id = getvariable('run_id');
 
@@ -49,3 +49,33 @@ CROSS JOIN answers a
 CROSS JOIN corpus c
 CROSS JOIN student st
 LEFT JOIN speed s ON true;
+
+-- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
+-- One row per teacher run: LLM alone versus LlamBERT over the whole corpus
+-- (sql/labeling/cost_projection.sql fills it; refreshed by evaluation.report once the student has run).
+CREATE TABLE IF NOT EXISTS labeling.cost_projection (
+    run_id                VARCHAR PRIMARY KEY,
+    model_identity        VARCHAR,
+    backend               VARCHAR,
+    mode                  VARCHAR,
+    prompts               INTEGER,
+    prompt_tokens         BIGINT,
+    completion_tokens     BIGINT,
+    seconds               DOUBLE,
+    prompts_per_s         DOUBLE,
+    throughput_from_run   VARCHAR,
+    sample_docs           BIGINT,
+    discarded             BIGINT,
+    discard_rate          DOUBLE,
+    corpus_docs           BIGINT,
+    avg_prompt_tokens     DOUBLE,
+    avg_completion_tokens DOUBLE,
+    student_docs_per_s    DOUBLE,
+    llm_only_hours        DOUBLE,
+    llambert_hours        DOUBLE,
+    price_in_per_1m       DOUBLE,
+    price_out_per_1m      DOUBLE,
+    llm_only_cost         DOUBLE,
+    llambert_llm_cost     DOUBLE,
+    created_at            TIMESTAMP DEFAULT current_timestamp
+);

@@ -17,3 +17,18 @@ SELECT
 FROM staged_rows
 WHERE md5(text) NOT IN (SELECT doc_id FROM raw.corpus)
 GROUP BY md5(text);
+
+-- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
+-- One row per distinct text (doc_id = md5 of the exact UTF-8 text). `batch` is the Dagster
+-- partition the text first arrived in; a text seen again is counted in raw.occurrences.
+CREATE TABLE IF NOT EXISTS raw.corpus (
+    doc_id      VARCHAR PRIMARY KEY,
+    batch       VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    split       VARCHAR NOT NULL,
+    text        VARCHAR NOT NULL,
+    gold_label  BIGINT,
+    n_copies    INTEGER NOT NULL,
+    gold_conflict BOOLEAN NOT NULL DEFAULT false,
+    ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);

@@ -5,3 +5,16 @@ DELETE FROM raw.occurrences WHERE batch = getvariable('batch');
 INSERT INTO raw.occurrences
 SELECT getvariable('batch'), source, source_file, source_row, source_id, split, md5(text), gold_label
 FROM staged_rows;
+
+-- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
+-- Every input row that was accepted, with the doc_id its text maps to.
+CREATE TABLE IF NOT EXISTS raw.occurrences (
+    batch       VARCHAR NOT NULL,
+    source      VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row  BIGINT NOT NULL,
+    source_id   VARCHAR,
+    split       VARCHAR NOT NULL,
+    doc_id      VARCHAR NOT NULL,
+    gold_label  BIGINT
+);
