@@ -23,7 +23,8 @@ def audit_labels(context: dg.AssetExecutionContext, llambert: LlambertResource) 
     with llambert.warehouse() as con:
         stats = audit_batch(con, llambert.settings(), context.partition_key)
         newest = con.execute(
-            "SELECT checkpoint_id FROM students.checkpoints ORDER BY created_at DESC LIMIT 1").fetchone()
+            "SELECT checkpoint_id FROM students.checkpoints ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
     if stats.retrain_requested:
         context.log.warning(f"retrain requested: {stats.retrain_reason}")
     return dg.MaterializeResult(

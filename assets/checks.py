@@ -48,12 +48,17 @@ def _contract_checks(table: str) -> dg.AssetChecksDefinition:
     with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature: checked per batch here
         warnings.simplefilter("ignore")
         specs = [
-            dg.AssetCheckSpec(s.name, asset=key, description=s.description, blocking=s.blocking, partitions_def=partitions)
+            dg.AssetCheckSpec(
+                s.name, asset=key, description=s.description, blocking=s.blocking, partitions_def=partitions
+            )
             for s in CATALOG[table]
         ]
 
-    @dg.multi_asset_check(specs=specs, name=f"{table.replace('.', '_')}_contracts",
-                          description=f"The data contracts of {table} (data_contracts/{table}.json + SQL gates).")
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{table.replace('.', '_')}_contracts",
+        description=f"The data contracts of {table} (data_contracts/{table}.json + SQL gates).",
+    )
     def _check(context: dg.AssetCheckExecutionContext, llambert: LlambertResource):
         from llambert.contracts import evaluate_and_record
 
@@ -65,7 +70,9 @@ def _contract_checks(table: str) -> dg.AssetChecksDefinition:
             if r.contract not in selected:
                 continue
             if not r.passed:
-                context.log.warning(f"contract {table}.{r.contract}{f' [{partition}]' if partition else ''} failed: {r.description}")
+                context.log.warning(
+                    f"contract {table}.{r.contract}{f' [{partition}]' if partition else ''} failed: {r.description}"
+                )
             yield _result(key, r)
 
     return _check

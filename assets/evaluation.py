@@ -9,8 +9,11 @@ from llambert.reporting import markdown_table, recall_text, teacher_recall
 
 @dg.asset(
     key=["evaluation", "report"],
-    deps=[dg.AssetKey(["predictions", "labels"]), dg.AssetKey(["labeling", "parsed_labels"]),
-          dg.AssetKey(["students", "champion"])],
+    deps=[
+        dg.AssetKey(["predictions", "labels"]),
+        dg.AssetKey(["labeling", "parsed_labels"]),
+        dg.AssetKey(["students", "champion"]),
+    ],
     group_name="quality",
     kinds={"duckdb", "sql"},
     code_version="2",
@@ -28,8 +31,12 @@ def report(llambert: LlambertResource) -> dg.MaterializeResult:
         "dagster/row_count": frame.height,
         **visuals,
     }
-    for subject, metric in (("teacher", "accuracy_vs_gold"), ("student", "accuracy_vs_gold"),
-                            ("student", "agreement_with_teacher"), ("teacher", "discard_rate")):
+    for subject, metric in (
+        ("teacher", "accuracy_vs_gold"),
+        ("student", "accuracy_vs_gold"),
+        ("student", "agreement_with_teacher"),
+        ("teacher", "discard_rate"),
+    ):
         v = value(subject, metric)
         if v is not None:
             meta[f"{subject}_{metric}"] = float(v)
@@ -53,21 +60,25 @@ def _visuals(con, llambert: LlambertResource) -> dict:
     labels = llambert.task.label_names
     cells = con.execute("SELECT who, gold_label, predicted_label, documents FROM views.confusion_matrix").fetchall()
     matrices = {}
-    for who, title in (("student", f"student vs gold ({settings.eval_split} split)"),
-                       ("teacher", "teacher vs gold (sample)")):
+    for who, title in (
+        ("student", f"student vs gold ({settings.eval_split} split)"),
+        ("teacher", "teacher vs gold (sample)"),
+    ):
         m = [[0] * len(labels) for _ in labels]
         for w, gold, pred, n in cells:
             if w == who and gold in labels and pred in labels:
                 m[labels.index(gold)][labels.index(pred)] = int(n)
         matrices[title] = m
-    stages = con.execute(
-        "SELECT stage, last_rows, last_seconds, rows_per_s FROM views.stage_costs"
-    ).fetchall()
+    stages = con.execute("SELECT stage, last_rows, last_seconds, rows_per_s FROM views.stage_costs").fetchall()
     out = {
         "confusion_matrix": dg.MetadataValue.md(confusion_matrices(matrices, labels, "confusion matrices")),
-        "confusion_counts": dg.MetadataValue.md(markdown_table(con.execute("FROM views.confusion_matrix").pl(), max_rows=50)),
+        "confusion_counts": dg.MetadataValue.md(
+            markdown_table(con.execute("FROM views.confusion_matrix").pl(), max_rows=50)
+        ),
     }
     if stages:
         out["time_per_stage"] = dg.MetadataValue.md(stage_times([(s, r or 0, t or 0) for s, r, t, _ in stages]))
-        out["stage_costs"] = dg.MetadataValue.md(markdown_table(con.execute("FROM views.stage_costs").pl(), max_rows=50))
+        out["stage_costs"] = dg.MetadataValue.md(
+            markdown_table(con.execute("FROM views.stage_costs").pl(), max_rows=50)
+        )
     return out

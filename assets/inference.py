@@ -27,10 +27,13 @@ def labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.
     with also_log_to(context.log.info):  # progress lines in the run log too
         stats = pipeline.predict_batch(llambert.sessions(), llambert.settings(), batch)
     with llambert.warehouse() as con:
-        dist = dict(con.execute(
-            "SELECT label, count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? GROUP BY 1 "
-            "ORDER BY 1", [batch, stats.checkpoint_id],
-        ).fetchall())
+        dist = dict(
+            con.execute(
+                "SELECT label, count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? GROUP BY 1 "
+                "ORDER BY 1",
+                [batch, stats.checkpoint_id],
+            ).fetchall()
+        )
     names = {lab.id: lab.name for lab in llambert.task.labels}  # label ids -> names, for charts people can read
     named = {names.get(k, str(k)): v for k, v in dist.items()}
     return dg.MaterializeResult(
@@ -38,10 +41,12 @@ def labels(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.
             "dagster/row_count": stats.rows,
             **stats.metadata(),
             "label_distribution": dg.MetadataValue.md(dict_table(dist, "label", "documents")),
-            "label_distribution_chart": dg.MetadataValue.md(bar_chart(
-                named, f"student labels in batch {batch}", ylabel="documents")),
+            "label_distribution_chart": dg.MetadataValue.md(
+                bar_chart(named, f"student labels in batch {batch}", ylabel="documents")
+            ),
             "throughput": dg.MetadataValue.md(
                 f"{stats.predicted_now:,} documents labeled now"
-                + (f" at {stats.docs_per_s:,} docs/s" if stats.docs_per_s else " (all were labeled already)")),
+                + (f" at {stats.docs_per_s:,} docs/s" if stats.docs_per_s else " (all were labeled already)")
+            ),
         }
     )

@@ -11,13 +11,21 @@ from llambert.reporting import dict_table, markdown_table
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            ["labeling", "pool"], deps=[dg.AssetKey(["raw", "corpus"])], group_name="labeling", kinds={"duckdb", "sql"},
-            code_version="1", description="Every document the teacher may label (a pool split, never an excluded "
+            ["labeling", "pool"],
+            deps=[dg.AssetKey(["raw", "corpus"])],
+            group_name="labeling",
+            kinds={"duckdb", "sql"},
+            code_version="1",
+            description="Every document the teacher may label (a pool split, never an excluded "
             "one), in the seeded order the sample takes them.",
         ),
         dg.AssetSpec(
-            ["labeling", "sample"], deps=[["labeling", "pool"]], group_name="labeling", kinds={"duckdb", "sql"},
-            code_version="2", description="The documents the LLM labels, each with its round and why it was picked. "
+            ["labeling", "sample"],
+            deps=[["labeling", "pool"]],
+            group_name="labeling",
+            kinds={"duckdb", "sql"},
+            code_version="2",
+            description="The documents the LLM labels, each with its round and why it was picked. "
             "sample.strategy random: a seeded prefix of the pool (growing it keeps every document already chosen); "
             "uncertainty: the seed round here, later rounds appended by the teacher step.",
         ),
@@ -29,8 +37,11 @@ def sample(llambert: LlambertResource):
     yield dg.MaterializeResult(asset_key=["labeling", "pool"], metadata={"dagster/row_count": stats.pool})
     yield dg.MaterializeResult(
         asset_key=["labeling", "sample"],
-        metadata={"dagster/row_count": stats.rows, **stats.metadata(),
-                  "by_split": dg.MetadataValue.md(dict_table(stats.by_split, "split", "rows"))},
+        metadata={
+            "dagster/row_count": stats.rows,
+            **stats.metadata(),
+            "by_split": dg.MetadataValue.md(dict_table(stats.by_split, "split", "rows")),
+        },
     )
 
 
@@ -72,12 +83,20 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            ["labeling", "parsed_labels"], deps=[llm_responses], group_name="labeling", kinds={"duckdb", "sql"},
-            code_version="1", description="Answers that name exactly one of the task's labels: the student's training data.",
+            ["labeling", "parsed_labels"],
+            deps=[llm_responses],
+            group_name="labeling",
+            kinds={"duckdb", "sql"},
+            code_version="1",
+            description="Answers that name exactly one of the task's labels: the student's training data.",
         ),
         dg.AssetSpec(
-            ["labeling", "discarded"], deps=[llm_responses], group_name="labeling", kinds={"duckdb", "sql"},
-            code_version="1", description="Answers that name no label or several, with the raw answer and the reason.",
+            ["labeling", "discarded"],
+            deps=[llm_responses],
+            group_name="labeling",
+            kinds={"duckdb", "sql"},
+            code_version="1",
+            description="Answers that name no label or several, with the raw answer and the reason.",
         ),
     ],
 )

@@ -11,7 +11,6 @@ from dagster_project.resources import LlambertResource
 from llambert import pipeline
 from llambert.reporting import markdown_table
 
-
 _STUDENTS = {"group_name": "training", "kinds": {"duckdb", "pytorch"}}
 CHECKPOINTS = ["students", "checkpoints"]
 
@@ -19,33 +18,56 @@ CHECKPOINTS = ["students", "checkpoints"]
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            ["students", "gold_probe"], deps=[["raw", "corpus"]], code_version="1", **_STUDENTS,
+            ["students", "gold_probe"],
+            deps=[["raw", "corpus"]],
+            code_version="1",
+            **_STUDENTS,
             description="A fixed, seeded set of gold-labeled train documents that no recipe trains on: every "
-            "checkpoint of the task is scored on the very same documents. Kept while its settings are unchanged."),
+            "checkpoint of the task is scored on the very same documents. Kept while its settings are unchanged.",
+        ),
         dg.AssetSpec(
-            ["students", "training_examples"], deps=[["labeling", "parsed_labels"], ["students", "gold_probe"]],
-            code_version="1", **_STUDENTS,
+            ["students", "training_examples"],
+            deps=[["labeling", "parsed_labels"], ["students", "gold_probe"]],
+            code_version="1",
+            **_STUDENTS,
             description="The labeled documents the configured student.recipe trains on, phase by phase (LLM "
-            "labels, then gold for 'combined'); never a document of the gold probe."),
+            "labels, then gold for 'combined'); never a document of the gold probe.",
+        ),
         dg.AssetSpec(
-            CHECKPOINTS, deps=[["students", "training_examples"]], code_version="2", **_STUDENTS,
+            CHECKPOINTS,
+            deps=[["students", "training_examples"]],
+            code_version="2",
+            **_STUDENTS,
             description="One row per fine-tuned student (base model, recipe, label source, data sizes, metrics, "
             "gold-probe score, path); the model folder loads with transformers.pipeline. Re-materializing with the "
             "same base model, training settings and labels reuses the checkpoint (fingerprint) instead of "
-            "retraining. students.champion says which one labels the corpus, and why."),
+            "retraining. students.champion says which one labels the corpus, and why.",
+        ),
         dg.AssetSpec(
-            ["students", "training_log"], deps=[CHECKPOINTS], code_version="1", **_STUDENTS,
+            ["students", "training_log"],
+            deps=[CHECKPOINTS],
+            code_version="1",
+            **_STUDENTS,
             description="Loss and validation accuracy / macro-F1 of every epoch of every trained checkpoint "
-            "(a reused checkpoint adds no rows)."),
+            "(a reused checkpoint adds no rows).",
+        ),
         dg.AssetSpec(
-            ["students", "candidates"], deps=[CHECKPOINTS], code_version="1", **_STUDENTS,
+            ["students", "candidates"],
+            deps=[CHECKPOINTS],
+            code_version="1",
+            **_STUDENTS,
             description="Every checkpoint of the task with the champion rule's verdict on it: its score on the "
-            "judge set, speed, class balance, and why it is (not) eligible (collapsed, below the linear floor)."),
+            "judge set, speed, class balance, and why it is (not) eligible (collapsed, below the linear floor).",
+        ),
         dg.AssetSpec(
-            ["students", "champion"], deps=[["students", "candidates"]], code_version="1", **_STUDENTS,
+            ["students", "champion"],
+            deps=[["students", "candidates"]],
+            code_version="1",
+            **_STUDENTS,
             description="The one checkpoint whose predictions are the product, and why (metric, score, reason): "
             "the best eligible candidate, the fastest among those within champion_tolerance. Empty when no "
-            "candidate is eligible (the blocking champion contract then stops the run)."),
+            "candidate is eligible (the blocking champion contract then stops the run).",
+        ),
     ],
 )
 def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
@@ -55,19 +77,28 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
 
     with llambert.warehouse() as con, also_log_to(context.log.info):  # progress lines in the run log too
         stats = pipeline.train_checkpoint(con, llambert.settings())
-        counts = dict(con.execute(
-            "SELECT 'gold_probe', count(*) FROM students.gold_probe UNION ALL "
-            "SELECT 'training_examples', count(*) FROM students.training_examples UNION ALL "
-            "SELECT 'training_log', count(*) FROM students.training_log UNION ALL "
-            "SELECT 'candidates', count(*) FROM students.candidates").fetchall())
+        counts = dict(
+            con.execute(
+                "SELECT 'gold_probe', count(*) FROM students.gold_probe UNION ALL "
+                "SELECT 'training_examples', count(*) FROM students.training_examples UNION ALL "
+                "SELECT 'training_log', count(*) FROM students.training_log UNION ALL "
+                "SELECT 'candidates', count(*) FROM students.candidates"
+            ).fetchall()
+        )
         candidates = pipeline.candidate_summary(con)
     history = pl.DataFrame(stats.history)
     context.log.info(f"checkpoint {stats.checkpoint_id}: val accuracy {stats.get('val_accuracy')}")
-    yield dg.MaterializeResult(asset_key=["students", "gold_probe"],
-                               metadata={"dagster/row_count": counts["gold_probe"]})
-    yield dg.MaterializeResult(asset_key=["students", "training_examples"],
-                               metadata={"dagster/row_count": counts["training_examples"],
-                                         "label_source": stats.label_source, "recipe": stats.recipe})
+    yield dg.MaterializeResult(
+        asset_key=["students", "gold_probe"], metadata={"dagster/row_count": counts["gold_probe"]}
+    )
+    yield dg.MaterializeResult(
+        asset_key=["students", "training_examples"],
+        metadata={
+            "dagster/row_count": counts["training_examples"],
+            "label_source": stats.label_source,
+            "recipe": stats.recipe,
+        },
+    )
     yield dg.MaterializeResult(
         asset_key=CHECKPOINTS,
         metadata={
@@ -77,16 +108,23 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
             "training_curve": dg.MetadataValue.md(_curve(history)),
         },
     )
-    yield dg.MaterializeResult(asset_key=["students", "training_log"],
-                               metadata={"dagster/row_count": counts["training_log"], "new_epochs": history.height})
-    yield dg.MaterializeResult(asset_key=["students", "candidates"],
-                               metadata={"dagster/row_count": counts["candidates"],
-                                         "newest": dg.MetadataValue.md(markdown_table(candidates))})
+    yield dg.MaterializeResult(
+        asset_key=["students", "training_log"],
+        metadata={"dagster/row_count": counts["training_log"], "new_epochs": history.height},
+    )
+    yield dg.MaterializeResult(
+        asset_key=["students", "candidates"],
+        metadata={"dagster/row_count": counts["candidates"], "newest": dg.MetadataValue.md(markdown_table(candidates))},
+    )
     yield dg.MaterializeResult(
         asset_key=["students", "champion"],
-        metadata={"dagster/row_count": 0 if stats.champion is None else 1,
-                  "checkpoint_id": stats.champion or "", "kind": stats.champion_kind or "",
-                  "reason": stats.champion_reason or ""})
+        metadata={
+            "dagster/row_count": 0 if stats.champion is None else 1,
+            "checkpoint_id": stats.champion or "",
+            "kind": stats.champion_kind or "",
+            "reason": stats.champion_reason or "",
+        },
+    )
 
 
 def _curve(history) -> str:
@@ -97,7 +135,8 @@ def _curve(history) -> str:
         return "(no epochs)"
     col = lambda c: history[c].to_list() if c in history.columns else []  # noqa: E731
     return training_curve(
-        col("epoch"), {"train loss": col("train_loss"), "val loss": col("val_loss")},
+        col("epoch"),
+        {"train loss": col("train_loss"), "val loss": col("val_loss")},
         {"val accuracy": col("val_accuracy"), "val macro-F1": col("val_f1")},
         title="student training: loss and validation accuracy per epoch",
     )

@@ -82,8 +82,7 @@ def reviews(data_dir: Path, n: int, seed: int = 0) -> pl.DataFrame:
 
 def parse(con: duckdb.DuckDBPyConnection, task, docs: pl.DataFrame, answers) -> pl.DataFrame:
     """Raw answers through the project's own parser (sql/labeling/answer_matches.sql)."""
-    from llambert.warehouse import write_task_labels
-    from llambert.warehouse import run_model
+    from llambert.warehouse import run_model, write_task_labels
 
     write_task_labels(con, task)
     frame = pl.DataFrame(

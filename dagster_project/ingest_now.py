@@ -26,8 +26,9 @@ from dagster_project.instance import ensure_dagster_home
 from llambert.config import ConfigError, load_settings, parse_overrides
 
 
-def ingest_now(files: list[str], config_path: str | None = None, overrides: dict | None = None,
-               log_level: str = "WARNING") -> int:
+def ingest_now(
+    files: list[str], config_path: str | None = None, overrides: dict | None = None, log_level: str = "WARNING"
+) -> int:
     settings = load_settings(config_path, overrides)
     ensure_dagster_home(settings.home / "dagster_home")
 
@@ -90,7 +91,8 @@ def batch_state(instance, partition: str, warehouse: dict[str, str] | None) -> t
     from dagster_project.jobs import ingest_and_label_job
 
     runs = instance.get_runs(
-        filters=dg.RunsFilter(job_name=ingest_and_label_job.name, tags={"dagster/partition": partition}), limit=1)
+        filters=dg.RunsFilter(job_name=ingest_and_label_job.name, tags={"dagster/partition": partition}), limit=1
+    )
     why = (warehouse or {}).get(partition)
     if not runs:  # never run by this job: new, unless the warehouse has it all (materialized otherwise)
         return ("done", "") if warehouse is not None and why is None else ("new", "no run yet")
@@ -172,8 +174,10 @@ def _ingest_on(instance, settings, files: list[str], log_level: str) -> int:
                 say(f"{f}: same bytes as batch {batch.partition}, whose {why}; leaving it to that run")
             else:
                 if state == "unfinished":
-                    say(f"{f}: same bytes as batch {batch.partition}, whose last run did not finish ({why}); "
-                        f"running it again")
+                    say(
+                        f"{f}: same bytes as batch {batch.partition}, whose last run did not finish ({why}); "
+                        f"running it again"
+                    )
                 todo.append(batch)
     else:
         with inbox_lock(settings):
@@ -203,9 +207,14 @@ def _ingest_on(instance, settings, files: list[str], log_level: str) -> int:
     for batch in todo:
         say(f"{batch.file_name} -> batch {batch.partition} ...")
         result = job.execute_in_process(
-            instance=instance, partition_key=batch.partition, raise_on_error=False,
-            tags={"llambert/inbox_file": batch.file_name, "llambert/sha256": batch.sha256[:16],
-                  PROCESS_TAG: process_tag()},
+            instance=instance,
+            partition_key=batch.partition,
+            raise_on_error=False,
+            tags={
+                "llambert/inbox_file": batch.file_name,
+                "llambert/sha256": batch.sha256[:16],
+                PROCESS_TAG: process_tag(),
+            },
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         if not result.success:
@@ -213,8 +222,10 @@ def _ingest_on(instance, settings, files: list[str], log_level: str) -> int:
             for e in result.all_events:
                 if e.is_failure:
                     say(f"step failed: {e.message}")
-            say(f"batch {batch.partition} failed (run {result.run_id}); see `make ui`, fix the cause and run "
-                f"`llambert ingest --now` to run it again")
+            say(
+                f"batch {batch.partition} failed (run {result.run_id}); see `make ui`, fix the cause and run "
+                f"`llambert ingest --now` to run it again"
+            )
             continue
         with open_warehouse(settings.warehouse_path, read_only=True) as con:
             row = con.execute(
@@ -222,19 +233,28 @@ def _ingest_on(instance, settings, files: list[str], log_level: str) -> int:
                 "(SELECT count(*) FROM predictions.labels p WHERE p.batch = f.batch AND p.checkpoint_id = "
                 " (SELECT checkpoint_id FROM students.champion)), a.audited, a.agreement, a.retrain_requested "
                 "FROM raw.inbox_files f LEFT JOIN labeling.audit_runs a USING (batch) WHERE f.batch = ?",
-                [batch.partition]).fetchone()
+                [batch.partition],
+            ).fetchone()
         rows, rejected, new_docs, known_docs, labeled, audited, agreement, retrain = row
-        audit = (f"; audit: {audited} documents, agreement {agreement:.3f}" if audited and agreement is not None
-                 else "; audit: off or nothing to audit")
-        print(f"[llambert] batch {batch.partition}: {rows} rows ({rejected} rejected), {new_docs} new documents, "
-              f"{known_docs} already known, {labeled} labeled by the champion{audit}"
-              f"{'; retrain requested' if retrain else ''} (run {result.run_id[:8]})")
+        audit = (
+            f"; audit: {audited} documents, agreement {agreement:.3f}"
+            if audited and agreement is not None
+            else "; audit: off or nothing to audit"
+        )
+        print(
+            f"[llambert] batch {batch.partition}: {rows} rows ({rejected} rejected), {new_docs} new documents, "
+            f"{known_docs} already known, {labeled} labeled by the champion{audit}"
+            f"{'; retrain requested' if retrain else ''} (run {result.run_id[:8]})"
+        )
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dagster_project.ingest_now", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m dagster_project.ingest_now",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("files", nargs="*", metavar="FILE", help="parquet, CSV or JSONL files of new reviews")
     ap.add_argument("--config", help="llambert YAML file (default: LLAMBERT_CONFIG or ./llambert.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")

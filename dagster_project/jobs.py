@@ -13,35 +13,51 @@ PREDICTIONS = dg.AssetKey(["predictions", "labels"])
 INGEST_STEP = dg.AssetSelection.assets(CORPUS, ["raw", "occurrences"], ["raw", "rejected"])
 # The training step writes the probe, the examples, the checkpoints, their epochs, the verdicts and the champion.
 TRAIN_STEP = dg.AssetSelection.assets(
-    ["students", "gold_probe"], ["students", "training_examples"], ["students", "checkpoints"],
-    ["students", "training_log"], ["students", "candidates"], ["students", "champion"])
+    ["students", "gold_probe"],
+    ["students", "training_examples"],
+    ["students", "checkpoints"],
+    ["students", "training_log"],
+    ["students", "candidates"],
+    ["students", "champion"],
+)
 LLM_STEPS = dg.AssetSelection.assets(
-    ["labeling", "pool"], ["labeling", "sample"], ["labeling", "llm_responses"], ["labeling", "parsed_labels"],
+    ["labeling", "pool"],
+    ["labeling", "sample"],
+    ["labeling", "llm_responses"],
+    ["labeling", "parsed_labels"],
     ["labeling", "discarded"],
 )
 
 ingest_job = dg.define_asset_job(
-    "ingest_batch", selection=INGEST_STEP, partitions_def=batches_partitions,
+    "ingest_batch",
+    selection=INGEST_STEP,
+    partitions_def=batches_partitions,
     description="Read one batch (the initial corpus, or a file that arrived) into raw.corpus.",
 )
 label_sample_job = dg.define_asset_job(
-    "label_sample", selection=LLM_STEPS,
+    "label_sample",
+    selection=LLM_STEPS,
     description="Draw the sample, have the LLM label it (cached answers are reused), parse the answers.",
 )
 train_student_job = dg.define_asset_job(
-    "train_student", selection=TRAIN_STEP,
+    "train_student",
+    selection=TRAIN_STEP,
     description="Fine-tune a student on the parsed labels and update the champion.",
 )
 label_corpus_job = dg.define_asset_job(
-    "label_corpus", selection=dg.AssetSelection.assets(PREDICTIONS), partitions_def=batches_partitions,
+    "label_corpus",
+    selection=dg.AssetSelection.assets(PREDICTIONS),
+    partitions_def=batches_partitions,
     description="The champion student labels every document of a batch that it has not labeled yet.",
 )
 report_job = dg.define_asset_job(
-    "evaluate", selection=dg.AssetSelection.assets(["evaluation", "report"]),
+    "evaluate",
+    selection=dg.AssetSelection.assets(["evaluation", "report"]),
     description="Rebuild evaluation.report.",
 )
 unpartitioned_pipeline_job = dg.define_asset_job(
-    "teach_and_train", selection=LLM_STEPS | TRAIN_STEP,
+    "teach_and_train",
+    selection=LLM_STEPS | TRAIN_STEP,
     description="The LLM labels the sample and a student is trained on its labels.",
 )
 
@@ -54,4 +70,3 @@ ingest_and_label_job = dg.define_asset_job(
     tags={"llambert/warehouse": "write"},  # one warehouse writer at a time (dagster_project/instance.py)
     description="Ingest one batch, label exactly its new documents with the champion student, audit it.",
 )
-

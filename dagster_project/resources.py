@@ -28,33 +28,48 @@ class LlambertResource(dg.ConfigurableResource):
     """
 
     config_path: str | None = Field(
-        None, description="A llambert YAML file; default: LLAMBERT_CONFIG or ./llambert.yaml.")
+        None, description="A llambert YAML file; default: LLAMBERT_CONFIG or ./llambert.yaml."
+    )
     overrides_yaml: str = Field("", description="YAML merged over the file, e.g. 'sample: {size: 200}'.")
     # Launchpad fields for the settings people change per run. Empty = the configured value; a
     # value is validated with the rest of the settings (a wrong one fails the run, naming it).
     sample_size: int | None = Field(
-        None, description="How many documents the LLM labels (sample.size; default 1000). Growing the sample keeps "
-        "the documents already chosen, and cached answers are not paid for again.")
+        None,
+        description="How many documents the LLM labels (sample.size; default 1000). Growing the sample keeps "
+        "the documents already chosen, and cached answers are not paid for again.",
+    )
     teacher_model: str | None = Field(
-        None, description="The labeling LLM (teacher.model): a registry name such as qwen2.5-coder-0.5b-instruct "
-        "(`llambert models` lists them), a local directory, or a hub id.")
+        None,
+        description="The labeling LLM (teacher.model): a registry name such as qwen2.5-coder-0.5b-instruct "
+        "(`llambert models` lists them), a local directory, or a hub id.",
+    )
     teacher_mode: str | None = Field(
-        None, description="teacher.mode: 'generate' (free answer, parsed by the task's parser, as in the paper) or "
-        "'choice' (score each label's words, never off-format).")
+        None,
+        description="teacher.mode: 'generate' (free answer, parsed by the task's parser, as in the paper) or "
+        "'choice' (score each label's words, never off-format).",
+    )
     student_model: str | None = Field(
-        None, description="The encoder to fine-tune (student.model), e.g. all-minilm-l6-v2, a directory or a hub id.")
+        None, description="The encoder to fine-tune (student.model), e.g. all-minilm-l6-v2, a directory or a hub id."
+    )
     student_epochs: int | None = Field(None, description="Training epochs for the student (student.epochs; default 3).")
     student_recipe: str | None = Field(
-        None, description="student.recipe: 'llambert' (LLM labels), 'baseline' (gold train labels), "
-        "'llambert_extra' or 'combined' (LLM labels, then gold).")
+        None,
+        description="student.recipe: 'llambert' (LLM labels), 'baseline' (gold train labels), "
+        "'llambert_extra' or 'combined' (LLM labels, then gold).",
+    )
     # The run built from these fields once per run (setup_for_execution), or handed in by the caller (of).
     _run: Run | None = PrivateAttr(None)
 
     def launchpad_overrides(self) -> dict:
         """The launchpad fields that were set, as a nested settings dict."""
-        fields = {"sample_size": ("sample", "size"), "teacher_model": ("teacher", "model"),
-                  "teacher_mode": ("teacher", "mode"), "student_model": ("student", "model"),
-                  "student_epochs": ("student", "epochs"), "student_recipe": ("student", "recipe")}
+        fields = {
+            "sample_size": ("sample", "size"),
+            "teacher_model": ("teacher", "model"),
+            "teacher_mode": ("teacher", "mode"),
+            "student_model": ("student", "model"),
+            "student_epochs": ("student", "epochs"),
+            "student_recipe": ("student", "recipe"),
+        }
         out: dict = {}
         for attr, (section, key) in fields.items():
             value = getattr(self, attr)

@@ -49,7 +49,9 @@ def run_pipeline(
         print(f"[llambert] {job_name}{f' (batch {batch})' if partitioned else ''} ...", file=sys.stderr, flush=True)
         t_job = time.perf_counter()
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=batch if partitioned else None, raise_on_error=False,
+            instance=instance,
+            partition_key=batch if partitioned else None,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         if not result.success:
@@ -62,10 +64,19 @@ def run_pipeline(
                     print(f"[llambert] step failed: {e.message}", file=sys.stderr)
             for ev in result.get_asset_check_evaluations():
                 if not ev.passed:
-                    print(f"[llambert] check {ev.check_name} on {ev.asset_key.to_user_string()} failed: {ev.description}", file=sys.stderr)
-            print(f"[llambert] job {job_name} failed (run {result.run_id}); see `make ui` for the full log.", file=sys.stderr)
+                    print(
+                        f"[llambert] check {ev.check_name} on {ev.asset_key.to_user_string()} failed: {ev.description}",
+                        file=sys.stderr,
+                    )
+            print(
+                f"[llambert] job {job_name} failed (run {result.run_id}); see `make ui` for the full log.",
+                file=sys.stderr,
+            )
             return 1
-        print(f"[llambert] {job_name} done in {time.perf_counter() - t_job:.1f}s (run {result.run_id[:8]})", file=sys.stderr)
+        print(
+            f"[llambert] {job_name} done in {time.perf_counter() - t_job:.1f}s (run {result.run_id[:8]})",
+            file=sys.stderr,
+        )
         run_ids.append(result.run_id)
     with run.warehouse() as con:
         report = pipeline.build_report(con, settings)
@@ -81,8 +92,10 @@ def run_pipeline(
     stages.append(("total (this run)", None, time.perf_counter() - t_all))
     print("\n".join(summary_lines(report, str(settings.warehouse_path), stages, candidates)))
     for table, partition, contract, description in warned:
-        print(f"[llambert] contract warning: {table}{f' [{partition}]' if partition else ''} {contract}: {description}",
-              file=sys.stderr)
+        print(
+            f"[llambert] contract warning: {table}{f' [{partition}]' if partition else ''} {contract}: {description}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -100,11 +113,17 @@ def _config_error(result) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dagster_project.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m dagster_project.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="llambert YAML file (default: LLAMBERT_CONFIG or ./llambert.yaml)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a setting, e.g. --set sample.size=200 --set teacher.model=qwen2.5-coder-0.5b-instruct")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set sample.size=200 --set teacher.model=qwen2.5-coder-0.5b-instruct",
+    )
     ap.add_argument("--batch", default="initial", help="the corpus batch (partition) to ingest and label")
     args = ap.parse_args(argv)
     try:

@@ -28,8 +28,10 @@ def inbox_sensor_result(instance: dg.DagsterInstance, settings) -> dg.SensorResu
     with inbox_lock(settings):  # `ingest --now` claims + adds the partition under it: never half of that
         scan = scan_inbox(settings)
         existing = set(instance.get_dynamic_partitions(BATCHES))
-        todo = sorted((b for b in known_batches(settings).values() if b.partition not in existing),
-                      key=lambda b: (b.detected_at, b.partition))
+        todo = sorted(
+            (b for b in known_batches(settings).values() if b.partition not in existing),
+            key=lambda b: (b.detected_at, b.partition),
+        )
     if not todo:
         parts = []
         if scan.duplicates:
@@ -45,8 +47,11 @@ def inbox_sensor_result(instance: dg.DagsterInstance, settings) -> dg.SensorResu
     return dg.SensorResult(
         dynamic_partitions_requests=[batches_partitions.build_add_request(keys)],
         run_requests=[
-            dg.RunRequest(partition_key=b.partition, run_key=b.partition,
-                          tags={"llambert/inbox_file": b.file_name, "llambert/sha256": b.sha256[:16]})
+            dg.RunRequest(
+                partition_key=b.partition,
+                run_key=b.partition,
+                tags={"llambert/inbox_file": b.file_name, "llambert/sha256": b.sha256[:16]},
+            )
             for b in todo
         ],
         cursor=keys[-1],
@@ -61,7 +66,9 @@ def build_sensors(resource: LlambertResource | Run) -> list[dg.SensorDefinition]
         poll = 30
 
     @dg.sensor(
-        name="inbox_sensor", job=ingest_and_label_job, minimum_interval_seconds=poll,
+        name="inbox_sensor",
+        job=ingest_and_label_job,
+        minimum_interval_seconds=poll,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Each new parquet/CSV/JSONL file in the inbox becomes a batch partition and an "
         "ingest_and_label_batch run; a file with the same bytes as a claimed one is set aside in .duplicates/.",
@@ -70,21 +77,24 @@ def build_sensors(resource: LlambertResource | Run) -> list[dg.SensorDefinition]
         return inbox_sensor_result(context.instance, llambert.settings())
 
     @dg.asset_sensor(
-        asset_key=AUDIT_KEY, name="retrain_sensor", job=train_student_job, minimum_interval_seconds=poll,
+        asset_key=AUDIT_KEY,
+        name="retrain_sensor",
+        job=train_student_job,
+        minimum_interval_seconds=poll,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="With audit.auto_retrain: launches train_student when a batch audit requests a retrain "
         "(at most once per newest checkpoint).",
     )
-    def retrain_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry,
-                       llambert: LlambertResource):
+    def retrain_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, llambert: LlambertResource):
         mat = asset_event.asset_materialization
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
         if not meta.get("retrain_requested"):
             return dg.SkipReason(f"audit of batch {mat.partition if mat else '?'} requested no retrain")
         if not llambert.settings().audit.auto_retrain:
             return dg.SkipReason(f"retrain requested ({meta.get('retrain_reason')}) but audit.auto_retrain is off")
-        return dg.RunRequest(run_key=f"retrain-after-{meta.get('newest_checkpoint')}",
-                             tags={"llambert/retrain_reason": str(meta.get("retrain_reason"))[:200],
-                                   "llambert/warehouse": "write"})
+        return dg.RunRequest(
+            run_key=f"retrain-after-{meta.get('newest_checkpoint')}",
+            tags={"llambert/retrain_reason": str(meta.get("retrain_reason"))[:200], "llambert/warehouse": "write"},
+        )
 
     return [inbox_sensor, retrain_sensor]

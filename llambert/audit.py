@@ -35,10 +35,12 @@ def least_confident(con: duckdb.DuckDBPyConnection, batch: str, checkpoint_id: s
 
 def new_labels_since_training(con: duckdb.DuckDBPyConnection) -> int:
     """Parsed audit labels that no checkpoint was trained on yet (audited after the newest one)."""
-    return int(con.execute(
-        "SELECT count(*) FROM labeling.audit_labels WHERE label IS NOT NULL AND audited_at > "
-        "coalesce((SELECT max(created_at) FROM students.checkpoints), TIMESTAMP '1970-01-01')"
-    ).fetchone()[0])
+    return int(
+        con.execute(
+            "SELECT count(*) FROM labeling.audit_labels WHERE label IS NOT NULL AND audited_at > "
+            "coalesce((SELECT max(created_at) FROM students.checkpoints), TIMESTAMP '1970-01-01')"
+        ).fetchone()[0]
+    )
 
 
 def retrain_reason(settings: Settings, new_labels: int, parsed: int, agreement: float | None) -> str | None:
@@ -74,8 +76,14 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
     own = backend is None
     backend = backend or make_teacher(settings, task)
     try:
-        run = label_documents(con, backend, docs.select("doc_id", "text"), task.version,
-                              batch_size=settings.teacher.resolved_batch_size(), commit_every=settings.teacher.commit_every)
+        run = label_documents(
+            con,
+            backend,
+            docs.select("doc_id", "text"),
+            task.version,
+            batch_size=settings.teacher.resolved_batch_size(),
+            commit_every=settings.teacher.commit_every,
+        )
         variables = teacher_variables(backend, task)
     finally:
         if own:
@@ -83,41 +91,100 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
     write_task_labels(con, task)
     run_model(con, "labeling.answer_matches")  # the parser, labeling.parse_answers, as the task now defines it
     with transaction(con):
-        run_model(con, "labeling.audit_labels", {"batch": batch, "checkpoint_id": cid, **variables},
-                  frames={"staged_audit_docs": docs.drop("text")}, atomic=False)
+        run_model(
+            con,
+            "labeling.audit_labels",
+            {"batch": batch, "checkpoint_id": cid, **variables},
+            frames={"staged_audit_docs": docs.drop("text")},
+            atomic=False,
+        )
         audited, parsed, agreed = con.execute(
             "SELECT count(*), count(label), count(*) FILTER (WHERE label = student_label) "
-            "FROM labeling.audit_labels WHERE batch = ?", [batch]).fetchone()
+            "FROM labeling.audit_labels WHERE batch = ?",
+            [batch],
+        ).fetchone()
         agreement = agreed / parsed if parsed else None
         new_labels = new_labels_since_training(con)
         reason = retrain_reason(settings, new_labels, parsed, agreement)
         if reason:
             request = pl.DataFrame(
-                [{"checkpoint_id": cid, "batch": batch, "reason": reason, "new_labels": new_labels,
-                  "agreement": agreement}],
-                schema={"checkpoint_id": pl.Utf8, "batch": pl.Utf8, "reason": pl.Utf8, "new_labels": pl.Int64,
-                        "agreement": pl.Float64})
+                [
+                    {
+                        "checkpoint_id": cid,
+                        "batch": batch,
+                        "reason": reason,
+                        "new_labels": new_labels,
+                        "agreement": agreement,
+                    }
+                ],
+                schema={
+                    "checkpoint_id": pl.Utf8,
+                    "batch": pl.Utf8,
+                    "reason": pl.Utf8,
+                    "new_labels": pl.Int64,
+                    "agreement": pl.Float64,
+                },
+            )
             run_model(con, "students.retrain_requests", frames={"staged_retrain_request": request}, atomic=False)
         else:  # a re-run that no longer warrants it withdraws this batch's request
-            run_model(con, "students.retrain_requests", {"checkpoint_id": cid, "batch": batch},
-                      section="withdraw", atomic=False)
+            run_model(
+                con,
+                "students.retrain_requests",
+                {"checkpoint_id": cid, "batch": batch},
+                section="withdraw",
+                atomic=False,
+            )
         seconds = time.perf_counter() - t0
         audit_run = pl.DataFrame(
-            [{"batch": batch, "checkpoint_id": cid, "model_identity": variables["model_identity"], "k": cfg.k,
-              "audited": audited, "parsed": parsed, "agreed": agreed, "agreement": agreement,
-              "teacher_prompts": run.prompts, "teacher_cached": run.cached,
-              "retrain_requested": reason is not None, "seconds": seconds}],
-            schema={"batch": pl.Utf8, "checkpoint_id": pl.Utf8, "model_identity": pl.Utf8, "k": pl.Int64,
-                    "audited": pl.Int64, "parsed": pl.Int64, "agreed": pl.Int64, "agreement": pl.Float64,
-                    "teacher_prompts": pl.Int64, "teacher_cached": pl.Int64, "retrain_requested": pl.Boolean,
-                    "seconds": pl.Float64})
+            [
+                {
+                    "batch": batch,
+                    "checkpoint_id": cid,
+                    "model_identity": variables["model_identity"],
+                    "k": cfg.k,
+                    "audited": audited,
+                    "parsed": parsed,
+                    "agreed": agreed,
+                    "agreement": agreement,
+                    "teacher_prompts": run.prompts,
+                    "teacher_cached": run.cached,
+                    "retrain_requested": reason is not None,
+                    "seconds": seconds,
+                }
+            ],
+            schema={
+                "batch": pl.Utf8,
+                "checkpoint_id": pl.Utf8,
+                "model_identity": pl.Utf8,
+                "k": pl.Int64,
+                "audited": pl.Int64,
+                "parsed": pl.Int64,
+                "agreed": pl.Int64,
+                "agreement": pl.Float64,
+                "teacher_prompts": pl.Int64,
+                "teacher_cached": pl.Int64,
+                "retrain_requested": pl.Boolean,
+                "seconds": pl.Float64,
+            },
+        )
         run_model(con, "labeling.audit_runs", frames={"staged_audit_run": audit_run}, atomic=False)
-    stats = AuditResult(batch, checkpoint_id=cid, k=cfg.k, audited=audited, parsed=parsed, agreed=agreed,
-                        agreement=agreement, teacher_prompts=run.prompts, teacher_cached=run.cached,
-                        new_labels_since_training=new_labels, retrain_requested=reason is not None,
-                        retrain_reason=reason)
-    record_stage(con, "audit", batch, audited, seconds, {k: v for k, v in stats.as_dict().items() if k != "skipped"},
-                 run.run_id)
+    stats = AuditResult(
+        batch,
+        checkpoint_id=cid,
+        k=cfg.k,
+        audited=audited,
+        parsed=parsed,
+        agreed=agreed,
+        agreement=agreement,
+        teacher_prompts=run.prompts,
+        teacher_cached=run.cached,
+        new_labels_since_training=new_labels,
+        retrain_requested=reason is not None,
+        retrain_reason=reason,
+    )
+    record_stage(
+        con, "audit", batch, audited, seconds, {k: v for k, v in stats.as_dict().items() if k != "skipped"}, run.run_id
+    )
     return stats
 
 

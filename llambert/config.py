@@ -48,7 +48,9 @@ class TeacherConfig(_Strict):
         "generate", description="generate: free text + the task's parser (the paper); choice: score each label."
     )
     batch_size: int | None = Field(
-        None, ge=1, description="Prompts per model call. None: 1 for transformers (on a CPU the prompt's prefill "
+        None,
+        ge=1,
+        description="Prompts per model call. None: 1 for transformers (on a CPU the prompt's prefill "
         "is already at the matmul peak, so a batch buys little and pays padding: `python -m benchmarks.teacher "
         "--methods generate --batch B`: Qwen-1.5B 0.57 prompts/s at 1 on 500 reviews, 0.52 at 8 on 100; the "
         "0.5B 1.64 at 1 vs 1.76 at 8), 8 for vllm and openai (they batch or fan out what they are given).",
@@ -62,15 +64,18 @@ class TeacherConfig(_Strict):
     # Not in DecodingParams, so in no answer cache key: the model reads the same tokens either way and the
     # answers are the same by design (tests/test_teacher_prefix.py compares them); only the cost changes.
     prefix_cache: bool = Field(
-        True, description="transformers backend: compute the keys and values of the prompt's shared prefix (system "
+        True,
+        description="transformers backend: compute the keys and values of the prompt's shared prefix (system "
         "prompt, few-shot turns, the template up to the document) once and read only each document and the suffix. "
         "Same answers; off only to measure it.",
     )
     few_shot_source: Literal["task", "gold"] = Field(
-        "task", description="task: the task file's examples; gold: short gold-labelled pool documents outside the sample."
+        "task",
+        description="task: the task file's examples; gold: short gold-labelled pool documents outside the sample.",
     )
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto", description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512_BF16/AMX), else float32 "
+        "auto",
+        description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512_BF16/AMX), else float32 "
         "(emulated bf16 is ~100x slower than fp32 on an AVX2-only CPU; llambert/hardware.py).",
     )
     base_urls: list[str] = Field(default_factory=list, description="openai backend: servers to spread load over.")
@@ -96,8 +101,12 @@ class StudentConfig(_Strict):
     )
     max_length: int = Field(256, ge=8, le=8192)
     epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(1e-4, gt=0, description="MiniLM-sized encoders on a few hundred to a few thousand "
-                                 "labels learn faster at 1e-4 than the paper's 5e-5 (docs/bench_quality.md).")
+    learning_rate: float = Field(
+        1e-4,
+        gt=0,
+        description="MiniLM-sized encoders on a few hundred to a few thousand "
+        "labels learn faster at 1e-4 than the paper's 5e-5 (docs/bench_quality.md).",
+    )
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
@@ -105,49 +114,73 @@ class StudentConfig(_Strict):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 42
     bf16: bool | Literal["auto"] = Field(
-        "auto", description="bf16 weights/autocast for training and corpus labeling. auto: only where the hardware "
+        "auto",
+        description="bf16 weights/autocast for training and corpus labeling. auto: only where the hardware "
         "has native bf16 (GPU, AVX512_BF16, AMX); emulated bf16 on an AVX2-only CPU is ~100x slower than fp32.",
     )
     truncation: Literal["head", "head_tail"] = Field(
-        "head_tail", description="head: the first max_length tokens; head_tail: the first quarter and the last "
+        "head_tail",
+        description="head: the first max_length tokens; head_tail: the first quarter and the last "
         "three quarters of the budget (a review's verdict is often at its end). Same cost; see docs/bench_quality.md.",
     )
     kind: Literal["encoder", "linear", "ensemble"] = Field(
-        "ensemble", description="Which students compete for champion. linear: TF-IDF + logistic regression only (the "
+        "ensemble",
+        description="Which students compete for champion. linear: TF-IDF + logistic regression only (the "
         "floor, trained in seconds, thousands of docs/s); encoder: the fine-tuned `model` and the floor; ensemble: both "
         "plus their temperature-calibrated weighted average (weights fitted on the validation split). The champion "
-        "rule (README \"Students\") picks among them by gold-probe score and measured docs/s.",
+        'rule (README "Students") picks among them by gold-probe score and measured docs/s.',
     )
     soft_labels: bool = Field(
-        True, description="Train on the teacher's label distribution (choice mode's label_probs) with a distillation "
+        True,
+        description="Train on the teacher's label distribution (choice mode's label_probs) with a distillation "
         "loss instead of its argmax; answers without probabilities (generate mode, audit, gold) stay hard labels.",
     )
-    distill_temperature: float = Field(1.0, gt=0, description="Soft labels: the teacher distribution is p^(1/T), "
-                                       "renormalised (T>1 softer, T<1 sharper).")
+    distill_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Soft labels: the teacher distribution is p^(1/T), renormalised (T>1 softer, T<1 sharper).",
+    )
     confidence: Literal["none", "weight", "filter"] = Field(
-        "none", description="Teacher confidence per label: weight (loss weighted by the teacher's probability of "
+        "none",
+        description="Teacher confidence per label: weight (loss weighted by the teacher's probability of "
         "its label) or filter (drop labels below min_confidence). Needs choice-mode probabilities.",
     )
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="confidence: filter drops teacher labels below this.")
+    min_confidence: float = Field(
+        0.6, ge=0.0, le=1.0, description="confidence: filter drops teacher labels below this."
+    )
     class_weight: Literal["balanced", "none"] = Field(
-        "balanced", description="balanced: each class weighs as much as the others in the loss (skewed label sets "
+        "balanced",
+        description="balanced: each class weighs as much as the others in the loss (skewed label sets "
         "must not collapse to the majority class).",
     )
     min_train_steps: int = Field(
-        240, ge=0, description="Small label sets get more epochs: at least this many optimizer steps (epochs is the "
+        240,
+        ge=0,
+        description="Small label sets get more epochs: at least this many optimizer steps (epochs is the "
         "minimum; capped by max_epochs). 250 labels at batch 16 give 48 steps in 3 epochs: too few to leave the prior.",
     )
     max_epochs: int = Field(12, ge=1)
-    early_stopping_patience: int = Field(2, ge=0, description="Stop after this many epochs without a better "
-                                         "validation score (0: run every epoch); the best epoch is kept either way.")
-    linear_char_ngrams: bool = Field(False, description="Linear student: add character 2-5-grams (+0.3 pt on IMDb "
-                                     "at 1,000 labels, 8x slower to label).")
+    early_stopping_patience: int = Field(
+        2,
+        ge=0,
+        description="Stop after this many epochs without a better "
+        "validation score (0: run every epoch); the best epoch is kept either way.",
+    )
+    linear_char_ngrams: bool = Field(
+        False,
+        description="Linear student: add character 2-5-grams (+0.3 pt on IMDb at 1,000 labels, 8x slower to label).",
+    )
     champion_tolerance: float = Field(
-        0.005, ge=0.0, le=0.2, description="Champion rule: among eligible candidates within this of the best score, "
+        0.005,
+        ge=0.0,
+        le=0.2,
+        description="Champion rule: among eligible candidates within this of the best score, "
         "the fastest (measured docs/s) wins.",
     )
     infer_batch_size: int = Field(
-        16, ge=1, description="Documents per forward pass when labeling the corpus. `make bench-student "
+        16,
+        ge=1,
+        description="Documents per forward pass when labeling the corpus. `make bench-student "
         "BENCH_ARGS=batches` (MiniLM, bf16, 2 cores, 500 IMDb reviews, two interleaved rounds): 256 tokens: 16 -> "
         "73.5-84.6 docs/s, 32 -> 74.6-77.3, 8 -> 70.0-83.6; 512 tokens: 16 -> 51.8-52.4, 32 -> 47.0-47.5, "
         "8 -> 52.7-55.2 (64 did 64.6 at 256 earlier). Past 16 the activations spill out of cache.",
@@ -162,7 +195,9 @@ class StudentConfig(_Strict):
         "checkpoint's own validation split (not comparable across label sources).",
     )
     probe_size: int = Field(
-        500, ge=0, description="Gold train documents held out of every recipe's training to compare checkpoints "
+        500,
+        ge=0,
+        description="Gold train documents held out of every recipe's training to compare checkpoints "
         "on (at most a fifth of the gold documents; 0: no probe).",
     )
 
@@ -171,21 +206,36 @@ class SampleConfig(_Strict):
     size: int = Field(1000, ge=1, description="LLM calls: documents the teacher labels.")
     seed: int = 0
     strategy: Literal["random", "uncertainty"] = Field(
-        "uncertainty", description="random: a seeded random sample of the pool (the paper's way). uncertainty "
+        "uncertainty",
+        description="random: a seeded random sample of the pool (the paper's way). uncertainty "
         "(default: +3 points for the MiniLM student at 500 IMDb LLM labels, docs/bench_quality.md): a random seed "
         "round, then rounds of the pool documents the linear floor (trained on the labels so far) is least sure of, "
-        "mixed with random picks (llambert/sampling.py; README \"Students\").")
-    round_size: int = Field(250, ge=1, description="uncertainty: documents per round (the seed round too). Fixed, "
-                            "so a larger sample.size re-derives the same earlier rounds from cached answers.")
-    random_share: float = Field(0.2, ge=0.0, le=1.0, description="uncertainty: share of each later round picked at "
-                                "random from the pool (coverage) rather than by the floor's uncertainty.")
-    score_pool: int = Field(20000, ge=1, description="uncertainty: pool documents (in the pool's seeded order, not yet "
-                            "sampled) the floor rescores each round.")
+        'mixed with random picks (llambert/sampling.py; README "Students").',
+    )
+    round_size: int = Field(
+        250,
+        ge=1,
+        description="uncertainty: documents per round (the seed round too). Fixed, "
+        "so a larger sample.size re-derives the same earlier rounds from cached answers.",
+    )
+    random_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="uncertainty: share of each later round picked at "
+        "random from the pool (coverage) rather than by the floor's uncertainty.",
+    )
+    score_pool: int = Field(
+        20000,
+        ge=1,
+        description="uncertainty: pool documents (in the pool's seeded order, not yet "
+        "sampled) the floor rescores each round.",
+    )
     pool_splits: list[str] = Field(default_factory=lambda: ["train", "unsup"])
     exclude_splits: list[str] = Field(default_factory=lambda: ["test"], description="Never sampled.")
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "SampleConfig":
+    def _disjoint(self) -> SampleConfig:
         both = set(self.pool_splits) & set(self.exclude_splits)
         if both:
             raise ValueError(f"split(s) {sorted(both)} are both in pool_splits and exclude_splits")
@@ -195,26 +245,55 @@ class SampleConfig(_Strict):
 class CheckConfig(_Strict):
     """Bounds of the data contracts (llambert/contracts.py, data_contracts/); see README "Data contracts"."""
 
-    min_minority_share: float = Field(0.3, ge=0.0, le=0.5, description="Blocking: the rarest label's share of "
-                                      "the parsed LLM labels (and of a batch's predictions) is at least this.")
-    max_discard_rate: float = Field(0.05, ge=0.0, le=1.0, description="Blocking: share of LLM answers the parser discards.")
-    max_balance_shift: float = Field(0.15, ge=0.0, le=1.0, description="Blocking: the largest change of any label's "
-                                     "share against the previous run (parsed labels) or the other batches (predictions).")
-    min_teacher_gold_accuracy: float = Field(0.7, ge=0.0, le=1.0, description="Warning: the teacher's accuracy on the "
-                                             "sampled documents that have a gold label (the gold probe).")
-    min_student_teacher_agreement: float = Field(0.7, ge=0.0, le=1.0, description="The champion's agreement with the "
-                                                 "teacher on a batch's sampled documents (blocking) and the newest "
-                                                 "checkpoint's on held-out LLM labels (warning).")
+    min_minority_share: float = Field(
+        0.3,
+        ge=0.0,
+        le=0.5,
+        description="Blocking: the rarest label's share of "
+        "the parsed LLM labels (and of a batch's predictions) is at least this.",
+    )
+    max_discard_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="Blocking: share of LLM answers the parser discards."
+    )
+    max_balance_shift: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="Blocking: the largest change of any label's "
+        "share against the previous run (parsed labels) or the other batches (predictions).",
+    )
+    min_teacher_gold_accuracy: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="Warning: the teacher's accuracy on the sampled documents that have a gold label (the gold probe).",
+    )
+    min_student_teacher_agreement: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="The champion's agreement with the "
+        "teacher on a batch's sampled documents (blocking) and the newest "
+        "checkpoint's on held-out LLM labels (warning).",
+    )
     collapse_ratio: float = Field(
-        0.25, ge=0.0, le=1.0, description="Blocking: a student whose predicted share of some class is below this "
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Blocking: a student whose predicted share of some class is below this "
         "fraction of that class's true share (gold probe; for a batch's predictions, the teacher's labels) has "
         "collapsed: it is never champion, and such predictions fail the batch.",
     )
-    max_rejected_share: float = Field(0.05, ge=0.0, le=1.0, description="Warning: share of a batch's input rows that "
-                                      "went to raw.rejected.")
-    max_validated_rows: int = Field(200_000, ge=1_000, description="Row-level expectations (great_expectations) see at "
-                                    "most this many rows of a table or partition (a seeded sample beyond); keys, "
-                                    "coverage and the statistical gates always run in SQL over every row.")
+    max_rejected_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="Warning: share of a batch's input rows that went to raw.rejected."
+    )
+    max_validated_rows: int = Field(
+        200_000,
+        ge=1_000,
+        description="Row-level expectations (great_expectations) see at "
+        "most this many rows of a table or partition (a seeded sample beyond); keys, "
+        "coverage and the statistical gates always run in SQL over every row.",
+    )
 
 
 class InboxConfig(_Strict):
@@ -222,10 +301,17 @@ class InboxConfig(_Strict):
 
     dir: Path | None = Field(None, description="Folder watched for new files; None: <home>/inbox.")
     poll_seconds: int = Field(30, ge=1, description="How often the Dagster sensor looks at the folder.")
-    settle_seconds: float = Field(2.0, ge=0, description="A file is taken only once unchanged this long (still being written otherwise).")
-    max_files_per_tick: int = Field(20, ge=1, description="At most this many new files become partitions per sensor tick.")
-    split: str | None = Field("inbox", description="Split of every new row; None: a 'split' column or the file stem. "
-                              "The default keeps new reviews out of the LLM sample pool and out of the evaluation split.")
+    settle_seconds: float = Field(
+        2.0, ge=0, description="A file is taken only once unchanged this long (still being written otherwise)."
+    )
+    max_files_per_tick: int = Field(
+        20, ge=1, description="At most this many new files become partitions per sensor tick."
+    )
+    split: str | None = Field(
+        "inbox",
+        description="Split of every new row; None: a 'split' column or the file stem. "
+        "The default keeps new reviews out of the LLM sample pool and out of the evaluation split.",
+    )
     text_column: str = "text"
     id_column: str | None = "id"
     label_column: str | None = "label"
@@ -234,24 +320,40 @@ class InboxConfig(_Strict):
 class AuditConfig(_Strict):
     """Per-batch LLM audit of the student and when to ask for a retrain."""
 
-    enabled: bool = Field(False, description="Send the student's least confident documents of each new batch to the teacher.")
+    enabled: bool = Field(
+        False, description="Send the student's least confident documents of each new batch to the teacher."
+    )
     k: int = Field(32, ge=1, description="Documents audited per batch (the least confident ones).")
-    audit_initial: bool = Field(False, description="Audit the initial batch too (its sample is labeled by the LLM already).")
-    retrain_min_new_labels: int = Field(200, ge=1, description="Request a retrain once this many audit labels are newer than the champion.")
-    retrain_min_agreement: float = Field(0.8, ge=0.0, le=1.0, description="Request a retrain when a batch's student-teacher agreement is below this.")
-    min_audited_for_agreement: int = Field(8, ge=1, description="Agreement on fewer parsed answers than this never triggers a retrain.")
-    auto_retrain: bool = Field(False, description="A sensor launches the train_student job when a retrain is requested.")
+    audit_initial: bool = Field(
+        False, description="Audit the initial batch too (its sample is labeled by the LLM already)."
+    )
+    retrain_min_new_labels: int = Field(
+        200, ge=1, description="Request a retrain once this many audit labels are newer than the champion."
+    )
+    retrain_min_agreement: float = Field(
+        0.8, ge=0.0, le=1.0, description="Request a retrain when a batch's student-teacher agreement is below this."
+    )
+    min_audited_for_agreement: int = Field(
+        8, ge=1, description="Agreement on fewer parsed answers than this never triggers a retrain."
+    )
+    auto_retrain: bool = Field(
+        False, description="A sensor launches the train_student job when a retrain is requested."
+    )
 
 
 class InferenceConfig(_Strict):
     """Whole-corpus labeling: in this process (local) or as a Ray Data job over many workers (README "Scaling out")."""
 
     engine: Literal["local", "ray"] = Field(
-        "local", description="local: this process labels the batch in chunks. ray: the pending documents are "
-        "exported as Parquet shards and labeled by Ray Data actors (pip install 'llambert[ray]').")
+        "local",
+        description="local: this process labels the batch in chunks. ray: the pending documents are "
+        "exported as Parquet shards and labeled by Ray Data actors (pip install 'llambert[ray]').",
+    )
     ray_address: str | None = Field(
-        None, description="ray: None starts a local Ray with inference.num_cpus; 'auto' or 'ray://host:10001' "
-        "joins a running cluster (llambert must be importable on its nodes).")
+        None,
+        description="ray: None starts a local Ray with inference.num_cpus; 'auto' or 'ray://host:10001' "
+        "joins a running cluster (llambert must be importable on its nodes).",
+    )
     num_cpus: int | None = Field(None, ge=1, description="ray, local Ray only: CPUs it may use (None: all cores).")
     workers: int = Field(2, ge=1, description="ray: actors labeling at once; each loads the champion once.")
     cpus_per_worker: float = Field(1.0, gt=0, description="ray: CPUs reserved per actor (also its torch threads).")
@@ -259,25 +361,31 @@ class InferenceConfig(_Strict):
     shard_rows: int = Field(10_000, ge=1, description="ray: documents per exported Parquet shard (a Ray block).")
     batch_rows: int = Field(1024, ge=1, description="ray: documents per map_batches call (sorted by length inside).")
     staging_dir: Path | None = Field(
-        None, description="ray: where shards and staged predictions go; None: <home>/staging. On a cluster, a "
-        "folder every node sees (NFS) at the same path.")
+        None,
+        description="ray: where shards and staged predictions go; None: <home>/staging. On a cluster, a "
+        "folder every node sees (NFS) at the same path.",
+    )
 
 
 class PredictionsConfig(_Strict):
     """Where predictions.labels keeps its rows."""
 
     storage: Literal["table", "parquet"] = Field(
-        "table", description="table: a DuckDB table (one writer). parquet: a Parquet dataset under "
+        "table",
+        description="table: a DuckDB table (one writer). parquet: a Parquet dataset under "
         "<home>/predictions (folders per batch) with the view predictions.labels over it, so loading a Ray "
-        "job's output is a file move, not an insert.")
+        "job's output is a file move, not an insert.",
+    )
 
 
 class Settings(_Strict):
     home: Path = Field(PROJECT_ROOT / "var", description="Warehouse, checkpoints, Dagster home.")
     model_cache: Path | None = Field(
-        None, description="Where offline models are converted, shared by every home (env LLAMBERT_MODEL_CACHE). "
+        None,
+        description="Where offline models are converted, shared by every home (env LLAMBERT_MODEL_CACHE). "
         "None: ~/.cache/llambert/models ($XDG_CACHE_HOME/llambert/models), except for a home that already holds "
-        "converted models in <home>/models, which keeps using that folder.")
+        "converted models in <home>/models, which keeps using that folder.",
+    )
     data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data" / "imdb")
     task: str = Field("imdb_sentiment", description="A task name shipped in llambert/tasks or a YAML path.")
     eval_split: str = "test"
@@ -404,7 +512,11 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             raise ConfigError(f"{path} must hold a mapping of settings, not {type(raw).__name__}.")
         base = Path(path).resolve().parent
         for key in ("home", "data_dir", "model_cache"):
-            if key in raw and raw[key] is not None and not Path(os.path.expandvars(str(raw[key]))).expanduser().is_absolute():
+            if (
+                key in raw
+                and raw[key] is not None
+                and not Path(os.path.expandvars(str(raw[key]))).expanduser().is_absolute()
+            ):
                 raw[key] = str(base / os.path.expandvars(str(raw[key])))
     for env, keys in _ENV_OVERRIDES.items():
         if os.environ.get(env):

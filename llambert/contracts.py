@@ -596,12 +596,26 @@ def record(con: duckdb.DuckDBPyConnection, results: list[ContractResult], run_id
     """Store results in ops.contract_results (sql/ops/contract_results.sql)."""
     ensure_results_table(con)
     rows = [
-        {"run_id": run_id, "table_name": r.table, "partition": r.partition, "contract": r.contract,
-         "passed": r.passed, "skipped": r.skipped, "blocking": r.blocking, "engine": r.engine,
-         "observed": r.observed, "bound": r.bound, "rows_checked": r.rows_checked, "rows_failing": r.rows_failing,
-         "sampled": r.sampled, "description": r.description, "details": json.dumps(r.details, default=str),
-         "failing_examples": (r.failing.head(MAX_EXAMPLES).write_json()
-                              if r.failing is not None and r.failing.height else None)}
+        {
+            "run_id": run_id,
+            "table_name": r.table,
+            "partition": r.partition,
+            "contract": r.contract,
+            "passed": r.passed,
+            "skipped": r.skipped,
+            "blocking": r.blocking,
+            "engine": r.engine,
+            "observed": r.observed,
+            "bound": r.bound,
+            "rows_checked": r.rows_checked,
+            "rows_failing": r.rows_failing,
+            "sampled": r.sampled,
+            "description": r.description,
+            "details": json.dumps(r.details, default=str),
+            "failing_examples": (
+                r.failing.head(MAX_EXAMPLES).write_json() if r.failing is not None and r.failing.height else None
+            ),
+        }
         for r in results
     ]
     frame = pl.DataFrame(rows, schema=_RESULT_COLUMNS)
@@ -609,10 +623,24 @@ def record(con: duckdb.DuckDBPyConnection, results: list[ContractResult], run_id
 
 
 # The staged rows of sql/ops/contract_results.sql (details and failing_examples as JSON text).
-_RESULT_COLUMNS = {"run_id": pl.Utf8, "table_name": pl.Utf8, "partition": pl.Utf8, "contract": pl.Utf8,
-                   "passed": pl.Boolean, "skipped": pl.Boolean, "blocking": pl.Boolean, "engine": pl.Utf8,
-                   "observed": pl.Float64, "bound": pl.Float64, "rows_checked": pl.Int64, "rows_failing": pl.Int64,
-                   "sampled": pl.Boolean, "description": pl.Utf8, "details": pl.Utf8, "failing_examples": pl.Utf8}
+_RESULT_COLUMNS = {
+    "run_id": pl.Utf8,
+    "table_name": pl.Utf8,
+    "partition": pl.Utf8,
+    "contract": pl.Utf8,
+    "passed": pl.Boolean,
+    "skipped": pl.Boolean,
+    "blocking": pl.Boolean,
+    "engine": pl.Utf8,
+    "observed": pl.Float64,
+    "bound": pl.Float64,
+    "rows_checked": pl.Int64,
+    "rows_failing": pl.Int64,
+    "sampled": pl.Boolean,
+    "description": pl.Utf8,
+    "details": pl.Utf8,
+    "failing_examples": pl.Utf8,
+}
 
 
 def failures(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[tuple[str, str | None, str, str]]:

@@ -51,11 +51,15 @@ def corpus_frame(settings: Settings) -> tuple[pl.DataFrame, str]:
 
     names = {l.name: l.id for l in load_task(settings.task).labels}
     frames = [read_source(s, p, names).rows for s, p in batch_sources(settings, INITIAL_BATCH)]
-    rows = pl.concat(frames) if frames else pl.DataFrame(schema={"text": pl.Utf8, "split": pl.Utf8,
-                                                                  "gold_label": pl.Int64})
+    rows = (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"text": pl.Utf8, "split": pl.Utf8, "gold_label": pl.Int64})
+    )
     frame = rows.unique("text", keep="first", maintain_order=True).select("text", "split", "gold_label")
-    frame = frame.with_columns(doc_id=pl.Series([hashlib.md5(t.encode()).hexdigest() for t in frame["text"]],
-                                                dtype=pl.Utf8))
+    frame = frame.with_columns(
+        doc_id=pl.Series([hashlib.md5(t.encode()).hexdigest() for t in frame["text"]], dtype=pl.Utf8)
+    )
     return frame.select("doc_id", "text", "split", "gold_label"), "the configured sources (not ingested)"
 
 
@@ -111,7 +115,7 @@ def measure_student(settings: Settings, n_labels: int, texts: list[str]) -> dict
     by_len = sorted(texts, key=len)  # the corpus labeler sorts by length too
 
     def batches(items, size):
-        return [items[i:i + size] for i in range(0, len(items), size)]
+        return [items[i : i + size] for i in range(0, len(items), size)]
 
     model.eval()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -135,9 +139,15 @@ def measure_student(settings: Settings, n_labels: int, texts: list[str]) -> dict
         opt.step()
         opt.zero_grad(set_to_none=True)
     train_s = time.perf_counter() - t0
-    return {"kind": cfg.kind, "model": base.identity, "load_seconds": load_s, "docs": len(texts),
-            "infer_docs_per_s": len(texts) / infer_s if infer_s > 0 else None,
-            "train_examples_per_s": len(texts) / train_s if train_s > 0 else None, "bf16": bf16}
+    return {
+        "kind": cfg.kind,
+        "model": base.identity,
+        "load_seconds": load_s,
+        "docs": len(texts),
+        "infer_docs_per_s": len(texts) / infer_s if infer_s > 0 else None,
+        "train_examples_per_s": len(texts) / train_s if train_s > 0 else None,
+        "bf16": bf16,
+    }
 
 
 def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
@@ -150,8 +160,9 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
     s = settings.sample
     pool = corpus.filter(pl.col("split").is_in(s.pool_splits) & ~pl.col("split").is_in(s.exclude_splits))
     if pool.is_empty():
-        raise ValueError(f"no document of the corpus ({corpus_from}) is in a pool split {s.pool_splits}: "
-                         "check sample.pool_splits")
+        raise ValueError(
+            f"no document of the corpus ({corpus_from}) is in a pool split {s.pool_splits}: check sample.pool_splits"
+        )
     docs = stratified_by_length(pool.select("doc_id", "text"), n, seed)
     task = _task_with_examples(settings, corpus)
     t0 = time.perf_counter()
@@ -161,8 +172,14 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
     try:
         with wh.session(prepare=True):
             pass
-        run = label_documents(wh, backend, docs, task.version, batch_size=settings.teacher.resolved_batch_size(),
-                              commit_every=settings.teacher.commit_every)
+        run = label_documents(
+            wh,
+            backend,
+            docs,
+            task.version,
+            batch_size=settings.teacher.resolved_batch_size(),
+            commit_every=settings.teacher.commit_every,
+        )
         prepared = backend.prepare(docs["text"].to_list())
         rng = np.random.default_rng(seed)
         probe = pool if pool.height <= 500 else pool[rng.choice(pool.height, 500, replace=False).tolist()]
@@ -173,8 +190,9 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
         backend.close()
     with wh.session() as con:
         con.register("est_keys", pl.DataFrame({"cache_key": keys, "chars": [len(p.encode()) for p in prepared]}))
-        lat = con.execute("SELECT k.chars, c.latency_s, c.prompt_tokens FROM est_keys k JOIN labeling.llm_cache c "
-                          "USING (cache_key)").pl()
+        lat = con.execute(
+            "SELECT k.chars, c.latency_s, c.prompt_tokens FROM est_keys k JOIN labeling.llm_cache c USING (cache_key)"
+        ).pl()
         con.unregister("est_keys")
     a, b = fit_latency(lat["chars"].to_list(), lat["latency_s"].to_list())
     # Answers asked now: the wall time is the truth (latencies overlap when requests run concurrently).
@@ -193,17 +211,36 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
     if student.get("infer_docs_per_s"):
         infer_s = corpus.height / student["infer_docs_per_s"]
     return {
-        "corpus_from": corpus_from, "corpus_docs": corpus.height, "pool_docs": pool.height,
-        "sample_size": s.size, "measured": docs.height, "asked_now": run.prompts, "from_cache": run.cached,
-        "teacher": {"model": identity, "backend": name, "mode": mode, "load_seconds": load_s,
-                    "seconds": run.seconds, "latency_sum": float(lat["latency_s"].sum()),
-                    "prompt_tokens_mean": float(lat["prompt_tokens"].mean()) if lat.height else None,
-                    "fit_a": a, "fit_b": b, "scale": scale, "pool_prompt_chars": pool_chars,
-                    "sample_prompt_chars": [int(min(lat["chars"])), int(max(lat["chars"]))] if lat.height else None,
-                    "seconds_per_prompt": per_prompt},
+        "corpus_from": corpus_from,
+        "corpus_docs": corpus.height,
+        "pool_docs": pool.height,
+        "sample_size": s.size,
+        "measured": docs.height,
+        "asked_now": run.prompts,
+        "from_cache": run.cached,
+        "teacher": {
+            "model": identity,
+            "backend": name,
+            "mode": mode,
+            "load_seconds": load_s,
+            "seconds": run.seconds,
+            "latency_sum": float(lat["latency_s"].sum()),
+            "prompt_tokens_mean": float(lat["prompt_tokens"].mean()) if lat.height else None,
+            "fit_a": a,
+            "fit_b": b,
+            "scale": scale,
+            "pool_prompt_chars": pool_chars,
+            "sample_prompt_chars": [int(min(lat["chars"])), int(max(lat["chars"]))] if lat.height else None,
+            "seconds_per_prompt": per_prompt,
+        },
         "student": student,
-        "projection": {"teacher_seconds": teacher_s, "train_examples": n_train, "train_epochs": epochs,
-                       "train_seconds": train_s, "corpus_seconds": infer_s},
+        "projection": {
+            "teacher_seconds": teacher_s,
+            "train_examples": n_train,
+            "train_epochs": epochs,
+            "train_seconds": train_s,
+            "corpus_seconds": infer_s,
+        },
     }
 
 
@@ -256,16 +293,20 @@ def format_estimate(e: dict) -> list[str]:
     if st["kind"] == "linear":
         lines.append("student: linear floor only (TF-IDF + logistic regression): training and labeling take seconds")
     else:
-        lines.append(f"student {st['model']}: inference {st['infer_docs_per_s']:.1f} docs/s, training "
-                     f"{st['train_examples_per_s']:.1f} examples/s ({st['docs']} documents; bf16 {st['bf16']})")
+        lines.append(
+            f"student {st['model']}: inference {st['infer_docs_per_s']:.1f} docs/s, training "
+            f"{st['train_examples_per_s']:.1f} examples/s ({st['docs']} documents; bf16 {st['bf16']})"
+        )
     lines += ["", f"{'projected (this machine)':34} {'time':>10}"]
     for k, secs in p["teacher_seconds"].items():
         mark = "  <- sample.size" if k == e["sample_size"] else ""
         lines.append(f"{'teacher, ' + format(k, ',') + ' prompts':34} {_hms(secs):>10}{mark}")
     total = p["teacher_seconds"][e["sample_size"]]
     if p["train_seconds"] is not None:
-        lines.append(f"{'student training':34} {_hms(p['train_seconds']):>10}  ({p['train_epochs']} epochs x "
-                     f"{p['train_examples']:,} labels)")
+        lines.append(
+            f"{'student training':34} {_hms(p['train_seconds']):>10}  ({p['train_epochs']} epochs x "
+            f"{p['train_examples']:,} labels)"
+        )
         total += p["train_seconds"]
     if p["corpus_seconds"] is not None:
         lines.append(f"{'corpus labeling':34} {_hms(p['corpus_seconds']):>10}  ({e['corpus_docs']:,} documents)")

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -126,9 +126,15 @@ def known_batches(settings: Settings) -> dict[str, InboxBatch]:
 def _source_for(settings: Settings, path: Path) -> CorpusSource:
     """How an inbox file is read: the ``inbox`` settings (columns, split), its format from its extension."""
     cfg = settings.inbox
-    return CorpusSource(name="inbox", path=str(path), format=INBOX_FORMATS.get(path.suffix.lower(), "auto"),
-                        split=cfg.split, text_column=cfg.text_column, id_column=cfg.id_column,
-                        label_column=cfg.label_column)
+    return CorpusSource(
+        name="inbox",
+        path=str(path),
+        format=INBOX_FORMATS.get(path.suffix.lower(), "auto"),
+        split=cfg.split,
+        text_column=cfg.text_column,
+        id_column=cfg.id_column,
+        label_column=cfg.label_column,
+    )
 
 
 def inbox_source(settings: Settings, batch: str) -> tuple[CorpusSource, Path]:
@@ -174,7 +180,7 @@ def inbox_lock(settings: Settings) -> Iterator[None]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _claim(settings: Settings, path: Path, move: bool, known: dict[str, InboxBatch]) -> tuple[InboxBatch, bool]:
@@ -200,9 +206,15 @@ def _claim(settings: Settings, path: Path, move: bool, known: dict[str, InboxBat
             path.unlink()
     else:
         shutil.copy2(path, target)
-    batch = InboxBatch(partition=key, file_name=path.name, sha256=digest, bytes=target.stat().st_size,
-                       stored_path=str((final / path.name).resolve()), original_path=str(path.resolve()),
-                       detected_at=_now())
+    batch = InboxBatch(
+        partition=key,
+        file_name=path.name,
+        sha256=digest,
+        bytes=target.stat().st_size,
+        stored_path=str((final / path.name).resolve()),
+        original_path=str(path.resolve()),
+        detected_at=_now(),
+    )
     (staging / MANIFEST).write_text(json.dumps(asdict(batch), indent=2))
     os.replace(staging, final)  # the batch appears whole, or not at all
     known[digest] = batch
@@ -226,8 +238,7 @@ def inbox_file_problem(settings: Settings, path: Path) -> str | None:
     except ReaderError as e:
         return str(e).removeprefix(f"{path}: ")
     if columns is not None and source.text_column not in columns:
-        return (f"no text column '{source.text_column}' (columns: {columns}); set inbox.text_column in "
-                f"llambert.yaml")
+        return f"no text column '{source.text_column}' (columns: {columns}); set inbox.text_column in llambert.yaml"
     return None
 
 
@@ -318,20 +329,43 @@ def register_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: st
     """Record an ingested inbox batch in raw.inbox_files (replacing its row on a re-run)."""
     b = read_manifest(settings, batch)
     manifest = pl.DataFrame(
-        [{"batch": batch, "file_sha256": b.sha256, "file_name": b.file_name, "stored_path": b.stored_path,
-          "bytes": b.bytes, "detected_at": b.detected_at}],
-        schema={"batch": pl.Utf8, "file_sha256": pl.Utf8, "file_name": pl.Utf8, "stored_path": pl.Utf8,
-                "bytes": pl.Int64, "detected_at": pl.Utf8})
+        [
+            {
+                "batch": batch,
+                "file_sha256": b.sha256,
+                "file_name": b.file_name,
+                "stored_path": b.stored_path,
+                "bytes": b.bytes,
+                "detected_at": b.detected_at,
+            }
+        ],
+        schema={
+            "batch": pl.Utf8,
+            "file_sha256": pl.Utf8,
+            "file_name": pl.Utf8,
+            "stored_path": pl.Utf8,
+            "bytes": pl.Int64,
+            "detected_at": pl.Utf8,
+        },
+    )
     run_model(con, "raw.inbox_files", frames={"staged_inbox_file": manifest}, atomic=False)
     input_rows, rejected, new_docs, known_docs = con.execute(
-        "SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files WHERE batch = ?",
-        [batch]).fetchone()
-    return InboxBatchResult(batch=batch, file=b.file_name, sha256=b.sha256, input_rows=input_rows,
-                            rejected_rows=rejected, new_documents=new_docs, known_documents=known_docs)
+        "SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files WHERE batch = ?", [batch]
+    ).fetchone()
+    return InboxBatchResult(
+        batch=batch,
+        file=b.file_name,
+        sha256=b.sha256,
+        input_rows=input_rows,
+        rejected_rows=rejected,
+        new_documents=new_docs,
+        known_documents=known_docs,
+    )
 
 
-def unfinished_batches(con: duckdb.DuckDBPyConnection, settings: Settings,
-                       batches: Iterable[str] | None = None) -> dict[str, str]:
+def unfinished_batches(
+    con: duckdb.DuckDBPyConnection, settings: Settings, batches: Iterable[str] | None = None
+) -> dict[str, str]:
     """Claimed inbox batches whose last run did not get through ingesting and labeling: {batch: why}.
 
     Decided from what the runs write: ``ingest_batch`` records an 'ingest' row in ops.stage_runs,

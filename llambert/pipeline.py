@@ -11,19 +11,27 @@ import json
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from llambert.config import ConfigError, CorpusSource, Settings
-from llambert.hardware import resolve_bf16
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
+from llambert.hardware import resolve_bf16
 from llambert.results import IngestResult, ParseResult, PredictResult, SampleResult, TeacherResult, TrainResult
 from llambert.tasks import Task, load_task
-from llambert.warehouse import (Warehouse, count, record_stage, run_model, sessions, set_variables, transaction,
-                                write_task_labels)
+from llambert.warehouse import (
+    Warehouse,
+    count,
+    record_stage,
+    run_model,
+    sessions,
+    set_variables,
+    transaction,
+    write_task_labels,
+)
 
 INITIAL_BATCH = "initial"
 
@@ -70,7 +78,9 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str 
         duplicate_rows=staged.height - staged["text"].n_unique() if staged.height else 0,
         already_known=con.execute(
             "SELECT count(DISTINCT doc_id) FROM raw.occurrences o WHERE batch = ? AND doc_id IN "
-            "(SELECT doc_id FROM raw.corpus WHERE batch <> ?)", [batch, batch]).fetchone()[0],
+            "(SELECT doc_id FROM raw.corpus WHERE batch <> ?)",
+            [batch, batch],
+        ).fetchone()[0],
     )
     record_stage(con, "ingest", batch, stats.documents, time.perf_counter() - t0, stats.as_dict())
     return stats
@@ -81,8 +91,9 @@ def build_pool(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
     """Every document the teacher may label, in the seeded order (``sql/labeling/pool.sql``)."""
     t0 = time.perf_counter()
     s = settings.sample
-    run_model(con, "labeling.pool", {"pool_splits": s.pool_splits, "exclude_splits": s.exclude_splits,
-                                      "sample_seed": s.seed})
+    run_model(
+        con, "labeling.pool", {"pool_splits": s.pool_splits, "exclude_splits": s.exclude_splits, "sample_seed": s.seed}
+    )
     n = count(con, "labeling.pool")
     if n == 0:
         raise ConfigError(
@@ -106,8 +117,9 @@ def build_sample(con: duckdb.DuckDBPyConnection, settings: Settings) -> SampleRe
             f"setting 'sample.pool_splits': the sample is empty: no document of raw.corpus is in a pool split "
             f"{s.pool_splits} (and in no excluded split {s.exclude_splits}). Check sample.pool_splits in llambert.yaml."
         )
-    stats = SampleResult(rows=n, requested=s.size, strategy=s.strategy, pool=pool["rows"],
-                         by_split=_sample_by_split(con))
+    stats = SampleResult(
+        rows=n, requested=s.size, strategy=s.strategy, pool=pool["rows"], by_split=_sample_by_split(con)
+    )
     record_stage(con, "sample", None, n, time.perf_counter() - t0, stats.as_dict())
     return stats
 
@@ -131,11 +143,14 @@ def _labels_so_far(con: duckdb.DuckDBPyConnection, task: Task, backend) -> pl.Da
     run_model(con, "labeling.llm_responses", teacher_variables(backend, task))
     run_model(con, "labeling.answer_matches")
     run_model(con, "labeling.parsed_labels")
-    return con.execute("SELECT c.text, p.label FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) "
-                       "ORDER BY p.sample_rank").pl()
+    return con.execute(
+        "SELECT c.text, p.label FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id) ORDER BY p.sample_rank"
+    ).pl()
 
 
-def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, backend, round_no: int) -> dict | None:
+def _uncertainty_round(
+    con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, backend, round_no: int
+) -> dict | None:
     """Append the next round of ``sample.strategy: uncertainty`` to labeling.sample; None when full or exhausted."""
     from llambert.sampling import next_round, plan_round
 
@@ -147,22 +162,30 @@ def _uncertainty_round(con: duckdb.DuckDBPyConnection, settings: Settings, task:
     candidates = con.execute(
         "SELECT p.doc_id, c.text FROM labeling.pool p JOIN raw.corpus c USING (doc_id) "
         "WHERE p.doc_id NOT IN (SELECT doc_id FROM labeling.sample) ORDER BY p.pool_rank LIMIT ?",
-        [s.score_pool]).pl()
+        [s.score_pool],
+    ).pl()
     if candidates.is_empty():
         return None
     if labeled["label"].n_unique() < 2:  # one class so far: nothing to be unsure between; keep to the pool order
         plan = type(plan)(plan.round, 0, plan.size, 0, plan.size)
     t0 = time.perf_counter()
-    picks = next_round(labeled["text"].to_list(), labeled["label"].to_list(), task.label_ids, candidates, plan,
-                       seed=s.seed)
+    picks = next_round(
+        labeled["text"].to_list(), labeled["label"].to_list(), task.label_ids, candidates, plan, seed=s.seed
+    )
     run_model(con, "labeling.sample", {"round": round_no}, section="round", frames={"round_picks": picks})
     added = con.execute("SELECT count(*) FROM labeling.sample WHERE round = ?", [round_no]).fetchone()[0]
-    return {"round": round_no, "added": added, "uncertain": plan.n_uncertain, "random": plan.n_random,
-            "trained_on": labeled.height, "scored": candidates.height,
-            "select_seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "round": round_no,
+        "added": added,
+        "uncertain": plan.n_uncertain,
+        "random": plan.n_random,
+        "trained_on": labeled.height,
+        "scored": candidates.height,
+        "select_seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
-def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, backend=None) -> TeacherResult:
+def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings, backend=None) -> TeacherResult:
     """Ask the teacher about every sampled document that has no cached answer yet.
 
     Under ``sample.strategy: uncertainty`` this step also grows labeling.sample, round by round,
@@ -188,10 +211,16 @@ def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Setting
         while True:
             with session() as c:
                 docs = c.execute(sample_docs).pl()
-            runs.append(label_documents(
-                con, backend, docs, task.version,
-                batch_size=settings.teacher.resolved_batch_size(), commit_every=settings.teacher.commit_every,
-            ))
+            runs.append(
+                label_documents(
+                    con,
+                    backend,
+                    docs,
+                    task.version,
+                    batch_size=settings.teacher.resolved_batch_size(),
+                    commit_every=settings.teacher.commit_every,
+                )
+            )
             if settings.sample.strategy != "uncertainty":
                 break
             with session() as c:
@@ -199,9 +228,13 @@ def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Setting
             if step is None:
                 break
             rounds.append(step)
-            print(f"[llambert] sample round {step['round']}: {step['added']} documents ({step['uncertain']} the "
-                  f"floor is least sure of, {step['random']} random), floor trained on {step['trained_on']} labels, "
-                  f"{step['scored']} pool documents scored in {step['select_seconds']} s", file=sys.stderr, flush=True)
+            print(
+                f"[llambert] sample round {step['round']}: {step['added']} documents ({step['uncertain']} the "
+                f"floor is least sure of, {step['random']} random), floor trained on {step['trained_on']} labels, "
+                f"{step['scored']} pool documents scored in {step['select_seconds']} s",
+                file=sys.stderr,
+                flush=True,
+            )
         with session() as c:
             run_model(c, "labeling.llm_responses", teacher_variables(backend, task))
     finally:
@@ -227,8 +260,15 @@ def label_sample(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Setting
             rounds=len(runs),
             sampled=count(c, "labeling.sample"),
         )
-        record_stage(c, "teacher", None, asked, time.perf_counter() - t0,
-                     {**stats.as_dict(), "round_details": rounds}, runs[-1].run_id)
+        record_stage(
+            c,
+            "teacher",
+            None,
+            asked,
+            time.perf_counter() - t0,
+            {**stats.as_dict(), "round_details": rounds},
+            runs[-1].run_id,
+        )
     return stats
 
 
@@ -242,10 +282,17 @@ def parse_labels(con: duckdb.DuckDBPyConnection, settings: Settings) -> ParseRes
     run_model(con, "labeling.discarded")
     parsed, discarded = count(con, "labeling.parsed_labels"), count(con, "labeling.discarded")
     total = parsed + discarded
-    balance = dict(con.execute("SELECT label_name, count(*) FROM labeling.parsed_labels GROUP BY 1 ORDER BY 1").fetchall())
+    balance = dict(
+        con.execute("SELECT label_name, count(*) FROM labeling.parsed_labels GROUP BY 1 ORDER BY 1").fetchall()
+    )
     reasons = dict(con.execute("SELECT reason, count(*) FROM labeling.discarded GROUP BY 1 ORDER BY 1").fetchall())
-    stats = ParseResult(parsed=parsed, discarded=discarded, discard_rate=discarded / total if total else 0.0,
-                        label_counts=balance, discard_reasons=reasons)
+    stats = ParseResult(
+        parsed=parsed,
+        discarded=discarded,
+        discard_rate=discarded / total if total else 0.0,
+        label_counts=balance,
+        discard_reasons=reasons,
+    )
     record_stage(con, "parse", None, total, time.perf_counter() - t0, stats.as_dict())
     return stats
 
@@ -258,17 +305,49 @@ def label_balance(con: duckdb.DuckDBPyConnection, task: Task) -> dict[str, int]:
 # -- 5. students.checkpoints ------------------------------------------------------------------
 _RECIPE_SOURCE = {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}
 # The staged rows of sql/students/checkpoints.sql and sql/students/training_log.sql (JSON columns as text).
-_CHECKPOINT = {"checkpoint_id": pl.Utf8, "task": pl.Utf8, "base_model": pl.Utf8, "recipe": pl.Utf8,
-               "label_source": pl.Utf8, "n_train": pl.Int64, "n_val": pl.Int64, "training_config": pl.Utf8,
-               "metrics": pl.Utf8, "val_accuracy": pl.Float64, "val_f1": pl.Float64, "path": pl.Utf8,
-               "train_seconds": pl.Float64, "fingerprint": pl.Utf8, "data_sizes": pl.Utf8, "probe_set": pl.Utf8,
-               "probe_n": pl.Int64, "probe_accuracy": pl.Float64, "probe_f1": pl.Float64, "kind": pl.Utf8,
-               "docs_per_s": pl.Float64, "min_share_ratio": pl.Float64}
-_TRAINING_LOG = {"checkpoint_id": pl.Utf8, "epoch": pl.Int64, "train_loss": pl.Float64, "val_loss": pl.Float64,
-                 "val_accuracy": pl.Float64, "val_f1": pl.Float64, "seconds": pl.Float64}
+_CHECKPOINT = {
+    "checkpoint_id": pl.Utf8,
+    "task": pl.Utf8,
+    "base_model": pl.Utf8,
+    "recipe": pl.Utf8,
+    "label_source": pl.Utf8,
+    "n_train": pl.Int64,
+    "n_val": pl.Int64,
+    "training_config": pl.Utf8,
+    "metrics": pl.Utf8,
+    "val_accuracy": pl.Float64,
+    "val_f1": pl.Float64,
+    "path": pl.Utf8,
+    "train_seconds": pl.Float64,
+    "fingerprint": pl.Utf8,
+    "data_sizes": pl.Utf8,
+    "probe_set": pl.Utf8,
+    "probe_n": pl.Int64,
+    "probe_accuracy": pl.Float64,
+    "probe_f1": pl.Float64,
+    "kind": pl.Utf8,
+    "docs_per_s": pl.Float64,
+    "min_share_ratio": pl.Float64,
+}
+_TRAINING_LOG = {
+    "checkpoint_id": pl.Utf8,
+    "epoch": pl.Int64,
+    "train_loss": pl.Float64,
+    "val_loss": pl.Float64,
+    "val_accuracy": pl.Float64,
+    "val_f1": pl.Float64,
+    "seconds": pl.Float64,
+}
 # Settings that change only how a checkpoint is used or compared, never its weights.
-_NOT_TRAINING = {"infer_batch_size", "infer_max_length", "chunk_rows", "champion_metric", "probe_size", "kind",
-                 "champion_tolerance"}
+_NOT_TRAINING = {
+    "infer_batch_size",
+    "infer_max_length",
+    "chunk_rows",
+    "champion_metric",
+    "probe_size",
+    "kind",
+    "champion_tolerance",
+}
 
 
 def ensure_gold_probe(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
@@ -282,9 +361,13 @@ def ensure_gold_probe(con: duckdb.DuckDBPyConnection, settings: Settings) -> dic
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'students' AND table_name = 'gold_probe'"
     ).fetchone()[0]
-    current = con.execute("SELECT any_value(probe_params), count(*) FROM students.gold_probe").fetchone() if exists else None
+    current = (
+        con.execute("SELECT any_value(probe_params), count(*) FROM students.gold_probe").fetchone() if exists else None
+    )
     if current is None or current[0] != params or current[1] == 0:
-        run_model(con, "students.gold_probe", {"probe_params": params, "probe_seed": cfg.seed, "probe_size": cfg.probe_size})
+        run_model(
+            con, "students.gold_probe", {"probe_params": params, "probe_seed": cfg.seed, "probe_size": cfg.probe_size}
+        )
     n, probe_set = con.execute(
         "SELECT count(*), md5(coalesce(string_agg(doc_id || ':' || gold_label, ',' ORDER BY doc_id), '')) FROM students.gold_probe"
     ).fetchone()
@@ -301,8 +384,11 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
     recipe = settings.student.recipe
     ensure_gold_probe(con, settings)
     cfg = settings.student
-    run_model(con, "students.training_examples", {"recipe": recipe, "confidence": cfg.confidence,
-                                                  "min_confidence": cfg.min_confidence})
+    run_model(
+        con,
+        "students.training_examples",
+        {"recipe": recipe, "confidence": cfg.confidence, "min_confidence": cfg.min_confidence},
+    )
     rows = con.execute(
         "SELECT e.phase, e.doc_id, e.label, e.origin, e.split, c.text, "
         "map_keys(e.label_probs) AS probs_keys, map_values(e.label_probs) AS probs_values "
@@ -314,23 +400,41 @@ def training_phases(con: duckdb.DuckDBPyConnection, settings: Settings):
     for name in ("llm", "gold"):
         part = rows.filter(pl.col("phase") == name)
         if part.height:
-            probs = [None if ks is None else {id_of[k]: v for k, v in zip(ks, vs) if k in id_of}
-                     for ks, vs in zip(part["probs_keys"].to_list(), part["probs_values"].to_list())]
-            phases.append(Phase(name, part["text"].to_list(), part["label"].to_list(), part["doc_id"].to_list(),
-                                probs=probs if any(probs) else None))
-    sizes = {f"{r['phase']}_{r['origin']}_{r['split']}": r["n"] for r in
-             rows.group_by("phase", "origin", "split").len("n").sort("phase", "origin", "split").to_dicts()}
+            probs = [
+                None if ks is None else {id_of[k]: v for k, v in zip(ks, vs) if k in id_of}
+                for ks, vs in zip(part["probs_keys"].to_list(), part["probs_values"].to_list())
+            ]
+            phases.append(
+                Phase(
+                    name,
+                    part["text"].to_list(),
+                    part["label"].to_list(),
+                    part["doc_id"].to_list(),
+                    probs=probs if any(probs) else None,
+                )
+            )
+    sizes = {
+        f"{r['phase']}_{r['origin']}_{r['split']}": r["n"]
+        for r in rows.group_by("phase", "origin", "split").len("n").sort("phase", "origin", "split").to_dicts()
+    }
     needed = {"baseline": ["gold"], "llambert": ["llm"], "llambert_extra": ["llm"], "combined": ["llm", "gold"]}[recipe]
     missing = [n for n in needed if n not in {p.name for p in phases}]
     if missing:
         what = {
             "gold": "gold labels in split 'train' of raw.corpus (outside students.gold_probe)",
             "llm": "parsed LLM labels (labeling.parsed_labels)"
-            + (" of documents in split 'train' (the paper's llambert recipe; use llambert_extra to train on the "
-               "extra pool too)" if recipe == "llambert" else ""),
+            + (
+                " of documents in split 'train' (the paper's llambert recipe; use llambert_extra to train on the "
+                "extra pool too)"
+                if recipe == "llambert"
+                else ""
+            ),
         }
-        raise ConfigError(f"setting 'student.recipe': '{recipe}' needs " + " and ".join(what[m] for m in missing)
-                          + ", and there are none. Change student.recipe in llambert.yaml or add the labels.")
+        raise ConfigError(
+            f"setting 'student.recipe': '{recipe}' needs "
+            + " and ".join(what[m] for m in missing)
+            + ", and there are none. Change student.recipe in llambert.yaml or add the labels."
+        )
     return phases, _RECIPE_SOURCE[recipe], sizes
 
 
@@ -340,8 +444,18 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
 
     cfg = {k: v for k, v in settings.student.model_dump().items() if k not in _NOT_TRAINING and k != "model"}
     h = hashlib.sha256()
-    h.update(json.dumps({"base": base_identity, "task": task.name, "task_version": task.version,
-                         "label_ids": task.label_ids, "config": cfg}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "base": base_identity,
+                "task": task.name,
+                "task_version": task.version,
+                "label_ids": task.label_ids,
+                "config": cfg,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     if kind != "encoder":  # encoder fingerprints stay those of the checkpoints made before the family existed
         h.update(f"\x1dkind={kind}".encode())
     for p in phases:
@@ -355,12 +469,17 @@ def _open_predictor(settings: Settings, path: str | Path):
     from llambert.student.predict import load_predictor
 
     cfg = settings.student
-    return load_predictor(path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation,
-                          bf16=resolve_bf16(cfg.bf16), threads=settings.threads)
+    return load_predictor(
+        path,
+        cfg.infer_max_length,
+        cfg.infer_batch_size,
+        cfg.truncation,
+        bf16=resolve_bf16(cfg.bf16),
+        threads=settings.threads,
+    )
 
 
-def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path,
-                    val=None) -> dict | None:
+def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path, val=None) -> dict | None:
     """Score a student folder on students.gold_probe: accuracy, macro-F1, docs/s, predicted shares.
 
     ``min_share_ratio`` is the smallest (predicted share / true share) over the classes: near 0 when the
@@ -387,9 +506,13 @@ def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: st
     true_share = {lid: truth.count(lid) / len(truth) for lid in task.label_ids}
     pred_share = {lid: labels.count(lid) / len(labels) for lid in task.label_ids}
     ratio = min(pred_share[lid] / true_share[lid] for lid in task.label_ids if true_share[lid] > 0)
-    out = {f"{prefix}accuracy": m["accuracy"], f"{prefix}f1": m["macro_f1"],
-           "docs_per_s": len(texts) / seconds if seconds > 0 else None, "min_share_ratio": ratio,
-           "pred_shares": {task.label_by_id(k).name: round(v, 4) for k, v in pred_share.items()}}
+    out = {
+        f"{prefix}accuracy": m["accuracy"],
+        f"{prefix}f1": m["macro_f1"],
+        "docs_per_s": len(texts) / seconds if seconds > 0 else None,
+        "min_share_ratio": ratio,
+        "pred_shares": {task.label_by_id(k).name: round(v, 4) for k, v in pred_share.items()},
+    }
     if prefix == "probe_":
         out["probe_n"] = probe.height
     return out
@@ -424,14 +547,16 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         base = resolve_model(cfg.model, settings.models_dir, role="student")
         base_identity, base_path = base.identity, base.path
     train_phases, val = split_phases(phases, cfg)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     members: dict[str, Trained] = {}
     rows: dict[str, dict] = {}
     for kind in kinds:
         fingerprint = training_fingerprint(base_identity, task, settings, phases, kind)
         prior = con.execute(
             "SELECT checkpoint_id, path, n_train, n_val, metrics, probe_set, train_seconds FROM students.checkpoints "
-            "WHERE fingerprint = ? ORDER BY created_at DESC", [fingerprint]).fetchall()
+            "WHERE fingerprint = ? ORDER BY created_at DESC",
+            [fingerprint],
+        ).fetchall()
         prior = next((r for r in prior if Path(r[1]).is_dir()), None)
         if prior is not None:
             cid, out = prior[0], Path(prior[1])
@@ -439,26 +564,60 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                 _store_probe_score(con, cid, probe, score_on_probe(con, settings, out))
             m = json.loads(prior[4])
             members[kind] = Trained(kind, out, prior[2], prior[3], m, prior[6])
-            rows[kind] = {"checkpoint_id": cid, "kind": kind, "path": str(out), "reused": True,
-                          "fingerprint": fingerprint[:16], "n_train": prior[2], "n_val": prior[3], "history": [],
-                          **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_"))}}
+            rows[kind] = {
+                "checkpoint_id": cid,
+                "kind": kind,
+                "path": str(out),
+                "reused": True,
+                "fingerprint": fingerprint[:16],
+                "n_train": prior[2],
+                "n_val": prior[3],
+                "history": [],
+                **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_"))},
+            }
             continue
         checkpoint_id = f"{stamp}-{kind}"
         out = settings.checkpoints_dir / checkpoint_id
         if kind == "linear":
             trained = train_linear(train_phases, val, task.label_ids, cfg, out)
         elif kind == "encoder":
-            card = {"title": f"llambert student for {task.name}", "task": task.name,
-                    "labels": ", ".join(task.label_names), "base model": base_identity, "recipe": cfg.recipe,
-                    "label source": label_source, "training data": ", ".join(f"{k}: {v}" for k, v in sizes.items()),
-                    "checkpoint": checkpoint_id, "fingerprint": fingerprint}
-            r = train_student(str(base_path), task.label_names, task.label_ids, train_phases, cfg, out, val=val,
-                              model_card=card, threads=settings.threads)
-            trained = Trained("encoder", out, r.n_train, r.n_val, dict(r.metrics), r.seconds, r.history,
-                              r.train_examples_per_s, r.best_epoch)
+            card = {
+                "title": f"llambert student for {task.name}",
+                "task": task.name,
+                "labels": ", ".join(task.label_names),
+                "base model": base_identity,
+                "recipe": cfg.recipe,
+                "label source": label_source,
+                "training data": ", ".join(f"{k}: {v}" for k, v in sizes.items()),
+                "checkpoint": checkpoint_id,
+                "fingerprint": fingerprint,
+            }
+            r = train_student(
+                str(base_path),
+                task.label_names,
+                task.label_ids,
+                train_phases,
+                cfg,
+                out,
+                val=val,
+                model_card=card,
+                threads=settings.threads,
+            )
+            trained = Trained(
+                "encoder",
+                out,
+                r.n_train,
+                r.n_val,
+                dict(r.metrics),
+                r.seconds,
+                r.history,
+                r.train_examples_per_s,
+                r.best_epoch,
+            )
         else:
-            trained = build_ensemble([members["encoder"], members["linear"]], val, task.label_ids, cfg, out,
-                                     threads=settings.threads)
+            trained = build_ensemble(
+                [members["encoder"], members["linear"]], val, task.label_ids, cfg, out, threads=settings.threads
+            )
         members[kind] = trained
         m = dict(trained.metrics)
         scored = judge_candidate(con, settings, out, val)
@@ -467,50 +626,114 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
             if kind == "encoder" and "probe_n" in scored:
                 from llambert.student.train import append_to_model_card
 
-                append_to_model_card(out, {"gold probe accuracy": f"{scored['probe_accuracy']:.4f} on "
-                                           f"{scored['probe_n']} held-out gold train documents",
-                                           "gold probe macro-F1": f"{scored['probe_f1']:.4f}"})
+                append_to_model_card(
+                    out,
+                    {
+                        "gold probe accuracy": f"{scored['probe_accuracy']:.4f} on "
+                        f"{scored['probe_n']} held-out gold train documents",
+                        "gold probe macro-F1": f"{scored['probe_f1']:.4f}",
+                    },
+                )
         data_sizes = sizes | {"train": trained.n_train, "val": trained.n_val, "probe": probe["n"]}
         on_probe = bool(scored and "probe_n" in scored)
-        row = {"checkpoint_id": checkpoint_id, "task": task.name,
-               "base_model": base_identity if kind != "linear" else "tfidf-logreg", "recipe": cfg.recipe,
-               "label_source": label_source, "n_train": trained.n_train, "n_val": trained.n_val,
-               "training_config": json.dumps(cfg.model_dump()),
-               "metrics": json.dumps(m | {"train_examples_per_s": trained.train_examples_per_s}, default=str),
-               "val_accuracy": m.get("val_accuracy"), "val_f1": m.get("val_f1"), "path": str(out),
-               "train_seconds": trained.seconds, "fingerprint": fingerprint, "data_sizes": json.dumps(data_sizes),
-               "probe_set": probe["probe_set"] if on_probe else None, "probe_n": m.get("probe_n"),
-               "probe_accuracy": m.get("probe_accuracy"), "probe_f1": m.get("probe_f1"), "kind": kind,
-               "docs_per_s": m.get("docs_per_s"), "min_share_ratio": m.get("min_share_ratio")}
-        run_model(con, "students.checkpoints", frames={"staged_checkpoints": pl.DataFrame([row], schema=_CHECKPOINT)},
-                  atomic=False)
+        row = {
+            "checkpoint_id": checkpoint_id,
+            "task": task.name,
+            "base_model": base_identity if kind != "linear" else "tfidf-logreg",
+            "recipe": cfg.recipe,
+            "label_source": label_source,
+            "n_train": trained.n_train,
+            "n_val": trained.n_val,
+            "training_config": json.dumps(cfg.model_dump()),
+            "metrics": json.dumps(m | {"train_examples_per_s": trained.train_examples_per_s}, default=str),
+            "val_accuracy": m.get("val_accuracy"),
+            "val_f1": m.get("val_f1"),
+            "path": str(out),
+            "train_seconds": trained.seconds,
+            "fingerprint": fingerprint,
+            "data_sizes": json.dumps(data_sizes),
+            "probe_set": probe["probe_set"] if on_probe else None,
+            "probe_n": m.get("probe_n"),
+            "probe_accuracy": m.get("probe_accuracy"),
+            "probe_f1": m.get("probe_f1"),
+            "kind": kind,
+            "docs_per_s": m.get("docs_per_s"),
+            "min_share_ratio": m.get("min_share_ratio"),
+        }
+        run_model(
+            con,
+            "students.checkpoints",
+            frames={"staged_checkpoints": pl.DataFrame([row], schema=_CHECKPOINT)},
+            atomic=False,
+        )
         if trained.history:
             log = pl.DataFrame(
-                [{"checkpoint_id": checkpoint_id, "epoch": r["epoch"], "train_loss": r["train_loss"],
-                  "val_loss": r.get("val_loss"), "val_accuracy": r.get("val_accuracy"), "val_f1": r.get("val_f1"),
-                  "seconds": r["seconds"]} for r in trained.history], schema=_TRAINING_LOG)
+                [
+                    {
+                        "checkpoint_id": checkpoint_id,
+                        "epoch": r["epoch"],
+                        "train_loss": r["train_loss"],
+                        "val_loss": r.get("val_loss"),
+                        "val_accuracy": r.get("val_accuracy"),
+                        "val_f1": r.get("val_f1"),
+                        "seconds": r["seconds"],
+                    }
+                    for r in trained.history
+                ],
+                schema=_TRAINING_LOG,
+            )
             run_model(con, "students.training_log", frames={"staged_training_log": log}, atomic=False)
-        rows[kind] = {"checkpoint_id": checkpoint_id, "kind": kind, "path": str(out), "reused": False,
-                      "fingerprint": fingerprint[:16], "n_train": trained.n_train, "n_val": trained.n_val,
-                      "history": trained.history, "best_epoch": trained.best_epoch,
-                      "train_examples_per_s": round(trained.train_examples_per_s, 2),
-                      **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_", "min_share"))}}
+        rows[kind] = {
+            "checkpoint_id": checkpoint_id,
+            "kind": kind,
+            "path": str(out),
+            "reused": False,
+            "fingerprint": fingerprint[:16],
+            "n_train": trained.n_train,
+            "n_val": trained.n_val,
+            "history": trained.history,
+            "best_epoch": trained.best_epoch,
+            "train_examples_per_s": round(trained.train_examples_per_s, 2),
+            **{k: v for k, v in m.items() if k.startswith(("val_", "probe_", "docs_", "min_share"))},
+        }
     try:
         champion = choose_champion(con, settings)
     except NoEligibleStudent as exc:  # recorded; the blocking `champion` contract stops the run and says why
         champion = {"checkpoint_id": None, "kind": None, "reason": str(exc)}
     main = rows["encoder" if "encoder" in rows else "linear"]
-    fixed = {"checkpoint_id", "kind", "path", "reused", "fingerprint", "n_train", "n_val", "history", "best_epoch",
-             "train_examples_per_s"}
+    fixed = {
+        "checkpoint_id",
+        "kind",
+        "path",
+        "reused",
+        "fingerprint",
+        "n_train",
+        "n_val",
+        "history",
+        "best_epoch",
+        "train_examples_per_s",
+    }
     stats = TrainResult(
-        checkpoint_id=main["checkpoint_id"], kind=main["kind"], path=main["path"],
-        reused=all(r["reused"] for r in rows.values()), fingerprint=main["fingerprint"], n_train=main["n_train"],
-        n_val=main["n_val"], recipe=cfg.recipe, label_source=label_source, student_kind=cfg.kind,
-        champion=champion["checkpoint_id"], champion_kind=champion["kind"],
-        is_champion=champion["checkpoint_id"] == main["checkpoint_id"], champion_reason=champion["reason"],
-        best_epoch=main.get("best_epoch"), train_examples_per_s=main.get("train_examples_per_s"),
-        scores={k: v for k, v in main.items() if k not in fixed}, history=main["history"],
-        candidates=[{k: v for k, v in r.items() if k != "history"} for r in rows.values()])
+        checkpoint_id=main["checkpoint_id"],
+        kind=main["kind"],
+        path=main["path"],
+        reused=all(r["reused"] for r in rows.values()),
+        fingerprint=main["fingerprint"],
+        n_train=main["n_train"],
+        n_val=main["n_val"],
+        recipe=cfg.recipe,
+        label_source=label_source,
+        student_kind=cfg.kind,
+        champion=champion["checkpoint_id"],
+        champion_kind=champion["kind"],
+        is_champion=champion["checkpoint_id"] == main["checkpoint_id"],
+        champion_reason=champion["reason"],
+        best_epoch=main.get("best_epoch"),
+        train_examples_per_s=main.get("train_examples_per_s"),
+        scores={k: v for k, v in main.items() if k not in fixed},
+        history=main["history"],
+        candidates=[{k: v for k, v in r.items() if k != "history"} for r in rows.values()],
+    )
     n_trained = sum(r["n_train"] for r in rows.values() if not r["reused"])
     details = {k: v for k, v in stats.as_dict().items() if k not in ("history", "scores")} | stats.scores
     record_stage(con, "train", None, n_trained, time.perf_counter() - t0, details)
@@ -520,13 +743,33 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
 def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
     if scored:
         frame = pl.DataFrame(
-            [{"checkpoint_id": checkpoint_id, "probe_set": probe["probe_set"], "probe_n": scored["probe_n"],
-              "probe_accuracy": scored["probe_accuracy"], "probe_f1": scored["probe_f1"],
-              "docs_per_s": scored.get("docs_per_s"), "min_share_ratio": scored.get("min_share_ratio")}],
-            schema={k: _CHECKPOINT[k] for k in ("checkpoint_id", "probe_set", "probe_n", "probe_accuracy", "probe_f1",
-                                                "docs_per_s", "min_share_ratio")})
-        run_model(con, "students.checkpoints", section="probe_score", frames={"staged_probe_scores": frame},
-                  atomic=False)
+            [
+                {
+                    "checkpoint_id": checkpoint_id,
+                    "probe_set": probe["probe_set"],
+                    "probe_n": scored["probe_n"],
+                    "probe_accuracy": scored["probe_accuracy"],
+                    "probe_f1": scored["probe_f1"],
+                    "docs_per_s": scored.get("docs_per_s"),
+                    "min_share_ratio": scored.get("min_share_ratio"),
+                }
+            ],
+            schema={
+                k: _CHECKPOINT[k]
+                for k in (
+                    "checkpoint_id",
+                    "probe_set",
+                    "probe_n",
+                    "probe_accuracy",
+                    "probe_f1",
+                    "docs_per_s",
+                    "min_share_ratio",
+                )
+            },
+        )
+        run_model(
+            con, "students.checkpoints", section="probe_score", frames={"staged_probe_scores": frame}, atomic=False
+        )
 
 
 def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -566,12 +809,21 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
         else:  # checkpoints of the task not yet scored on this probe are scored now (fair comparison)
             for cid, path in con.execute(
                 "SELECT checkpoint_id, path FROM students.checkpoints WHERE task = ? AND probe_set IS DISTINCT FROM ?",
-                [task, probe_set]).fetchall():
+                [task, probe_set],
+            ).fetchall():
                 if Path(path).is_dir():
                     _store_probe_score(con, cid, probe, score_on_probe(con, settings, path))
-    run_model(con, "students.candidates", {"champion_metric": metric, "task": task, "probe_set": probe_set,
-                                           "champion_tolerance": cfg.champion_tolerance,
-                                           "collapse_ratio": settings.checks.collapse_ratio})
+    run_model(
+        con,
+        "students.candidates",
+        {
+            "champion_metric": metric,
+            "task": task,
+            "probe_set": probe_set,
+            "champion_tolerance": cfg.champion_tolerance,
+            "collapse_ratio": settings.checks.collapse_ratio,
+        },
+    )
     run_model(con, "students.champion")
     return current_champion(con)
 
@@ -590,20 +842,30 @@ def current_champion(con: duckdb.DuckDBPyConnection) -> dict:
     if row is None:
         n, rejected = con.execute(
             "SELECT count(*), string_agg(format('{} [{}]: {}', checkpoint_id, kind, verdict), '; ') "
-            "FROM students.candidates").fetchone()
+            "FROM students.candidates"
+        ).fetchone()
         if not n:
             raise LookupError("no student checkpoint for this task yet: materialize students.checkpoints first")
         raise NoEligibleStudent(
             f"no student may label the corpus: all {n} candidates were rejected ({rejected}). A collapsed student "
             "predicts (nearly) one class: check labeling.parsed_labels' balance (the teacher may answer one label), "
             "raise sample.size, or set student.class_weight: balanced; a student below the linear floor is worse "
-            "than TF-IDF on the same labels: use student.kind: linear. (checks.collapse_ratio sets the bound.)")
-    return {"checkpoint_id": row[0], "path": row[1], "reason": row[2], "metric": row[3], "score": row[4], "kind": row[5]}
+            "than TF-IDF on the same labels: use student.kind: linear. (checks.collapse_ratio sets the bound.)"
+        )
+    return {
+        "checkpoint_id": row[0],
+        "path": row[1],
+        "reason": row[2],
+        "metric": row[3],
+        "score": row[4],
+        "kind": row[5],
+    }
 
 
 # -- 6. predictions.labels --------------------------------------------------------------------
-def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settings, batch: str = INITIAL_BATCH,
-                  replace: bool = False) -> PredictResult:
+def predict_batch(
+    con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings, batch: str = INITIAL_BATCH, replace: bool = False
+) -> PredictResult:
     """Label every document of a batch that has no prediction from the champion yet.
 
     ``inference.engine`` local (:func:`_predict_local`) or ray (:mod:`llambert.ray_engine`); rows land
@@ -633,13 +895,21 @@ def predict_batch(con: "duckdb.DuckDBPyConnection | Warehouse", settings: Settin
     seconds = time.perf_counter() - t0
     engine = extra.pop("engine")
     with session() as c:
-        rows = c.execute("SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?",
-                         [batch, cid]).fetchone()[0]
-        stats = PredictResult(batch=batch, checkpoint_id=cid, predicted_now=done,
-                              docs_per_s=round(done / seconds, 2) if done else None, rows=rows, engine=engine,
-                              details=extra)
-        record_stage(c, "predict", batch, done, seconds,
-                     {k: v for k, v in stats.as_dict().items() if k != "details"} | extra)
+        rows = c.execute(
+            "SELECT count(*) FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [batch, cid]
+        ).fetchone()[0]
+        stats = PredictResult(
+            batch=batch,
+            checkpoint_id=cid,
+            predicted_now=done,
+            docs_per_s=round(done / seconds, 2) if done else None,
+            rows=rows,
+            engine=engine,
+            details=extra,
+        )
+        record_stage(
+            c, "predict", batch, done, seconds, {k: v for k, v in stats.as_dict().items() if k != "details"} | extra
+        )
     return stats
 
 
@@ -653,19 +923,24 @@ def _predict_local(session, settings: Settings, batch: str, cid: str, path: str)
     with session() as c:
         # A pending-id snapshot (in memory, not a temp table: the connection closes between chunks), so
         # chunks are stable while we insert.
-        pending_ids = [r[0] for r in c.execute(
-            "SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "
-            "(SELECT 1 FROM predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?) ORDER BY doc_id",
-            [batch, cid]).fetchall()]
+        pending_ids = [
+            r[0]
+            for r in c.execute(
+                "SELECT doc_id FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS "
+                "(SELECT 1 FROM predictions.labels p WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?) ORDER BY doc_id",
+                [batch, cid],
+            ).fetchall()
+        ]
     pending = len(pending_ids)
     starts = list(range(0, pending, cfg.chunk_rows))
 
     def read_chunk(c, start: int) -> pl.DataFrame:
-        ids = pl.DataFrame({"doc_id": pending_ids[start:start + cfg.chunk_rows]}, schema={"doc_id": pl.Utf8})
+        ids = pl.DataFrame({"doc_id": pending_ids[start : start + cfg.chunk_rows]}, schema={"doc_id": pl.Utf8})
         c.register("chunk_ids", ids)
         try:
-            return c.execute("SELECT i.doc_id, c.text FROM chunk_ids i JOIN raw.corpus c USING (doc_id) "
-                             "ORDER BY i.doc_id").pl()
+            return c.execute(
+                "SELECT i.doc_id, c.text FROM chunk_ids i JOIN raw.corpus c USING (doc_id) ORDER BY i.doc_id"
+            ).pl()
         finally:
             c.unregister("chunk_ids")
 

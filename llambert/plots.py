@@ -34,8 +34,9 @@ def figure_markdown(fig: Any, alt: str, dpi: int = 90) -> str:
     return f"![{alt}](data:image/png;base64,{data})"
 
 
-def bar_chart(counts: Mapping[str, float], title: str, xlabel: str = "", ylabel: str = "rows",
-              show_share: bool = True) -> str:
+def bar_chart(
+    counts: Mapping[str, float], title: str, xlabel: str = "", ylabel: str = "rows", show_share: bool = True
+) -> str:
     """Vertical bars, one per key, each labeled with its count (and share of the total)."""
     plt = _pyplot()
     keys = [str(k) for k in counts]
@@ -45,8 +46,15 @@ def bar_chart(counts: Mapping[str, float], title: str, xlabel: str = "", ylabel:
     bars = ax.bar(keys, values, color=[COLORS[i % len(COLORS)] for i in range(len(keys))])
     for bar, v in zip(bars, values):
         text = f"{v:,.0f}" + (f"\n{v / total:.0%}" if show_share and total else "")
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                    fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -55,8 +63,9 @@ def bar_chart(counts: Mapping[str, float], title: str, xlabel: str = "", ylabel:
     return figure_markdown(fig, title)
 
 
-def confusion_matrices(matrices: Mapping[str, Sequence[Sequence[int]]], labels: Sequence[str],
-                       title: str = "confusion matrix") -> str:
+def confusion_matrices(
+    matrices: Mapping[str, Sequence[Sequence[int]]], labels: Sequence[str], title: str = "confusion matrix"
+) -> str:
     """One heat-mapped confusion matrix per subject (rows: gold, columns: predicted), side by side."""
     plt = _pyplot()
     n = max(len(matrices), 1)
@@ -80,9 +89,12 @@ def confusion_matrices(matrices: Mapping[str, Sequence[Sequence[int]]], labels: 
     return figure_markdown(fig, title)
 
 
-def training_curve(epochs: Sequence[float], series: Mapping[str, Sequence[float | None]],
-                   accuracy: Mapping[str, Sequence[float | None]] | None = None,
-                   title: str = "student training") -> str:
+def training_curve(
+    epochs: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    accuracy: Mapping[str, Sequence[float | None]] | None = None,
+    title: str = "student training",
+) -> str:
     """Loss curves on the left axis, accuracy/F1 curves on a right axis (0-1), per epoch."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.0))

@@ -57,27 +57,43 @@ def prepare(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
             raise ConfigError(
                 f"setting 'predictions.storage' is 'table', but this warehouse keeps predictions.labels as Parquet "
                 f"under {settings.predictions_dir} (it was run with storage: parquet). Set predictions.storage: "
-                "parquet again, or start a new home.")
+                "parquet again, or start a new home."
+            )
         return
     root = settings.predictions_dir
     root.mkdir(parents=True, exist_ok=True)
     if not (root / SCHEMA_FILE).exists():
-        _atomic_copy(con, "SELECT * FROM (SELECT ''::VARCHAR AS doc_id, ''::VARCHAR AS batch, ''::VARCHAR AS "
-                     "checkpoint_id, 0::BIGINT AS label, 0::DOUBLE AS probability, current_timestamp::TIMESTAMP AS "
-                     "predicted_at) WHERE false", root / SCHEMA_FILE)
+        _atomic_copy(
+            con,
+            "SELECT * FROM (SELECT ''::VARCHAR AS doc_id, ''::VARCHAR AS batch, ''::VARCHAR AS "
+            "checkpoint_id, 0::BIGINT AS label, 0::DOUBLE AS probability, current_timestamp::TIMESTAMP AS "
+            "predicted_at) WHERE false",
+            root / SCHEMA_FILE,
+        )
     if now == "table":
         with transaction(con):
             for batch, cid in con.execute(
-                    "SELECT DISTINCT batch, checkpoint_id FROM predictions.labels ORDER BY 1, 2").fetchall():
-                _atomic_copy(con, "SELECT * FROM predictions.labels WHERE batch = $batch AND checkpoint_id = $cid",
-                             part_path(settings, batch, cid, "migrated"), {"batch": batch, "cid": cid})
+                "SELECT DISTINCT batch, checkpoint_id FROM predictions.labels ORDER BY 1, 2"
+            ).fetchall():
+                _atomic_copy(
+                    con,
+                    "SELECT * FROM predictions.labels WHERE batch = $batch AND checkpoint_id = $cid",
+                    part_path(settings, batch, cid, "migrated"),
+                    {"batch": batch, "cid": cid},
+                )
             con.execute("DROP TABLE predictions.labels")
     glob = str(root / "**" / "*.parquet").replace("'", "''")
-    view = (f"CREATE OR REPLACE VIEW predictions.labels AS SELECT {', '.join(COLUMNS)}, predicted_at "
-            f"FROM read_parquet('{glob}', union_by_name = true)")
-    if now != "view" or con.execute(
-            "SELECT sql FROM duckdb_views() WHERE schema_name = 'predictions' AND view_name = 'labels'"
-    ).fetchone()[0].rstrip(";") != view:
+    view = (
+        f"CREATE OR REPLACE VIEW predictions.labels AS SELECT {', '.join(COLUMNS)}, predicted_at "
+        f"FROM read_parquet('{glob}', union_by_name = true)"
+    )
+    if (
+        now != "view"
+        or con.execute("SELECT sql FROM duckdb_views() WHERE schema_name = 'predictions' AND view_name = 'labels'")
+        .fetchone()[0]
+        .rstrip(";")
+        != view
+    ):
         con.execute(view)
 
 
@@ -108,24 +124,30 @@ def write_frame(con: duckdb.DuckDBPyConnection, settings: Settings, frame: pl.Da
     con.register("staged_predictions", frame.select(COLUMNS))
     try:
         batch, cid = frame["batch"][0], frame["checkpoint_id"][0]
-        _atomic_copy(con, "SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM staged_predictions "
-                     "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1",
-                     part_path(settings, batch, cid, part))
+        _atomic_copy(
+            con,
+            "SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM staged_predictions "
+            "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1",
+            part_path(settings, batch, cid, part),
+        )
     finally:
         con.unregister("staged_predictions")
     return frame.height
 
 
-def load_staged(con: duckdb.DuckDBPyConnection, settings: Settings, files_glob: str, batch: str,
-                checkpoint_id: str, part: str) -> int:
+def load_staged(
+    con: duckdb.DuckDBPyConnection, settings: Settings, files_glob: str, batch: str, checkpoint_id: str, part: str
+) -> int:
     """The loader: a Ray job's staged Parquet output into predictions.labels, exactly once per document.
 
     table: one transaction (a kill -9 mid-insert rolls back; the re-run inserts again). parquet: one
     rewrite of the staged rows into the dataset (deduplicated) and a rename, with no warehouse write.
     """
     set_variables(con, {"staged_glob": files_glob})
-    staged = ("SELECT doc_id, batch, checkpoint_id, label, probability FROM read_parquet(getvariable('staged_glob')) "
-              "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1")
+    staged = (
+        "SELECT doc_id, batch, checkpoint_id, label, probability FROM read_parquet(getvariable('staged_glob')) "
+        "QUALIFY row_number() OVER (PARTITION BY doc_id ORDER BY probability DESC) = 1"
+    )
     n = con.execute(f"SELECT count(*) FROM ({staged})").fetchone()[0]
     if settings.predictions.storage == "table":
         con.execute(f"CREATE OR REPLACE TEMP VIEW staged_predictions AS {staged}")
@@ -134,8 +156,11 @@ def load_staged(con: duckdb.DuckDBPyConnection, settings: Settings, files_glob: 
         finally:
             con.execute("DROP VIEW IF EXISTS staged_predictions")
     else:
-        _atomic_copy(con, f"SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM ({staged})",
-                     part_path(settings, batch, checkpoint_id, part))
+        _atomic_copy(
+            con,
+            f"SELECT *, current_timestamp::TIMESTAMP AS predicted_at FROM ({staged})",
+            part_path(settings, batch, checkpoint_id, part),
+        )
     return n
 
 

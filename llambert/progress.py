@@ -75,8 +75,15 @@ class Progress:
     ``clock`` is injectable so the figures can be tested without waiting.
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "it", weights: Sequence[float] | None = None,
-                 weight_unit: str = "weight", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "it",
+        weights: Sequence[float] | None = None,
+        weight_unit: str = "weight",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.weights = list(weights) if weights is not None else None
         if self.weights is not None and len(self.weights) != total:
@@ -92,7 +99,7 @@ class Progress:
     def update(self, n: int = 1, weight: float | None = None) -> None:
         """``n`` more items done; their weight defaults to the next ``n`` weights (work done in order)."""
         if self.weights is not None:
-            self.weight_done += float(sum(self.weights[self.n:self.n + n]) if weight is None else weight)
+            self.weight_done += float(sum(self.weights[self.n : self.n + n]) if weight is None else weight)
         self.n += n
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
@@ -123,12 +130,18 @@ class Progress:
         return f"{per_s:.2f} {self.unit}/s" if per_s >= 1 else f"{1 / per_s:.2f} s/{self.unit}"
 
     def line(self) -> str:
-        done = f"{self.n:,}/{self.total:,} {self.unit} ({self.n / self.total:.0%}" if self.total else f"{self.n:,} {self.unit} (100%"
+        done = (
+            f"{self.n:,}/{self.total:,} {self.unit} ({self.n / self.total:.0%}"
+            if self.total
+            else f"{self.n:,} {self.unit} (100%"
+        )
         by = ""
         if self.weights is not None:
             done += f"; {self.fraction:.0%} of {self.weight_unit}"
             by = f" (by {self.weight_unit})"
-        out = f"[llambert] {self.desc}: {done}), {self.rate()}, ETA {_hms(self.eta())}{by}, elapsed {_hms(self.elapsed)}"
+        out = (
+            f"[llambert] {self.desc}: {done}), {self.rate()}, ETA {_hms(self.eta())}{by}, elapsed {_hms(self.elapsed)}"
+        )
         return out + (f", {self.postfix}" if self.postfix else "")
 
 
@@ -165,8 +178,16 @@ class _Bar:
         fmt = None
         if prog.weights is not None:
             fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
-        self.tqdm = tqdm(total=prog.total, desc=prog.desc, unit=prog.unit, dynamic_ncols=True, mininterval=0.5,
-                         disable=prog.total == 0, file=sys.stderr, bar_format=fmt)
+        self.tqdm = tqdm(
+            total=prog.total,
+            desc=prog.desc,
+            unit=prog.unit,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            disable=prog.total == 0,
+            file=sys.stderr,
+            bar_format=fmt,
+        )
 
     def update(self, n: int, weight: float | None) -> None:
         self.tqdm.update(n)
@@ -202,8 +223,9 @@ class ProgressHandle:
 
 
 @contextlib.contextmanager
-def progress(total: int, desc: str, unit: str = "it", weights: Sequence[float] | None = None,
-              weight_unit: str = "weight") -> Iterator[ProgressHandle]:
+def progress(
+    total: int, desc: str, unit: str = "it", weights: Sequence[float] | None = None, weight_unit: str = "weight"
+) -> Iterator[ProgressHandle]:
     """A bar on a terminal; plain lines every ``LLAMBERT_PROGRESS_INTERVAL`` s elsewhere (see the module doc)."""
     prog = Progress(total, desc, unit, weights, weight_unit)
     bar = lines = None

@@ -39,8 +39,18 @@ def _log(msg: str) -> None:
 class Labeler:
     """A Ray actor's labeling callable: the champion loaded once, then one Arrow block in, predictions out."""
 
-    def __init__(self, path: str, max_length: int, batch_size: int, truncation: str, bf16: bool,
-                 threads: int, batch: str, checkpoint_id: str, progress_dir: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        max_length: int,
+        batch_size: int,
+        truncation: str,
+        bf16: bool,
+        threads: int,
+        batch: str,
+        checkpoint_id: str,
+        progress_dir: str,
+    ) -> None:
         from llambert.student.predict import load_predictor
 
         self.predictor = load_predictor(path, max_length, batch_size, truncation, bf16=bf16, threads=threads)
@@ -51,7 +61,8 @@ class Labeler:
     def __call__(self, block):
         frame = pl.from_arrow(block).select("doc_id", "text")
         out = self.predictor.predict_frame(frame).with_columns(
-            batch=pl.lit(self.batch), checkpoint_id=pl.lit(self.checkpoint_id))
+            batch=pl.lit(self.batch), checkpoint_id=pl.lit(self.checkpoint_id)
+        )
         self.done += out.height
         tmp = self.progress.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "done": self.done, "at": time.time()}))
@@ -64,8 +75,10 @@ def init_ray(settings: Settings) -> None:
     try:
         import ray
     except ImportError:
-        raise ConfigError("setting 'inference.engine' is 'ray' but Ray is not installed: "
-                          "pip install 'llambert[ray]' (or set inference.engine: local)") from None
+        raise ConfigError(
+            "setting 'inference.engine' is 'ray' but Ray is not installed: "
+            "pip install 'llambert[ray]' (or set inference.engine: local)"
+        ) from None
     if ray.is_initialized():
         return
     cfg = settings.inference
@@ -76,8 +89,13 @@ def init_ray(settings: Settings) -> None:
     else:
         # One logical CPU more than the cores given: Ray Data's file-listing task asks for a whole CPU and
         # would wait forever behind actors that reserve all of them (it only lists, it computes nothing).
-        ray.init(num_cpus=(cfg.num_cpus or os.cpu_count()) + 1, include_dashboard=False, runtime_env=env,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=(cfg.num_cpus or os.cpu_count()) + 1,
+            include_dashboard=False,
+            runtime_env=env,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     need = cfg.workers * cfg.cpus_per_worker + 1
     have = ray.cluster_resources().get("CPU", 0)
     if have < need:
@@ -85,7 +103,8 @@ def init_ray(settings: Settings) -> None:
             f"settings 'inference.workers' x 'inference.cpus_per_worker' = {cfg.workers} x {cfg.cpus_per_worker:g} "
             f"CPUs, plus 1 for Ray Data's file listing, is more than the Ray cluster's {have:g} CPUs: the job "
             "would wait forever. Lower inference.workers or inference.cpus_per_worker"
-            + (" or raise inference.num_cpus." if not cfg.ray_address else ", or add nodes."))
+            + (" or raise inference.num_cpus." if not cfg.ray_address else ", or add nodes.")
+        )
 
 
 def staged_runs(settings: Settings, batch: str, checkpoint_id: str) -> list[Path]:
@@ -104,14 +123,18 @@ def load_run(session, settings: Settings, run: Path, batch: str, checkpoint_id: 
     with session() as c:
         n = load_staged(c, settings, files, batch, checkpoint_id, run.name)
     dt = time.perf_counter() - t0
-    _log(f"loaded {n:,} staged predictions of run {run.name} into predictions.labels "
-         f"({settings.predictions.storage}) in {dt:.1f} s ({n / dt:,.0f} rows/s)")
+    _log(
+        f"loaded {n:,} staged predictions of run {run.name} into predictions.labels "
+        f"({settings.predictions.storage}) in {dt:.1f} s ({n / dt:,.0f} rows/s)"
+    )
     remove_tree(run)
     return n
 
 
-PENDING = ("FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS (SELECT 1 FROM predictions.labels p "
-           "WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?)")
+PENDING = (
+    "FROM raw.corpus c WHERE c.batch = ? AND NOT EXISTS (SELECT 1 FROM predictions.labels p "
+    "WHERE p.doc_id = c.doc_id AND p.checkpoint_id = ?)"
+)
 
 
 def shard_size(pending: int, settings: Settings) -> int:
@@ -131,8 +154,9 @@ def export_pending(session, settings: Settings, batch: str, checkpoint_id: str, 
     n = 0
     with session() as c:
         rows = shard_size(c.execute(f"SELECT count(*) {PENDING}", [batch, checkpoint_id]).fetchone()[0], settings)
-        reader = c.execute(f"SELECT c.doc_id, c.text {PENDING} ORDER BY c.doc_id",
-                           [batch, checkpoint_id]).fetch_record_batch(rows)
+        reader = c.execute(
+            f"SELECT c.doc_id, c.text {PENDING} ORDER BY c.doc_id", [batch, checkpoint_id]
+        ).fetch_record_batch(rows)
         buf, i = [], 0
         for rb in reader:
             buf.append(rb)
@@ -159,8 +183,9 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     for stale in (p for p in root.glob("*") if p.is_dir() and not (p / COMPLETE).exists()):
         _log(f"removing {stale}: a run that stopped before Ray finished (its documents are still pending)")
         remove_tree(stale)
-    loaded_before = sum(load_run(session, settings, r, batch, checkpoint_id)
-                        for r in staged_runs(settings, batch, checkpoint_id))
+    loaded_before = sum(
+        load_run(session, settings, r, batch, checkpoint_id) for r in staged_runs(settings, batch, checkpoint_id)
+    )
     run = root / (time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
     t0 = time.perf_counter()
     pending = export_pending(session, settings, batch, checkpoint_id, run / "in")
@@ -175,9 +200,12 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     from llambert.hardware import resolve_bf16
 
     (run / "progress").mkdir()
-    _log(f"labeling {pending:,} documents of batch {batch} on Ray: {cfg.workers} actor(s) x "
-         f"{cfg.cpus_per_worker:g} CPU" + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
-         + f", staging {run}")
+    _log(
+        f"labeling {pending:,} documents of batch {batch} on Ray: {cfg.workers} actor(s) x "
+        f"{cfg.cpus_per_worker:g} CPU"
+        + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
+        + f", staging {run}"
+    )
     t1 = time.perf_counter()
     # Reading shards and writing the output are I/O: they reserve no CPU, so actors that hold every CPU
     # (workers x cpus_per_worker = num_cpus) cannot starve them.
@@ -191,13 +219,22 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     ray.data.DataContext.get_current().use_datasource_v2 = False
     ds = ray.data.read_parquet(str(run / "in"), ray_remote_args=io, override_num_blocks=blocks).map_batches(
         Labeler,
-        fn_constructor_kwargs=dict(path=str(path), max_length=st.infer_max_length, batch_size=st.infer_batch_size,
-                                   truncation=st.truncation, bf16=resolve_bf16(st.bf16),
-                                   threads=max(1, int(cfg.cpus_per_worker)), batch=batch,
-                                   checkpoint_id=checkpoint_id, progress_dir=str(run / "progress")),
+        fn_constructor_kwargs=dict(
+            path=str(path),
+            max_length=st.infer_max_length,
+            batch_size=st.infer_batch_size,
+            truncation=st.truncation,
+            bf16=resolve_bf16(st.bf16),
+            threads=max(1, int(cfg.cpus_per_worker)),
+            batch=batch,
+            checkpoint_id=checkpoint_id,
+            progress_dir=str(run / "progress"),
+        ),
         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        batch_size=cfg.batch_rows, batch_format="pyarrow",
-        num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker or None,
+        batch_size=cfg.batch_rows,
+        batch_format="pyarrow",
+        num_cpus=cfg.cpus_per_worker,
+        num_gpus=cfg.gpus_per_worker or None,
     )
     import threading
 
@@ -217,10 +254,18 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     t2 = time.perf_counter()
     loaded = load_run(session, settings, run, batch, checkpoint_id)
     load_s = time.perf_counter() - t2
-    return {"engine": "ray", "predicted_now": pending, "loaded": loaded, "loaded_from_earlier_runs": loaded_before,
-            "export_s": round(export_s, 2), "ray_s": round(label_s, 2), "load_s": round(load_s, 3),
-            "load_rows_per_s": round(loaded / load_s) if load_s else None, "workers": cfg.workers,
-            "actors_used": actors}
+    return {
+        "engine": "ray",
+        "predicted_now": pending,
+        "loaded": loaded,
+        "loaded_from_earlier_runs": loaded_before,
+        "export_s": round(export_s, 2),
+        "ray_s": round(label_s, 2),
+        "load_s": round(load_s, 3),
+        "load_rows_per_s": round(loaded / load_s) if load_s else None,
+        "workers": cfg.workers,
+        "actors_used": actors,
+    }
 
 
 def _actors_used(folder: Path) -> int:

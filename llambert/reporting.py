@@ -45,7 +45,10 @@ def teacher_recall(report: pl.DataFrame) -> list[tuple[str, float | None, int]]:
     """The teacher's recall per gold class on the gold probe, from evaluation.report's
     ``teacher / recall_vs_gold_<label>`` rows: (label, recall or None without gold of it, gold documents)."""
     rows = report.filter((pl.col("subject") == "teacher") & pl.col("metric").str.starts_with(RECALL_PREFIX))
-    return [(m[len(RECALL_PREFIX):], v, int(n or 0)) for m, v, n in rows.select("metric", "value", "n").sort("metric").iter_rows()]
+    return [
+        (m[len(RECALL_PREFIX) :], v, int(n or 0))
+        for m, v, n in rows.select("metric", "value", "n").sort("metric").iter_rows()
+    ]
 
 
 def recall_text(recall: Sequence[tuple[str, float | None, int]]) -> str:
@@ -55,8 +58,12 @@ def recall_text(recall: Sequence[tuple[str, float | None, int]]) -> str:
     return ", ".join(f"{label}: {'-' if v is None else f'{100 * v:.1f}%'} (of {n:,})" for label, v, n in recall)
 
 
-def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[str, int | None, float]],
-                  candidates: pl.DataFrame | None = None) -> list[str]:
+def summary_lines(
+    report: pl.DataFrame,
+    warehouse: str,
+    stages: Sequence[tuple[str, int | None, float]],
+    candidates: pl.DataFrame | None = None,
+) -> list[str]:
     from llambert.pipeline import report_value
 
     r = lambda s, m: report_value(report, s, m)  # noqa: E731
@@ -75,11 +82,16 @@ def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[s
     ]
     llm_h, ours_h = r("projection", "llm_only_hours"), r("projection", "llambert_hours")
     if llm_h and ours_h:
-        lines.append(f"whole corpus, LLM alone         {llm_h:,.2f} h; with LlamBERT {ours_h:,.2f} h ({llm_h / ours_h:,.0f}x less)"
-                     "  (at this run's prompts/s and docs/s)")
+        lines.append(
+            f"whole corpus, LLM alone         {llm_h:,.2f} h; with LlamBERT {ours_h:,.2f} h ({llm_h / ours_h:,.0f}x less)"
+            "  (at this run's prompts/s and docs/s)"
+        )
     if candidates is not None and candidates.height:
-        lines += ["", f"students of this run, judged on {candidates['judge'][0]} (README \"Students\": the champion rule)",
-                  "   kind       accuracy  macro-F1    docs/s  verdict"]
+        lines += [
+            "",
+            f'students of this run, judged on {candidates["judge"][0]} (README "Students": the champion rule)',
+            "   kind       accuracy  macro-F1    docs/s  verdict",
+        ]
         for c in candidates.iter_rows(named=True):
             mark = "*" if c["champion"] else " "
             rate = "-" if c["docs_per_s"] is None else f"{c['docs_per_s']:,.0f}"
@@ -94,7 +106,7 @@ def summary_lines(report: pl.DataFrame, warehouse: str, stages: Sequence[tuple[s
     lines += [
         "",
         f"warehouse: {warehouse}",
-        "try:  llambert sql \"SELECT label, count(*) FROM predictions.labels GROUP BY label\"",
-        f"  or: duckdb -readonly {warehouse} \"FROM evaluation.report\"",
+        'try:  llambert sql "SELECT label, count(*) FROM predictions.labels GROUP BY label"',
+        f'  or: duckdb -readonly {warehouse} "FROM evaluation.report"',
     ]
     return lines

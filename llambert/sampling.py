@@ -83,7 +83,8 @@ def pick_round(candidates: pl.DataFrame, scores: np.ndarray, plan: RoundPlan) ->
     of the rest in pool order. Returns doc_id, picked_by, student_margin, pick_order.
     """
     c = candidates.select("doc_id").with_columns(
-        student_margin=pl.Series(scores, dtype=pl.Float64), pool_pos=pl.int_range(pl.len(), dtype=pl.Int64))
+        student_margin=pl.Series(scores, dtype=pl.Float64), pool_pos=pl.int_range(pl.len(), dtype=pl.Int64)
+    )
     full_u = plan.n_uncertain if plan.full_uncertain is None else max(plan.full_uncertain, plan.n_uncertain)
     whole = c.sort(["student_margin", "pool_pos"]).head(full_u)  # the whole round's list of doubts
     unsure = whole.head(plan.n_uncertain).with_columns(picked_by=pl.lit("uncertainty"))
@@ -93,8 +94,14 @@ def pick_round(candidates: pl.DataFrame, scores: np.ndarray, plan: RoundPlan) ->
     return picks.select(list(PICKS_SCHEMA)).cast(PICKS_SCHEMA)
 
 
-def next_round(labeled_texts: list[str], labels: list[int], label_ids: list[int], candidates: pl.DataFrame,
-               plan: RoundPlan, seed: int = 0) -> pl.DataFrame:
+def next_round(
+    labeled_texts: list[str],
+    labels: list[int],
+    label_ids: list[int],
+    candidates: pl.DataFrame,
+    plan: RoundPlan,
+    seed: int = 0,
+) -> pl.DataFrame:
     """Fit the floor on the labels so far, score ``candidates`` (doc_id, text), pick the round."""
     if candidates.is_empty() or plan.size == 0:
         return pl.DataFrame(schema=PICKS_SCHEMA)

@@ -112,8 +112,12 @@ class Warehouse:
         self.wait_s = wait_s
 
     def _told(self, holder: str, wait_s: float) -> None:
-        print(f"[llambert] the warehouse is locked by {holder} (a reader holding it open blocks the "
-              f"pipeline's commits); waiting up to {wait_s:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"[llambert] the warehouse is locked by {holder} (a reader holding it open blocks the "
+            f"pipeline's commits); waiting up to {wait_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @contextlib.contextmanager
     def session(self, prepare: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -128,7 +132,7 @@ class Warehouse:
             con.close()
 
 
-def sessions(db: "duckdb.DuckDBPyConnection | Warehouse") -> Callable[[], contextlib.AbstractContextManager]:
+def sessions(db: duckdb.DuckDBPyConnection | Warehouse) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of connections: short sessions on a :class:`Warehouse`, or the one open connection given
     (tests and callers that hold a connection anyway: then nothing is closed in between)."""
     if isinstance(db, Warehouse):
@@ -286,20 +290,43 @@ def count(con: duckdb.DuckDBPyConnection, qualified: str, where: str = "") -> in
 
 
 # -- Storage helpers every step shares (models: sql/ops/stage_runs.sql, sql/labeling/task_labels.sql) ------
-def record_stage(con: duckdb.DuckDBPyConnection, stage: str, partition: str | None, rows: int, seconds: float,
-                 details: dict | None = None, run_id: str | None = None) -> None:
+def record_stage(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    partition: str | None,
+    rows: int,
+    seconds: float,
+    details: dict | None = None,
+    run_id: str | None = None,
+) -> None:
     """One row of ops.stage_runs: a stage's rows and seconds, with its figures as JSON."""
     frame = pl.DataFrame(
-        [{"stage": stage, "partition": partition, "rows": rows, "seconds": seconds,
-          "details": json.dumps(details or {}, default=str), "run_id": run_id}],
-        schema={"stage": pl.Utf8, "partition": pl.Utf8, "rows": pl.Int64, "seconds": pl.Float64,
-                "details": pl.Utf8, "run_id": pl.Utf8})
+        [
+            {
+                "stage": stage,
+                "partition": partition,
+                "rows": rows,
+                "seconds": seconds,
+                "details": json.dumps(details or {}, default=str),
+                "run_id": run_id,
+            }
+        ],
+        schema={
+            "stage": pl.Utf8,
+            "partition": pl.Utf8,
+            "rows": pl.Int64,
+            "seconds": pl.Float64,
+            "details": pl.Utf8,
+            "run_id": pl.Utf8,
+        },
+    )
     run_model(con, "ops.stage_runs", frames={"staged_stage_runs": frame}, atomic=False)
 
 
 def write_task_labels(con: duckdb.DuckDBPyConnection, task: Task) -> None:
     """labeling.task_labels from the task file: every label word, and how answers are matched."""
-    rows = [{"label_id": lab.id, "name": lab.name, "word": w, "match": task.match}
-            for lab in task.labels for w in lab.words]
+    rows = [
+        {"label_id": lab.id, "name": lab.name, "word": w, "match": task.match} for lab in task.labels for w in lab.words
+    ]
     frame = pl.DataFrame(rows, schema={"label_id": pl.Int64, "name": pl.Utf8, "word": pl.Utf8, "match": pl.Utf8})
     run_model(con, "labeling.task_labels", frames={"staged_task_labels": frame}, atomic=False)

@@ -37,8 +37,14 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
     task = load_task("imdb_sentiment")
     texts = [
-        "a wonderful film, loved it", "great acting and a great plot", "boring and awful", "terrible, I hated it",
-        "good movie", "bad movie", "the best film this year", "the worst film ever made",
+        "a wonderful film, loved it",
+        "great acting and a great plot",
+        "boring and awful",
+        "terrible, I hated it",
+        "good movie",
+        "bad movie",
+        "the best film this year",
+        "the worst film ever made",
     ]
     teach = [(build_messages(task, t), "positive" if i % 2 == 0 else "negative") for i, t in enumerate(texts)]
     return {
@@ -66,12 +72,22 @@ def tiny_settings_dict(home: Path, data_dir: Path, tiny_models: dict[str, Path],
         "sample": {"size": 40},
         "teacher": {"model": str(tiny_models["teacher"]), "batch_size": 8, "max_prompt_tokens": 256},
         # min_train_steps 0: the tiny suite trains the epochs it asks for (the small-set rule has its own test)
-        "student": {"model": str(tiny_models["student"]), "epochs": 2, "max_length": 64, "infer_max_length": 64,
-                    "batch_size": 8, "min_train_steps": 0},
+        "student": {
+            "model": str(tiny_models["student"]),
+            "epochs": 2,
+            "max_length": 64,
+            "infer_max_length": 64,
+            "batch_size": 8,
+            "min_train_steps": 0,
+        },
         # The tiny random teacher answers almost one label: the quality gates (collapse, agreement) have their
         # own violation cases (tests/test_contracts.py) and a real-model test (tests/test_real_models.py).
-        "checks": {"min_minority_share": 0.0, "max_discard_rate": 1.0, "collapse_ratio": 0.0,
-                   "min_student_teacher_agreement": 0.0},
+        "checks": {
+            "min_minority_share": 0.0,
+            "max_discard_rate": 1.0,
+            "collapse_ratio": 0.0,
+            "min_student_teacher_agreement": 0.0,
+        },
     }
     for k, v in over.items():
         d[k] = (d.get(k, {}) | v) if isinstance(v, dict) else v

@@ -32,8 +32,9 @@ def docs(n: int) -> pl.DataFrame:
 def main() -> None:
     warehouse, model_dir, n, batch, commit_every = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
     task = load_task("imdb_sentiment")
-    decoding = DecodingParams(mode="generate", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0,
-                              max_prompt_tokens=128)
+    decoding = DecodingParams(
+        mode="generate", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=128
+    )
     teacher = TransformersTeacher(model_dir, "tiny-teacher@test", task, decoding, threads=1)
     inner = teacher.answer
     total = 0
@@ -47,8 +48,9 @@ def main() -> None:
 
     teacher.answer = answer
     with open_warehouse(warehouse) as con:
-        stats = label_documents(con, teacher, docs(n), task.version, batch_size=batch, commit_every=commit_every,
-                                show_progress=False)
+        stats = label_documents(
+            con, teacher, docs(n), task.version, batch_size=batch, commit_every=commit_every, show_progress=False
+        )
     print(f"done prompts={stats.prompts} cached={stats.cached}", flush=True)
 
 

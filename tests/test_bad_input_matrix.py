@@ -60,55 +60,122 @@ def _jsonl(*objs) -> bytes:
     return b"".join((o if isinstance(o, bytes) else json.dumps(o).encode()) + b"\n" for o in objs)
 
 
-FINE = ["A film 🎬👍🏽 — loved it 😀", "סרט מצוין, ממליץ בחום", "فيلم رائع جدا", '<p>Great <b>acting</b> &amp; "plot"</p>',
-        "line one\nline two, with a comma"]
+FINE = [
+    "A film 🎬👍🏽 — loved it 😀",
+    "סרט מצוין, ממליץ בחום",
+    "فيلم رائع جدا",
+    '<p>Great <b>acting</b> &amp; "plot"</p>',
+    "line one\nline two, with a comma",
+]
 BIG = "word " * (1024 * 1024)  # 5 MiB, above the default max_text_bytes (1,000,000)
 
 KINDS = [
     Kind("empty.csv", b"", error=r"the file is empty \(0 bytes\)"),
     Kind("header_only.csv", b"id,text,label\n", rows=0, kept=[]),
     Kind("bom.csv", b"\xef\xbb\xbf" + _csv(b"1,with a BOM,1", b"2,second,0"), rows=2, kept=["with a BOM", "second"]),
-    Kind("crlf.csv", b"id,text,label\r\n1,first,1\r\n2,\"two\r\nlines\",0\r\n", rows=2, kept=["first", "two\r\nlines"]),
+    Kind("crlf.csv", b'id,text,label\r\n1,first,1\r\n2,"two\r\nlines",0\r\n', rows=2, kept=["first", "two\r\nlines"]),
     Kind("big.parquet", _parquet(text=[BIG, "short"]), rows=2, rejected={"too_long": 1}, kept=["short"]),
     Kind("nul.csv", _csv(b'1,"a\x00b",1', b"2,clean,0"), rows=2, rejected={"nul_byte": 1}, kept=["clean"]),
-    Kind("dup_ids.csv", _csv(b"7,first version,1", b"8,same,1", b"7,second version,0", b"8,same,1"), rows=4,
-         rejected={"id_conflict": 2}, kept=["same", "same"]),
-    Kind("labels_outside.csv", _csv(b"1,a,1", b"2,b,7", b"3,c,maybe", b"4,d,-1", b"5,e,negative"), rows=5,
-         rejected={"label_out_of_task": 3}, kept=["a", "e"]),
+    Kind(
+        "dup_ids.csv",
+        _csv(b"7,first version,1", b"8,same,1", b"7,second version,0", b"8,same,1"),
+        rows=4,
+        rejected={"id_conflict": 2},
+        kept=["same", "same"],
+    ),
+    Kind(
+        "labels_outside.csv",
+        _csv(b"1,a,1", b"2,b,7", b"3,c,maybe", b"4,d,-1", b"5,e,negative"),
+        rows=5,
+        rejected={"label_out_of_task": 3},
+        kept=["a", "e"],
+    ),
     Kind("numeric_text.csv", _csv(b"1,123,1", b"2,4.5,0"), rows=2, kept=["123", "4.5"]),  # CSV has no types: as written
     Kind("numeric_text.parquet", _parquet(text=[111, 222], label=[1, 0]), rows=2, rejected={"text_not_string": 2}),
     Kind("truncated.parquet", _parquet(text=["a", "b"])[:-30], error="cannot be read as parquet"),
     Kind("gzip.csv", gzip.compress(_csv(b"1,a,1")), error="expected csv text but this is a gzip-compressed file"),
     Kind("parquet_named.csv", _parquet(text=["a"]), error="this is a parquet file; rename it .parquet"),
     Kind("utf16.csv", "text\nhello\n".encode("utf-16"), error="UTF-16"),
-    Kind("kept.csv", b"id,text\n" + b"".join(b'%d,"%s"\n' % (i, t.replace('"', '""').encode()) for i, t in enumerate(FINE)),
-         rows=5, kept=FINE),
+    Kind(
+        "kept.csv",
+        b"id,text\n" + b"".join(b'%d,"%s"\n' % (i, t.replace('"', '""').encode()) for i, t in enumerate(FINE)),
+        rows=5,
+        kept=FINE,
+    ),
     Kind("kept.jsonl", _jsonl(*({"id": i, "text": t} for i, t in enumerate(FINE))), rows=5, kept=FINE),
     Kind("latin1.csv", _ten(b"4,caf\xe9 cr\xe8me,1"), rows=10, rejected={"invalid_utf8": 1}),
     Kind("ragged.csv", _ten(b"4,too,many,fields"), rows=10, rejected={"malformed_row": 1}),
     Kind("unbalanced_quote.csv", _ten(b'4,"never closed,1'), rows=10, rejected={"malformed_row": 1}),
     Kind("quote_in_quoted.csv", _ten(b'4,"He said "wow" ok",1'), rows=10, rejected={"malformed_row": 1}),
-    Kind("dup_text_header.csv", _csv(b"1,a,1,b", header=b"id,text,label,text"),
-         error=r"column 'text' appears 2 times in the header \(columns 2 and 4"),
+    Kind(
+        "dup_text_header.csv",
+        _csv(b"1,a,1,b", header=b"id,text,label,text"),
+        error=r"column 'text' appears 2 times in the header \(columns 2 and 4",
+    ),
     Kind("no_text_column.csv", _csv(b"1,a,1", header=b"id,review,label"), error="no text column 'text'"),
-    Kind("empty_texts.csv", _csv(b"1,,1", b'2,"  \t ",0', b"3,\xe2\x80\x8b\xe2\x80\x8d,1", b"4,\xef\xbb\xbf\xc2\xad,0",
-                                 b"5,real,1"), rows=5, rejected={"empty_text": 3, "missing_text": 1}, kept=["real"]),
-    Kind("truncated.jsonl", _jsonl({"id": 1, "text": "fine"}, {"id": 2, "text": "ok"}) + b'{"id": 3, "text": "cut',
-         rows=3, rejected={"invalid_json": 1}, kept=["fine", "ok"]),
-    Kind("garbage.jsonl", _jsonl(b"garbage first", {"text": "fine"}, b"[1, 2]", b"\xff\xfe", {"text": "ok"}), rows=5,
-         rejected={"invalid_json": 1, "malformed_row": 1, "invalid_utf8": 1}, kept=["fine", "ok"]),
-    Kind("mixed_types.jsonl", _jsonl({"id": 1, "text": 42}, {"id": "b", "text": ["a"]}, {"id": 3.5, "text": {"k": 1}},
-                                     {"id": None, "text": "ok", "label": 1}, {"text": None}), rows=5,
-         rejected={"text_not_string": 3, "missing_text": 1}, kept=["ok"]),
-    Kind("surrogate.jsonl", b'{"text": "\\ud800 x"}\n{"text": "pair \\ud83d\\ude00"}\n', rows=2,
-         rejected={"invalid_utf8": 1}, kept=["pair \U0001f600"]),
-    Kind("binary_text.parquet", _parquet(text=pa.array([b"ok", b"bad \xff"], pa.binary())), rows=2,
-         rejected={"invalid_utf8": 1}, kept=["ok"]),
+    Kind(
+        "empty_texts.csv",
+        _csv(b"1,,1", b'2,"  \t ",0', b"3,\xe2\x80\x8b\xe2\x80\x8d,1", b"4,\xef\xbb\xbf\xc2\xad,0", b"5,real,1"),
+        rows=5,
+        rejected={"empty_text": 3, "missing_text": 1},
+        kept=["real"],
+    ),
+    Kind(
+        "truncated.jsonl",
+        _jsonl({"id": 1, "text": "fine"}, {"id": 2, "text": "ok"}) + b'{"id": 3, "text": "cut',
+        rows=3,
+        rejected={"invalid_json": 1},
+        kept=["fine", "ok"],
+    ),
+    Kind(
+        "garbage.jsonl",
+        _jsonl(b"garbage first", {"text": "fine"}, b"[1, 2]", b"\xff\xfe", {"text": "ok"}),
+        rows=5,
+        rejected={"invalid_json": 1, "malformed_row": 1, "invalid_utf8": 1},
+        kept=["fine", "ok"],
+    ),
+    Kind(
+        "mixed_types.jsonl",
+        _jsonl(
+            {"id": 1, "text": 42},
+            {"id": "b", "text": ["a"]},
+            {"id": 3.5, "text": {"k": 1}},
+            {"id": None, "text": "ok", "label": 1},
+            {"text": None},
+        ),
+        rows=5,
+        rejected={"text_not_string": 3, "missing_text": 1},
+        kept=["ok"],
+    ),
+    Kind(
+        "surrogate.jsonl",
+        b'{"text": "\\ud800 x"}\n{"text": "pair \\ud83d\\ude00"}\n',
+        rows=2,
+        rejected={"invalid_utf8": 1},
+        kept=["pair \U0001f600"],
+    ),
+    Kind(
+        "binary_text.parquet",
+        _parquet(text=pa.array([b"ok", b"bad \xff"], pa.binary())),
+        rows=2,
+        rejected={"invalid_utf8": 1},
+        kept=["ok"],
+    ),
     Kind("list_text.parquet", _parquet(text=[["a", "b"], ["c"]]), rows=2, rejected={"text_not_string": 2}),
-    Kind("bool_labels.parquet", _parquet(text=["a", "b", "c"], label=[True, False, None]), rows=3,
-         rejected={"label_out_of_task": 2}, kept=["c"]),
-    Kind("bool_labels.jsonl", _jsonl({"text": "a", "label": True}, {"text": "b", "label": 0}), rows=2,
-         rejected={"label_out_of_task": 1}, kept=["b"]),
+    Kind(
+        "bool_labels.parquet",
+        _parquet(text=["a", "b", "c"], label=[True, False, None]),
+        rows=3,
+        rejected={"label_out_of_task": 2},
+        kept=["c"],
+    ),
+    Kind(
+        "bool_labels.jsonl",
+        _jsonl({"text": "a", "label": True}, {"text": "b", "label": 0}),
+        rows=2,
+        rejected={"label_out_of_task": 1},
+        kept=["b"],
+    ),
     Kind("binary_garbage.jsonl", bytes(range(256)) * 4, error="binary file"),
 ]
 
@@ -127,9 +194,15 @@ def warehouse_template(tmp_path_factory) -> Path:
 def _settings(tmp_path: Path, template: Path, source: str):
     import shutil
 
-    settings = load_settings(overrides={
-        "home": str(tmp_path / "home"), "data_dir": str(tmp_path / "data"), "task": "imdb_sentiment",
-        "sources": [{"name": "m", "path": source, "split": "train"}], "inbox": {"settle_seconds": 0}})
+    settings = load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(tmp_path / "data"),
+            "task": "imdb_sentiment",
+            "sources": [{"name": "m", "path": source, "split": "train"}],
+            "inbox": {"settle_seconds": 0},
+        }
+    )
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "data").mkdir()
     shutil.copy(template, settings.warehouse_path)
@@ -138,11 +211,19 @@ def _settings(tmp_path: Path, template: Path, source: str):
 
 def _batch_rows(con, batch: str) -> tuple[int, dict[str, int], list[str]]:
     occ = con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [batch]).fetchone()[0]
-    codes = dict(con.execute("SELECT split_part(reason, ':', 1), count(*) FROM raw.rejected WHERE batch = ? GROUP BY 1",
-                             [batch]).fetchall())
-    texts = [r[0] for r in con.execute(
-        "SELECT c.text FROM raw.occurrences o JOIN (SELECT DISTINCT doc_id, text FROM raw.corpus) c USING (doc_id) "
-        "WHERE o.batch = ? ORDER BY o.source_row", [batch]).fetchall()]
+    codes = dict(
+        con.execute(
+            "SELECT split_part(reason, ':', 1), count(*) FROM raw.rejected WHERE batch = ? GROUP BY 1", [batch]
+        ).fetchall()
+    )
+    texts = [
+        r[0]
+        for r in con.execute(
+            "SELECT c.text FROM raw.occurrences o JOIN (SELECT DISTINCT doc_id, text FROM raw.corpus) c USING (doc_id) "
+            "WHERE o.batch = ? ORDER BY o.source_row",
+            [batch],
+        ).fetchall()
+    ]
     return occ, codes, texts
 
 
@@ -153,8 +234,9 @@ def _check(con, kind: Kind, batch: str, stats: dict) -> None:
     assert set(codes) <= set(REJECT_REASONS)
     if kind.kept is not None:
         assert texts == kind.kept, batch  # byte for byte: nothing normalised, nothing re-encoded
-    for file, row, reason in con.execute("SELECT source_file, source_row, reason FROM raw.rejected WHERE batch = ?",
-                                         [batch]).fetchall():
+    for file, row, reason in con.execute(
+        "SELECT source_file, source_row, reason FROM raw.rejected WHERE batch = ?", [batch]
+    ).fetchall():
         assert file.endswith(kind.name) and row is not None, reason
         assert re.search(r"column '|line \d", reason), reason  # names the column, or the line of a broken record
 
@@ -185,7 +267,9 @@ def test_bad_input_through_initial_corpus_and_inbox(tmp_path, warehouse_template
             with pytest.raises(InboxError, match=kind.error) as e:
                 claim_file(settings, f)
             assert str(f) in str(e.value)
-            assert not (settings.inbox_dir / ".batches").exists() or not any((settings.inbox_dir / ".batches").iterdir())
+            assert not (settings.inbox_dir / ".batches").exists() or not any(
+                (settings.inbox_dir / ".batches").iterdir()
+            )
             assert con.execute("SELECT count(*) FROM raw.occurrences WHERE batch <> 'initial'").fetchone()[0] == 0
             return
         batch, new = claim_file(settings, f)

@@ -36,8 +36,13 @@ def _md5(text: str) -> str:
 def _write_config(root: Path, home: Path, small_corpus, tiny_models) -> Path:
     cfg = root / "llambert.yaml"
     # The linear student (trained in seconds) is the champion: what is tested here is the batch's runs.
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(home, small_corpus, tiny_models, inbox={"settle_seconds": 0},
-                                                     threads=1, student={"kind": "linear"})))
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(
+                home, small_corpus, tiny_models, inbox={"settle_seconds": 0}, threads=1, student={"kind": "linear"}
+            )
+        )
+    )
     return cfg
 
 
@@ -78,8 +83,9 @@ def _fresh_texts(settings, imdb_dir, n: int, seed: int) -> list[str]:
 def _runs(instance, partition: str):
     import dagster as dg
 
-    return instance.get_runs(filters=dg.RunsFilter(job_name="ingest_and_label_batch",
-                                                   tags={"dagster/partition": partition}))
+    return instance.get_runs(
+        filters=dg.RunsFilter(job_name="ingest_and_label_batch", tags={"dagster/partition": partition})
+    )
 
 
 def _wait_for_reader(fifo: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
@@ -141,13 +147,16 @@ def test_killed_batch_is_listed_and_finished_by_ingest_now(recovery, imdb_dir, t
     assert "did not finish" in out.stderr and "running it again" in out.stderr
     assert f"{len(texts)} new documents" in out.stdout and f"{len(texts)} labeled by the champion" in out.stdout
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM raw.corpus WHERE batch = ?",
-                           [key]).fetchone() == (len(texts), len(texts))
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT doc_id) FROM raw.corpus WHERE batch = ?", [key]
+        ).fetchone() == (len(texts), len(texts))
         assert {r[0] for r in con.execute("SELECT doc_id FROM raw.corpus WHERE batch = ?", [key]).fetchall()} == {
-            _md5(t) for t in texts}
+            _md5(t) for t in texts
+        }
         assert con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [key]).fetchone()[0] == len(texts)
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM predictions.labels WHERE batch = ?",
-                           [key]).fetchone() == (len(texts), len(texts))
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT doc_id) FROM predictions.labels WHERE batch = ?", [key]
+        ).fetchone() == (len(texts), len(texts))
         assert con.execute("SELECT count(*) FROM raw.inbox_files WHERE batch = ?", [key]).fetchone()[0] == 1
     # The killed run is marked failed; the new one succeeded; nothing is left unfinished.
     assert [r.status.value for r in _runs(instance, key)] == ["SUCCESS", "FAILURE"]
@@ -155,8 +164,9 @@ def test_killed_batch_is_listed_and_finished_by_ingest_now(recovery, imdb_dir, t
     assert report["unfinished_batches"] == [] and "unfinished" not in "\n".join(format_report(report))
 
 
-def test_sensor_skips_files_claimed_by_ingest_now_and_failed_runs_are_rerun(recovery, imdb_dir, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_sensor_skips_files_claimed_by_ingest_now_and_failed_runs_are_rerun(
+    recovery, imdb_dir, tmp_path, monkeypatch, capsys
+):
     """While `--now` runs its first file the sensor launches nothing; `--now` without FILE re-runs failed batches."""
     import dagster as dg
 
@@ -172,14 +182,15 @@ def test_sensor_skips_files_claimed_by_ingest_now_and_failed_runs_are_rerun(reco
     files = []
     for i, name in enumerate(["first.csv", "second.csv"]):
         files.append(tmp_path / name)
-        pl.DataFrame({"text": texts[3 * i:3 * i + 3]}).write_csv(files[-1])
+        pl.DataFrame({"text": texts[3 * i : 3 * i + 3]}).write_csv(files[-1])
 
     ticks = []
     real_ingest, real_predict = pipeline.ingest_batch, pipeline.predict_batch
 
     def sensor_then_ingest(con, settings, batch):  # raw.corpus of each batch: what would the daemon's sensor do now?
-        with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
-                                     resources={"llambert": defs.resources["llambert"]}) as context:
+        with dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, resources={"llambert": defs.resources["llambert"]}
+        ) as context:
             ticks.append((batch, defs.resolve_sensor_def("inbox_sensor").evaluate_tick(context)))
         if batch.startswith("first-"):
             raise RuntimeError("the first batch's run fails in raw.corpus")
@@ -195,12 +206,15 @@ def test_sensor_skips_files_claimed_by_ingest_now_and_failed_runs_are_rerun(reco
     assert [k.split("-")[0] for k in keys] == ["first", "second"]
     assert [b for b, _ in ticks] == keys
     for batch, data in ticks:
-        assert data.run_requests == [], f"the sensor launched {[r.partition_key for r in data.run_requests]} during {batch}"
+        assert data.run_requests == [], (
+            f"the sensor launched {[r.partition_key for r in data.run_requests]} during {batch}"
+        )
     assert all([r.status.value for r in _runs(instance, k)] == ["FAILURE"] for k in keys)
     assert "run it again" in capsys.readouterr().err
     assert status_report(settings)["unfinished_batches"] == [
         {"batch": keys[0], "file": "first.csv", "reason": "not ingested"},
-        {"batch": keys[1], "file": "second.csv", "reason": "ingested, not labeled by the champion"}]
+        {"batch": keys[1], "file": "second.csv", "reason": "ingested, not labeled by the champion"},
+    ]
 
     # `--now` without FILE (it used to say "nothing new") re-runs both failed batches.
     monkeypatch.setattr(pipeline, "ingest_batch", real_ingest)

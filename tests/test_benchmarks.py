@@ -9,11 +9,13 @@ from benchmarks.teacher import reviews
 
 
 def _test_split(tmp_path: Path, n_pos: int, n_neg: int) -> Path:
-    pl.DataFrame({
-        "id": list(range(n_pos + n_neg)),
-        "text": [f"review {i}" for i in range(n_pos + n_neg)],
-        "label": [1] * n_pos + [0] * n_neg,
-    }).write_parquet(tmp_path / "test.parquet")
+    pl.DataFrame(
+        {
+            "id": list(range(n_pos + n_neg)),
+            "text": [f"review {i}" for i in range(n_pos + n_neg)],
+            "label": [1] * n_pos + [0] * n_neg,
+        }
+    ).write_parquet(tmp_path / "test.parquet")
     return tmp_path
 
 
@@ -42,8 +44,9 @@ def test_conditions_name_the_machine(monkeypatch):
     assert (c["cores"], c["load_1m"]) == (7, 1.23)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         assert c["cpu"] == (names[0] if names else "?")
 
     class NoProc(type(Path())):
@@ -62,8 +65,10 @@ def test_learning_curve_resume_finds_points_already_measured(tmp_path):
 
     con = open_bench(tmp_path / "results.duckdb")
     assert not curve_point_measured(con, "gold", 250, "epochs=2")
-    con.execute("INSERT INTO bench.learning_curve (run_id, label_source, n_labels, details) VALUES ('r', 'gold', 250, ?)",
-                [json.dumps({"config": "epochs=2"})])
+    con.execute(
+        "INSERT INTO bench.learning_curve (run_id, label_source, n_labels, details) VALUES ('r', 'gold', 250, ?)",
+        [json.dumps({"config": "epochs=2"})],
+    )
     assert curve_point_measured(con, "gold", 250, "epochs=2")
     assert not curve_point_measured(con, "gold", 250, "epochs=3")
     assert not curve_point_measured(con, "llm", 250, "epochs=2")

@@ -36,8 +36,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]  # about 2 min on 
 
 CHROMIUM = os.environ.get("LLAMBERT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOTS = Path(os.environ.get("LLAMBERT_SCREENSHOT_DIR") or PROJECT_ROOT / "var" / "screenshots")
 if not SCREENSHOTS.is_absolute():
@@ -72,7 +78,8 @@ def free_port() -> int:
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -90,8 +97,11 @@ def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float 
         try:
             with urllib.request.urlopen(f"{url}/server_info", timeout=5) as r:
                 if r.status == 200:
-                    data = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name "
-                                        "loadStatus locationOrLoadError { __typename } } } } }")
+                    data = graphql(
+                        url,
+                        "{ workspaceOrError { ... on Workspace { locationEntries { name "
+                        "loadStatus locationOrLoadError { __typename } } } } }",
+                    )
                     entries = data["workspaceOrError"]["locationEntries"]
                     if entries and all(e["loadStatus"] == "LOADED" for e in entries):
                         kinds = {e["locationOrLoadError"]["__typename"] for e in entries}
@@ -110,8 +120,21 @@ def dagster_dev(env: dict, log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         wait_for_server(url, proc, log)
@@ -140,11 +163,23 @@ def ui(tmp_path_factory, small_corpus, tiny_models) -> Iterator[str]:
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "LLAMBERT_CONFIG": str(cfg), "LLAMBERT_NO_PROGRESS": "1",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LLAMBERT_CONFIG": str(cfg),
+        "LLAMBERT_NO_PROGRESS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     # The whole pipeline once, on the same instance, so every asset has a materialization.
-    built = subprocess.run([sys.executable, "-m", "dagster_project.run", "--config", str(cfg)], cwd=PROJECT_ROOT,
-                           env=env, capture_output=True, text=True, timeout=900)
+    built = subprocess.run(
+        [sys.executable, "-m", "dagster_project.run", "--config", str(cfg)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     with dagster_dev(env, root / "dagster_dev.log") as url:
         yield url
@@ -157,14 +192,18 @@ def browser_page(ui, tmp_path_factory):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium_profile")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            headless=True, viewport=VIEWPORT,
+            str(tmp_path_factory.mktemp("chromium_profile")),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,
         )
         page = ctx.new_page()
         page.set_default_timeout(120_000)  # a loaded 2-core machine renders slowly
         # Dagster's first-visit "Join the community" dialog covers the page: dismiss it whenever it shows.
-        page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                 lambda: page.get_by_role("button", name="Skip").click())
+        page.add_locator_handler(
+            page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
+        )
         try:
             yield page
         finally:
@@ -241,8 +280,9 @@ def test_launch_job_and_see_metadata(ui, browser_page):
         deadline = time.monotonic() + 300
         status = None
         while time.monotonic() < deadline:
-            status = graphql(ui, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                             {"id": run_id})["runOrError"]["status"]
+            status = graphql(
+                ui, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+            )["runOrError"]["status"]
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 break
             time.sleep(2)
@@ -252,14 +292,24 @@ def test_launch_job_and_see_metadata(ui, browser_page):
         page.screenshot(path=str(PROJECT_ROOT / "var" / "screenshots" / "run.png"))  # not for the README
 
         # The asset's latest materialization comes from our run, and its metadata rendered.
-        data = graphql(ui, '{ assetOrError(assetKey: {path: ["evaluation", "report"]}) { ... on Asset { '
-                           "assetMaterializations(limit: 1) { runId } } } }")
+        data = graphql(
+            ui,
+            '{ assetOrError(assetKey: {path: ["evaluation", "report"]}) { ... on Asset { '
+            "assetMaterializations(limit: 1) { runId } } } }",
+        )
         assert data["assetOrError"]["assetMaterializations"][0]["runId"] == run_id
         # The Events tab opens on the latest materialization: ours, with its metadata.
         page.goto(f"{ui}/assets/evaluation/report?view=events", wait_until="domcontentloaded")
         shown(page, run_id[:8], exact=False).wait_for()
-        for key in ("report", "confusion_matrix", "confusion_counts", "time_per_stage", "stage_costs",
-                    "student_accuracy_vs_gold", "dagster/row_count"):
+        for key in (
+            "report",
+            "confusion_matrix",
+            "confusion_counts",
+            "time_per_stage",
+            "stage_costs",
+            "student_accuracy_vs_gold",
+            "dagster/row_count",
+        ):
             shown(page, key).wait_for()
         shown(page, "accuracy_vs_gold", exact=False).wait_for()  # inside the rendered report table
         # Charts are markdown images (inline PNG); the UI shows long markdown in a dialog.

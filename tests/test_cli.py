@@ -14,8 +14,8 @@ import os
 import pty
 import re
 import select
-import subprocess
 import struct
+import subprocess
 import sys
 import termios
 from pathlib import Path
@@ -34,8 +34,15 @@ SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # no
 
 
 def llambert(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llambert.cli", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, input=stdin, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "llambert.cli", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +76,12 @@ def test_no_command_prints_help_and_fails():
 
 
 def test_sql_prints_an_aligned_table(warehouse):
-    r = llambert("sql", "--warehouse", str(warehouse),
-                 "SELECT split, count(*) AS documents, NULL AS nothing FROM raw.corpus GROUP BY 1 ORDER BY 1")
+    r = llambert(
+        "sql",
+        "--warehouse",
+        str(warehouse),
+        "SELECT split, count(*) AS documents, NULL AS nothing FROM raw.corpus GROUP BY 1 ORDER BY 1",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["split", "documents", "nothing"]
@@ -122,7 +133,9 @@ def test_sql_is_read_only_unless_write(warehouse, tmp_path):
     assert con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0] == 160
     con.close()
 
-    r = llambert("sql", "--warehouse", str(warehouse), "--write", "CREATE OR REPLACE TABLE ops.cli_note AS SELECT 7 AS x")
+    r = llambert(
+        "sql", "--warehouse", str(warehouse), "--write", "CREATE OR REPLACE TABLE ops.cli_note AS SELECT 7 AS x"
+    )
     assert r.returncode == 0, r.stderr
     r = llambert("sql", "--warehouse", str(warehouse), "--format", "json", "FROM ops.cli_note")
     assert json.loads(r.stdout) == [{"x": 7}]
@@ -151,14 +164,17 @@ def test_format_table_cuts_long_cells_and_says_what_it_left_out():
 
 def test_progress_bar_shows_rate_and_eta_in_a_terminal():
     """On a terminal the bars show a rate and an ETA; LLAMBERT_NO_PROGRESS turns them off."""
-    code = ("import time\nfrom llambert.progress import progress\n"
-            "with progress(40, 'student labels batch initial', 'doc') as bar:\n"
-            "    for _ in range(40):\n        time.sleep(0.03); bar.update(1)\n")
+    code = (
+        "import time\nfrom llambert.progress import progress\n"
+        "with progress(40, 'student labels batch initial', 'doc') as bar:\n"
+        "    for _ in range(40):\n        time.sleep(0.03); bar.update(1)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "LLAMBERT_NO_PROGRESS"}
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 columns wide
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, stdin=slave, stdout=slave, stderr=slave,
-                            env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    )
     os.close(slave)
     out = b""
     while True:
@@ -177,6 +193,11 @@ def test_progress_bar_shows_rate_and_eta_in_a_terminal():
     text = out.decode(errors="replace")
     assert "student labels batch initial" in text
     assert re.search(r"\d+/40 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?doc/s\]", text), text[-500:]
-    quiet = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                           env={**env, "LLAMBERT_NO_PROGRESS": "1"})
+    quiet = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "LLAMBERT_NO_PROGRESS": "1"},
+    )
     assert quiet.stderr == ""

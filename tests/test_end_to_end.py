@@ -8,9 +8,15 @@ import yaml
 from tests.conftest import tiny_settings_dict
 
 TABLES = [
-    "raw.corpus", "raw.occurrences", "labeling.sample", "labeling.llm_responses",
-    "labeling.parsed_labels", "students.checkpoints", "students.champion",
-    "predictions.labels", "evaluation.report",
+    "raw.corpus",
+    "raw.occurrences",
+    "labeling.sample",
+    "labeling.llm_responses",
+    "labeling.parsed_labels",
+    "students.checkpoints",
+    "students.champion",
+    "predictions.labels",
+    "evaluation.report",
 ]
 
 
@@ -18,8 +24,10 @@ def assert_every_table_has_its_model(con) -> None:
     """One hop from a table to the file that makes it: sql/<schema>/<table>.sql (views: sql/views/<name>.sql)."""
     from llambert.warehouse import SQL_DIR
 
-    tables = con.execute("SELECT table_schema, table_name, table_type FROM information_schema.tables "
-                         "WHERE table_catalog = current_database() ORDER BY ALL").fetchall()
+    tables = con.execute(
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+        "WHERE table_catalog = current_database() ORDER BY ALL"
+    ).fetchall()
     assert len(tables) > 20, tables
     missing = []
     for schema, name, kind in tables:
@@ -51,13 +59,19 @@ def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, 
     n_docs = con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
     assert n_docs == 160
     # Every document has exactly one prediction from the champion.
-    assert con.execute(
-        "SELECT count(DISTINCT doc_id) FROM predictions.labels WHERE checkpoint_id = (SELECT checkpoint_id FROM students.champion)"
-    ).fetchone()[0] == n_docs
+    assert (
+        con.execute(
+            "SELECT count(DISTINCT doc_id) FROM predictions.labels WHERE checkpoint_id = (SELECT checkpoint_id FROM students.champion)"
+        ).fetchone()[0]
+        == n_docs
+    )
     # Never test: no sampled document occurs in the test split.
-    assert con.execute(
-        "SELECT count(*) FROM labeling.sample WHERE doc_id IN (SELECT doc_id FROM raw.occurrences WHERE split = 'test')"
-    ).fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM labeling.sample WHERE doc_id IN (SELECT doc_id FROM raw.occurrences WHERE split = 'test')"
+        ).fetchone()[0]
+        == 0
+    )
     parsed, discarded, responses = con.execute(
         "SELECT (SELECT count(*) FROM labeling.parsed_labels), (SELECT count(*) FROM labeling.discarded), "
         "(SELECT count(*) FROM labeling.llm_responses)"
@@ -68,7 +82,10 @@ def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, 
     assert report["corpus.documents_labeled"] == n_docs
     # The projection is completed with the student's measured docs/s once predictions ran.
     assert report["projection.llm_only_hours"] > 0 and report["projection.llambert_hours"] > 0
-    assert report["projection.llm_only_over_llambert"] == report["projection.llm_only_hours"] / report["projection.llambert_hours"]
+    assert (
+        report["projection.llm_only_over_llambert"]
+        == report["projection.llm_only_hours"] / report["projection.llambert_hours"]
+    )
     assert_every_table_has_its_model(con)
     con.close()
     assert "whole corpus, LLM alone" in out
@@ -87,8 +104,13 @@ def test_blocking_check_stops_training(tmp_path, small_corpus, tiny_models, monk
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     from dagster_project.run import run_pipeline
 
-    cfg = _config(tmp_path, small_corpus, tiny_models, checks={"min_minority_share": 0.5, "max_discard_rate": 0.0},
-                  teacher={"model": str(tiny_models["teacher"]), "max_new_tokens": 1})
+    cfg = _config(
+        tmp_path,
+        small_corpus,
+        tiny_models,
+        checks={"min_minority_share": 0.5, "max_discard_rate": 0.0},
+        teacher={"model": str(tiny_models["teacher"]), "max_new_tokens": 1},
+    )
     assert run_pipeline(str(cfg)) == 1
     err = capsys.readouterr().err
     assert "label_balance" in err

@@ -31,10 +31,15 @@ def test_stratified_sample_spans_the_lengths_and_the_fit_is_linear():
 def test_estimate_measures_the_tiny_teacher_and_student_and_caches_the_answers(tmp_path, small_corpus, tiny_models):
     from llambert.config import load_settings
 
-    settings = load_settings(overrides=tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
-                                                          sample={"size": 30}, student={"kind": "encoder"}))
+    settings = load_settings(
+        overrides=tiny_settings_dict(
+            tmp_path / "home", small_corpus, tiny_models, sample={"size": 30}, student={"kind": "encoder"}
+        )
+    )
     first = estimate(settings, n=6)
-    assert first["corpus_docs"] == 160 and first["pool_docs"] == 120 and first["corpus_from"].startswith("the configured")
+    assert (
+        first["corpus_docs"] == 160 and first["pool_docs"] == 120 and first["corpus_from"].startswith("the configured")
+    )
     assert first["measured"] == 6 and first["asked_now"] == 6 and first["from_cache"] == 0
     proj = first["projection"]
     assert set(proj["teacher_seconds"]) == {15, 30, 60}
@@ -55,12 +60,30 @@ def test_estimate_measures_the_tiny_teacher_and_student_and_caches_the_answers(t
 
 def test_the_estimate_command_prints_the_projection(tmp_path, small_corpus, tiny_models):
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
-                                                     student={"kind": "linear"})))
+    cfg.write_text(
+        yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, student={"kind": "linear"}))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_TEST")} | {"OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "estimate", "-n", "4",
-                        "--set", "sample.size=100", "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llambert.cli",
+            "--config",
+            str(cfg),
+            "estimate",
+            "-n",
+            "4",
+            "--set",
+            "sample.size=100",
+            "--json",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["sample_size"] == 100 and out["measured"] == 4 and out["student"] == {"kind": "linear"}

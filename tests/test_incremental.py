@@ -27,8 +27,9 @@ def _context(instance, defs):
     import dagster as dg
 
     # instance_ref, as the daemon passes it: run requests for partitions added in the same tick resolve.
-    return dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
-                                   resources={"llambert": defs.resources["llambert"]})
+    return dg.build_sensor_context(
+        instance_ref=instance.get_ref(), definitions=defs, resources={"llambert": defs.resources["llambert"]}
+    )
 
 
 def _evaluate(instance, defs, name: str):
@@ -50,19 +51,33 @@ def _tick(instance, defs) -> list:
 
 
 def _counts(con) -> dict:
-    return dict(zip(
-        ["corpus", "occurrences", "rejected", "predictions", "audit_labels", "inbox_files"],
-        con.execute("SELECT (SELECT count(*) FROM raw.corpus), (SELECT count(*) FROM raw.occurrences), "
-                    "(SELECT count(*) FROM raw.rejected), (SELECT count(*) FROM predictions.labels), "
-                    "(SELECT count(*) FROM labeling.audit_labels), (SELECT count(*) FROM raw.inbox_files)").fetchone(),
-    ))
+    return dict(
+        zip(
+            ["corpus", "occurrences", "rejected", "predictions", "audit_labels", "inbox_files"],
+            con.execute(
+                "SELECT (SELECT count(*) FROM raw.corpus), (SELECT count(*) FROM raw.occurrences), "
+                "(SELECT count(*) FROM raw.rejected), (SELECT count(*) FROM predictions.labels), "
+                "(SELECT count(*) FROM labeling.audit_labels), (SELECT count(*) FROM raw.inbox_files)"
+            ).fetchone(),
+        )
+    )
 
 
 def _write_config(root, home, small_corpus, tiny_models):
     cfg = root / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(
-        home, small_corpus, tiny_models, audit=AUDIT, inbox={"settle_seconds": 0}, threads=1,
-        student={"recipe": "llambert_extra"})))  # the recipe that trains on the whole LLM pool, audit labels included
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(
+                home,
+                small_corpus,
+                tiny_models,
+                audit=AUDIT,
+                inbox={"settle_seconds": 0},
+                threads=1,
+                student={"recipe": "llambert_extra"},
+            )
+        )
+    )  # the recipe that trains on the whole LLM pool, audit labels included
     return cfg
 
 
@@ -92,8 +107,12 @@ def incremental(initial_state, tmp_path, small_corpus, tiny_models, monkeypatch)
     cfg = _write_config(tmp_path, tmp_path / "home", small_corpus, tiny_models)
     # Entered, so Dagster's per-instance state (defs state storage) is this test's, not a previous one's.
     with dg.DagsterInstance.get() as instance:
-        yield {"cfg": cfg, "settings": load_settings(cfg), "instance": instance,
-               "defs": build_definitions(LlambertResource(config_path=str(cfg)))}
+        yield {
+            "cfg": cfg,
+            "settings": load_settings(cfg),
+            "instance": instance,
+            "defs": build_definitions(LlambertResource(config_path=str(cfg))),
+        }
 
 
 def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, imdb_dir, tmp_path):
@@ -103,7 +122,10 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
     wh = str(settings.warehouse_path)
     with duckdb.connect(wh, read_only=True) as con:
         before = _counts(con)
-        known = [r[0] for r in con.execute("SELECT text FROM raw.corpus WHERE split = 'train' ORDER BY doc_id LIMIT 2").fetchall()]
+        known = [
+            r[0]
+            for r in con.execute("SELECT text FROM raw.corpus WHERE split = 'train' ORDER BY doc_id LIMIT 2").fetchall()
+        ]
         champion = con.execute("SELECT checkpoint_id FROM students.champion").fetchone()[0]
     fresh = pl.read_parquet(imdb_dir / "test.parquet").sample(10, seed=11)["text"].str.slice(0, 300).to_list()
     fresh = [t for t in fresh if _md5(t) not in {_md5(k) for k in known}]
@@ -130,24 +152,42 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
     expected = {_md5(t) for t in fresh}
     with duckdb.connect(wh, read_only=True) as con:
         after = _counts(con)
-        assert {r[0] for r in con.execute("SELECT doc_id FROM raw.corpus WHERE batch = ?", [key]).fetchall()} == expected
+        assert {
+            r[0] for r in con.execute("SELECT doc_id FROM raw.corpus WHERE batch = ?", [key]).fetchall()
+        } == expected
         # Predictions for exactly the new documents, from the champion, under this partition.
-        assert {r[0] for r in con.execute(
-            "SELECT doc_id FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [key, champion]).fetchall()} == expected
+        assert {
+            r[0]
+            for r in con.execute(
+                "SELECT doc_id FROM predictions.labels WHERE batch = ? AND checkpoint_id = ?", [key, champion]
+            ).fetchall()
+        } == expected
         assert after["predictions"] == before["predictions"] + len(expected)
         assert after["occurrences"] == before["occurrences"] + len(texts) - 1
         assert after["rejected"] == before["rejected"] + 1
-        assert con.execute("SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files "
-                           "WHERE batch = ?", [key]).fetchone() == (len(texts), 1, len(expected), 2)
+        assert con.execute(
+            "SELECT input_rows, rejected_rows, new_documents, known_documents FROM raw.inbox_files WHERE batch = ?",
+            [key],
+        ).fetchone() == (len(texts), 1, len(expected), 2)
         # The audit: the k least confident new documents went to the teacher.
-        audited = con.execute("SELECT doc_id FROM labeling.audit_labels WHERE batch = ? ORDER BY doc_id", [key]).fetchall()
-        least = con.execute("SELECT doc_id FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? "
-                            "ORDER BY probability, doc_id LIMIT 4", [key, champion]).fetchall()
+        audited = con.execute(
+            "SELECT doc_id FROM labeling.audit_labels WHERE batch = ? ORDER BY doc_id", [key]
+        ).fetchall()
+        least = con.execute(
+            "SELECT doc_id FROM predictions.labels WHERE batch = ? AND checkpoint_id = ? "
+            "ORDER BY probability, doc_id LIMIT 4",
+            [key, champion],
+        ).fetchall()
         assert sorted(audited) == sorted(least) and len(audited) == 4
-        run = con.execute("SELECT audited, parsed, agreed, agreement, retrain_requested FROM labeling.audit_runs "
-                          "WHERE batch = ?", [key]).fetchone()
-        assert run[0] == 4 and run[1] == con.execute(
-            "SELECT count(label) FROM labeling.audit_labels WHERE batch = ?", [key]).fetchone()[0]
+        run = con.execute(
+            "SELECT audited, parsed, agreed, agreement, retrain_requested FROM labeling.audit_runs WHERE batch = ?",
+            [key],
+        ).fetchone()
+        assert (
+            run[0] == 4
+            and run[1]
+            == con.execute("SELECT count(label) FROM labeling.audit_labels WHERE batch = ?", [key]).fetchone()[0]
+        )
         assert run[3] == (run[2] / run[1] if run[1] else None)
         requested = con.execute("SELECT count(*) FROM students.retrain_requests WHERE batch = ?", [key]).fetchone()[0]
         assert run[4] == (requested == 1)
@@ -157,15 +197,24 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
 
         reason = retrain_reason(settings, run[1], run[1], run[3])
         assert run[4] == (reason is not None)
-        assert con.execute("SELECT reason, new_labels, agreement FROM students.retrain_requests WHERE batch = ?",
-                           [key]).fetchall() == ([(reason, run[1], run[3])] if reason else [])
-        assert con.execute("SELECT count(*) FROM ops.stage_runs WHERE stage = 'audit' AND partition = ?", [key]).fetchone()[0] == 1
+        assert con.execute(
+            "SELECT reason, new_labels, agreement FROM students.retrain_requests WHERE batch = ?", [key]
+        ).fetchall() == ([(reason, run[1], run[3])] if reason else [])
+        assert (
+            con.execute(
+                "SELECT count(*) FROM ops.stage_runs WHERE stage = 'audit' AND partition = ?", [key]
+            ).fetchone()[0]
+            == 1
+        )
     # Parsed audit labels join the training pool (training_phases rebuilds students.training_examples).
     from llambert.pipeline import training_phases
 
     with duckdb.connect(wh) as con:
         training_phases(con, settings)
-        assert con.execute("SELECT count(*) FROM students.training_examples WHERE origin = 'audit'").fetchone()[0] == run[1]
+        assert (
+            con.execute("SELECT count(*) FROM students.training_examples WHERE origin = 'audit'").fetchone()[0]
+            == run[1]
+        )
     mat = instance.get_latest_materialization_event(dg.AssetKey(["labeling", "audit_labels"]))
     assert mat.asset_materialization.partition == key
     assert mat.asset_materialization.metadata["audited"].value == 4
@@ -175,7 +224,9 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
     shutil.copy(staging / "new reviews.parquet", settings.inbox_dir / "copy of it.parquet")
     assert _tick(instance, defs) == []
     assert sorted(p.name.split("-", 1)[1] for p in (settings.inbox_dir / ".duplicates").iterdir()) == [
-        "copy of it.parquet", "new reviews.parquet"]
+        "copy of it.parquet",
+        "new reviews.parquet",
+    ]
     with duckdb.connect(wh, read_only=True) as con:
         assert _counts(con) == after
 
@@ -188,8 +239,9 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
         again = _counts(con)
         assert again["corpus"] == after["corpus"] and again["predictions"] == after["predictions"]
         assert again["occurrences"] == after["occurrences"] + len(texts) - 1  # every input row is still recorded
-        assert con.execute("SELECT new_documents, known_documents FROM raw.inbox_files WHERE batch = ?",
-                           [key2]).fetchone() == (0, len(expected) + 2)
+        assert con.execute(
+            "SELECT new_documents, known_documents FROM raw.inbox_files WHERE batch = ?", [key2]
+        ).fetchone() == (0, len(expected) + 2)
 
     # A backfill over every partition replaces each batch's rows and duplicates nothing.
     job = defs.resolve_job_def("ingest_and_label_batch")
@@ -199,7 +251,12 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
         assert job.execute_in_process(instance=instance, partition_key=p).success
     with duckdb.connect(wh, read_only=True) as con:
         assert _counts(con) == again
-        assert con.execute("SELECT count(*) - count(DISTINCT (doc_id, checkpoint_id)) FROM predictions.labels").fetchone()[0] == 0
+        assert (
+            con.execute("SELECT count(*) - count(DISTINCT (doc_id, checkpoint_id)) FROM predictions.labels").fetchone()[
+                0
+            ]
+            == 0
+        )
         last = con.execute("SELECT prompts, cached FROM labeling.llm_runs ORDER BY finished_at DESC LIMIT 1").fetchone()
         assert last == (0, 4)  # the re-audit paid for nothing
 
@@ -209,14 +266,15 @@ def test_inbox_sensor_ingests_labels_audits_and_never_duplicates(incremental, im
     report = status_report(settings)
     assert report["champion"]["checkpoint_id"] == champion
     assert [b["batch"] for b in report["batches"]] == ["initial", key, key2]
-    assert report["pending_documents"] == 0 and report["waiting_in_inbox"] == [] and report["claimed_not_ingested"] == []
+    assert (
+        report["pending_documents"] == 0 and report["waiting_in_inbox"] == [] and report["claimed_not_ingested"] == []
+    )
     text = "\n".join(format_report(report))
     assert key in text and champion in text
 
 
 def test_retrain_sensor_follows_the_audit(incremental, imdb_dir, tmp_path):
     """An audit that requests a retrain makes the retrain sensor ask for train_student (when auto_retrain)."""
-    import dagster as dg
 
     from dagster_project.definitions import build_definitions
     from dagster_project.resources import LlambertResource
@@ -230,8 +288,9 @@ def test_retrain_sensor_follows_the_audit(incremental, imdb_dir, tmp_path):
     defs = build_definitions(LlambertResource(config_path=str(incremental["cfg"]), overrides_yaml=over))
     [req] = _tick(instance, defs)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        parsed, requested = con.execute("SELECT parsed, retrain_requested FROM labeling.audit_runs WHERE batch = ?",
-                                        [req.partition_key]).fetchone()
+        parsed, requested = con.execute(
+            "SELECT parsed, retrain_requested FROM labeling.audit_runs WHERE batch = ?", [req.partition_key]
+        ).fetchone()
     assert requested == (parsed > 0)
     data = _evaluate(instance, defs, "retrain_sensor")
     if requested:
@@ -261,15 +320,18 @@ def test_ingest_now_runs_in_a_child_process(incremental, imdb_dir, tmp_path, cap
         assert con.execute("SELECT count(*) FROM predictions.labels WHERE batch LIKE 'now-%'").fetchone()[0] == 6
 
 
-@pytest.mark.parametrize("new_labels, parsed, agreement, expected", [
-    (2, 2, 1.0, "2 audit labels newer than the last training (>= 2)"),  # enough new labels, however good
-    (7, 7, 0.0, "7 audit labels newer than the last training (>= 2)"),  # the count rule is said first
-    (1, 1, 1.0, None),  # one new label and full agreement: nothing to retrain for
-    (1, 1, 0.5, "agreement 0.500 on 1 audited documents < 0.8"),
-    (1, 1, 0.8, None),  # at the bound is not below it
-    (1, 3, 0.5, "agreement 0.500 on 3 audited documents < 0.8"),  # parsed earlier, trained since: agreement only
-    (0, 0, None, None),  # nothing parsed: no agreement to judge
-])
+@pytest.mark.parametrize(
+    "new_labels, parsed, agreement, expected",
+    [
+        (2, 2, 1.0, "2 audit labels newer than the last training (>= 2)"),  # enough new labels, however good
+        (7, 7, 0.0, "7 audit labels newer than the last training (>= 2)"),  # the count rule is said first
+        (1, 1, 1.0, None),  # one new label and full agreement: nothing to retrain for
+        (1, 1, 0.5, "agreement 0.500 on 1 audited documents < 0.8"),
+        (1, 1, 0.8, None),  # at the bound is not below it
+        (1, 3, 0.5, "agreement 0.500 on 3 audited documents < 0.8"),  # parsed earlier, trained since: agreement only
+        (0, 0, None, None),  # nothing parsed: no agreement to judge
+    ],
+)
 def test_retrain_policy(tiny_settings, new_labels, parsed, agreement, expected):
     """audit.retrain_min_new_labels 2, retrain_min_agreement 0.8 (the default), min_audited_for_agreement 1."""
     from llambert.audit import retrain_reason

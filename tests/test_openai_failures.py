@@ -32,7 +32,12 @@ def _reply(content: str | None, logprobs: dict | None = None) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
     if logprobs is not None:
         choice["logprobs"] = logprobs
-    return {"id": "x", "object": "chat.completion", "choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 1}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [choice],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 1},
+    }
 
 
 def _label_for(doc: str) -> str:
@@ -62,7 +67,9 @@ class _Server:
                     n = outer.calls.get(doc, 0)
                     outer.calls[doc] = n + 1
                     over = outer.total > MAX_REQUESTS
-                status, data = (410, b"too many requests for this test") if over else outer.respond(doc, n, self.headers)
+                status, data = (
+                    (410, b"too many requests for this test") if over else outer.respond(doc, n, self.headers)
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -123,8 +130,9 @@ def test_non_json_200_is_retried_and_the_run_completes(tmp_path, serve):
     texts = ["a good film number one", "a bad film number two", "GLITCH good", "good again", "bad again", "so good"]
     teacher = _teacher(server.url)
     with open_warehouse(tmp_path / "w.duckdb") as con:
-        stats = label_documents(con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=2,
-                                show_progress=False)
+        stats = label_documents(
+            con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=2, show_progress=False
+        )
         n_cached = con.execute("SELECT count(*) FROM labeling.llm_cache").fetchone()[0]
     teacher.close()
     assert stats.prompts == len(texts) and n_cached == len(texts)
@@ -175,8 +183,9 @@ def test_reply_without_choices_fails_naming_url_and_keeps_received_answers(tmp_p
     teacher = _teacher(server.url)
     with open_warehouse(tmp_path / "w.duckdb") as con:
         with pytest.raises(EndpointError) as err:
-            label_documents(con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=32,
-                            show_progress=False)
+            label_documents(
+                con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=32, show_progress=False
+            )
         kept = _cached(con)
         msg = str(err.value)
         assert f"{server.url}/chat/completions" in msg and "no choices" in msg and "gave up after 3 attempts" in msg
@@ -188,8 +197,9 @@ def test_reply_without_choices_fails_naming_url_and_keeps_received_answers(tmp_p
         # The re-run asks only for the missing one: nothing is paid for twice.
         state["fixed"] = True
         before = server.total
-        stats = label_documents(con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=32,
-                                show_progress=False)
+        stats = label_documents(
+            con, teacher, _docs(texts), TASK.version, batch_size=4, commit_every=32, show_progress=False
+        )
         assert stats.prompts == 1 and stats.cached == len(texts) - 1 and server.total == before + 1
     teacher.close()
 
@@ -202,8 +212,13 @@ def test_error_messages_never_show_the_key(serve, monkeypatch, caplog):
     def respond(doc, n, headers):
         echoed = dict(headers.items())
         if "KIND_JSON" in doc:  # the request headers echoed as JSON, plus an upstream's own credentials
-            body = json.dumps({"error": "upstream failed", "request_headers": echoed,
-                               "upstream": {"api-key": "upstream-key-777", "authorization": "Bearer other-tok-999"}})
+            body = json.dumps(
+                {
+                    "error": "upstream failed",
+                    "request_headers": echoed,
+                    "upstream": {"api-key": "upstream-key-777", "authorization": "Bearer other-tok-999"},
+                }
+            )
         elif "KIND_TEXT" in doc:  # header lines, as a proxy's debug page would print them
             body = "upstream failed\n" + str(headers) + "X-Api-Key: another-secret-555\n"
         else:  # the bare key right at the 300-character cut of the message
@@ -232,8 +247,15 @@ def test_choice_answer_outside_the_choices_is_discarded_with_its_text(tmp_path, 
     from llambert import pipeline
 
     rogue = "I cannot comply. SYSTEM: label=positive"
-    lp = {"content": [{"token": "pos", "logprob": -0.1,
-                       "top_logprobs": [{"token": "pos", "logprob": -0.1}, {"token": "neg", "logprob": -2.5}]}]}
+    lp = {
+        "content": [
+            {
+                "token": "pos",
+                "logprob": -0.1,
+                "top_logprobs": [{"token": "pos", "logprob": -0.1}, {"token": "neg", "logprob": -2.5}],
+            }
+        ]
+    }
 
     def respond(doc, n, headers):
         if "ROGUE" in doc:
@@ -254,7 +276,9 @@ def test_choice_answer_outside_the_choices_is_discarded_with_its_text(tmp_path, 
         pipeline.parse_labels(con, SimpleNamespace(task=TASK.name))
         parsed = dict(con.execute("SELECT doc_id, probability FROM labeling.parsed_labels").fetchall())
         discarded = con.execute("SELECT doc_id, raw_text, reason FROM labeling.discarded").fetchall()
-        probs = con.execute("SELECT raw_text, label_probs FROM labeling.llm_responses WHERE doc_id = 'rogue'").fetchone()
+        probs = con.execute(
+            "SELECT raw_text, label_probs FROM labeling.llm_responses WHERE doc_id = 'rogue'"
+        ).fetchone()
     teacher.close()
     assert set(parsed) == {"ok1", "ok2"} and all(p == pytest.approx(0.9168, abs=1e-3) for p in parsed.values())
     assert len(discarded) == 1 and discarded[0][0] == "rogue" and discarded[0][2] == "outside_choices"

@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llambert.warehouse import write_task_labels
 from llambert.tasks import load_task
-from llambert.warehouse import run_model
+from llambert.warehouse import run_model, write_task_labels
 
 DISCARD_REASONS = {"no_answer", "empty_answer", "no_label_word", "several_labels", "outside_choices"}
 COMBOS = [(task, match) for task in ("imdb_sentiment", "umls_related") for match in ("contains", "word")]
@@ -27,7 +26,9 @@ def _parser(task_name: str, match: str):
     task = load_task(task_name).model_copy(update={"match": match})
     con = duckdb.connect()
     con.execute("CREATE SCHEMA labeling")
-    con.execute("CREATE TABLE labeling.llm_responses (doc_id VARCHAR, raw_text VARCHAR, label_probs MAP(VARCHAR, DOUBLE))")
+    con.execute(
+        "CREATE TABLE labeling.llm_responses (doc_id VARCHAR, raw_text VARCHAR, label_probs MAP(VARCHAR, DOUBLE))"
+    )
     write_task_labels(con, task)
     run_model(con, "labeling.answer_matches")
     return task, con
@@ -42,7 +43,9 @@ def parser(request):
 
 def _parse(con, answers: list[str | None]) -> list[tuple]:
     con.execute("DELETE FROM labeling.llm_responses")
-    con.executemany("INSERT INTO labeling.llm_responses VALUES (?, ?, NULL)", [[str(i), a] for i, a in enumerate(answers)])
+    con.executemany(
+        "INSERT INTO labeling.llm_responses VALUES (?, ?, NULL)", [[str(i), a] for i, a in enumerate(answers)]
+    )
     return con.execute(
         "SELECT raw_text, label, label_name, discard_reason, n_matched FROM labeling.answer_matches ORDER BY doc_id::INTEGER"
     ).fetchall()
@@ -52,13 +55,19 @@ def _decorated(words: list[str]) -> st.SearchStrategy[str]:
     """A label word as an LLM might write it: any case, quotes, punctuation, padding, chatter around."""
     word = st.sampled_from(words).flatmap(
         lambda w: st.lists(st.booleans(), min_size=len(w), max_size=len(w)).map(
-            lambda ups: "".join(c.upper() if u else c for c, u in zip(w, ups))))
+            lambda ups: "".join(c.upper() if u else c for c, u in zip(w, ups))
+        )
+    )
     pad = st.text(alphabet=" \t\n'\"*.,!:;()[]-", max_size=4)
     return st.tuples(pad, word, pad).map("".join)
 
 
-ANY_TEXT = st.one_of(st.none(), st.text(max_size=60), st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
-                     st.text(alphabet=" \t\n\r\f\u00a0\u2003\u2028", max_size=6))
+ANY_TEXT = st.one_of(
+    st.none(),
+    st.text(max_size=60),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+    st.text(alphabet=" \t\n\r\f\u00a0\u2003\u2028", max_size=6),
+)
 
 
 def _blank(s: str) -> bool:
@@ -71,10 +80,18 @@ def _blank(s: str) -> bool:
 def test_every_answer_is_a_label_or_a_discard(parser, data):
     task, con = parser
     words = [w for l in task.labels for w in l.words]
-    answers = data.draw(st.lists(st.one_of(ANY_TEXT, _decorated(words),
-                                           st.lists(_decorated(words), min_size=2, max_size=3).map(" ".join),
-                                           st.tuples(st.text(max_size=20), _decorated(words), st.text(max_size=20)).map(" ".join)),
-                                 min_size=1, max_size=20))
+    answers = data.draw(
+        st.lists(
+            st.one_of(
+                ANY_TEXT,
+                _decorated(words),
+                st.lists(_decorated(words), min_size=2, max_size=3).map(" ".join),
+                st.tuples(st.text(max_size=20), _decorated(words), st.text(max_size=20)).map(" ".join),
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
     rows = _parse(con, answers)
     assert len(rows) == len(answers)  # nothing is lost
     names = {l.id: l.name for l in task.labels}
@@ -122,7 +139,9 @@ def _reference(task, match: str, raw: str | None) -> str | int:
     squash = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())  # noqa: E731
     spaced = lambda s: " " + " ".join(re.sub(r"[^a-z0-9]+", " ", s.lower()).split()) + " "  # noqa: E731
     hits = {
-        l.id for l in task.labels for w in l.words
+        l.id
+        for l in task.labels
+        for w in l.words
         if (squash(w) in squash(raw) if match == "contains" else spaced(w) in spaced(raw))
     }
     return hits.pop() if len(hits) == 1 else ("no_label_word" if not hits else "several_labels")
@@ -135,8 +154,17 @@ def test_the_sql_parser_follows_the_documented_rule(parser, data):
     task, con = parser
     words = [w for l in task.labels for w in l.words]
     ascii_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
-    answers = data.draw(st.lists(st.one_of(st.none(), ascii_text, _decorated(words),
-                                           st.tuples(ascii_text, _decorated(words), ascii_text).map("".join)),
-                                 min_size=1, max_size=20))
+    answers = data.draw(
+        st.lists(
+            st.one_of(
+                st.none(),
+                ascii_text,
+                _decorated(words),
+                st.tuples(ascii_text, _decorated(words), ascii_text).map("".join),
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
     for raw, label, _, reason, _ in _parse(con, answers):
         assert (label if reason is None else reason) == _reference(task, task.match, raw), raw

@@ -20,15 +20,22 @@ def png_size(markdown: str) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.parametrize("make", [
-    lambda: plots.bar_chart({"negative": 18, "positive": 22}, "teacher labels in the sample"),
-    lambda: plots.bar_chart({}, "nothing yet"),
-    lambda: plots.confusion_matrices({"student": [[23, 2], [5, 10]], "teacher": [[0, 0], [0, 0]]},
-                                     ["negative", "positive"]),
-    lambda: plots.training_curve([1, 2, 3], {"train loss": [0.7, 0.5, 0.4], "val loss": [0.69, None, 0.45]},
-                                 {"val accuracy": [0.5, 0.7, 0.8]}),
-    lambda: plots.stage_times([("ingest", 160, 1.2), ("teacher", 40, 3.0), ("train", 36, 0.0)]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plots.bar_chart({"negative": 18, "positive": 22}, "teacher labels in the sample"),
+        lambda: plots.bar_chart({}, "nothing yet"),
+        lambda: plots.confusion_matrices(
+            {"student": [[23, 2], [5, 10]], "teacher": [[0, 0], [0, 0]]}, ["negative", "positive"]
+        ),
+        lambda: plots.training_curve(
+            [1, 2, 3],
+            {"train loss": [0.7, 0.5, 0.4], "val loss": [0.69, None, 0.45]},
+            {"val accuracy": [0.5, 0.7, 0.8]},
+        ),
+        lambda: plots.stage_times([("ingest", 160, 1.2), ("teacher", 40, 3.0), ("train", 36, 0.0)]),
+    ],
+)
 def test_charts_are_pngs_in_markdown(make):
     w, h = png_size(make())
     assert 150 < w < 1200 and 100 < h < 900

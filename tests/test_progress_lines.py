@@ -35,8 +35,10 @@ def test_weighted_eta_follows_the_work_done_not_the_count():
     assert p.eta() == pytest.approx(12.0)
     assert p.elapsed * (p.total - p.n) / p.n == pytest.approx(48.0)  # what a count-based ETA would say
     line = p.line()
-    assert line == ("[llambert] teacher: 4/16 prompt (25%; 57% of prompt chars), 4.00 s/prompt, ETA 0:00:12 "
-                    "(by prompt chars), elapsed 0:00:16")
+    assert line == (
+        "[llambert] teacher: 4/16 prompt (25%; 57% of prompt chars), 4.00 s/prompt, ETA 0:00:12 "
+        "(by prompt chars), elapsed 0:00:16"
+    )
     clock.t += 6.0
     p.update(6, weight=600)  # an explicit weight
     assert p.eta() == pytest.approx(22.0 * 600 / 2200)
@@ -66,17 +68,26 @@ def test_without_a_terminal_lines_come_on_a_timer_and_reach_the_sinks(monkeypatc
 def test_a_non_tty_run_prints_lines_and_short_work_prints_nothing():
     """A child with stderr to a pipe (not a terminal): weighted lines every interval; with the default interval
     (30 s) a short loop prints nothing, as before."""
-    code = ("import time\nfrom llambert.progress import progress\n"
-            "w = [400] * 4 + [100] * 12\n"
-            "with progress(16, 'teacher openai/generate', 'prompt', weights=w, weight_unit='prompt chars') as bar:\n"
-            "    for x in w:\n        time.sleep(x / 4000); bar.update(1)\n")
+    code = (
+        "import time\nfrom llambert.progress import progress\n"
+        "w = [400] * 4 + [100] * 12\n"
+        "with progress(16, 'teacher openai/generate', 'prompt', weights=w, weight_unit='prompt chars') as bar:\n"
+        "    for x in w:\n        time.sleep(x / 4000); bar.update(1)\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_")}
-    r = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
-                       env=env | {"LLAMBERT_PROGRESS_INTERVAL": "0.3"})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env | {"LLAMBERT_PROGRESS_INTERVAL": "0.3"},
+    )
     lines = r.stderr.splitlines()
     assert r.returncode == 0 and len(lines) >= 3, r.stderr
     assert all(ln.startswith("[llambert] teacher openai/generate: ") and "(by prompt chars)" in ln for ln in lines)
     assert "16/16 prompt (100%; 100% of prompt chars)" in lines[-1]
-    quiet = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                           timeout=60, env=env)
+    quiet = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, env=env
+    )
     assert quiet.returncode == 0 and quiet.stderr == ""

@@ -74,8 +74,11 @@ def _trained(home: Path, corpus: Path, tiny_models, **over):
     """A warehouse whose champion (the tiny encoder student) has labeled nothing yet."""
     from llambert.warehouse import open_warehouse
 
-    settings = load_settings(overrides=tiny_settings_dict(
-        home, corpus, tiny_models, threads=1, student={"kind": "encoder", "epochs": 1, "bf16": False}, **over))
+    settings = load_settings(
+        overrides=tiny_settings_dict(
+            home, corpus, tiny_models, threads=1, student={"kind": "encoder", "epochs": 1, "bf16": False}, **over
+        )
+    )
     with open_warehouse(settings.warehouse_path) as con:
         train_through(con, settings)
     return settings
@@ -89,8 +92,9 @@ def _n_docs(path: Path) -> int:
 
 def _predictions(path: Path) -> pl.DataFrame:
     with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute("SELECT doc_id, checkpoint_id, label, probability FROM predictions.labels "
-                           "ORDER BY doc_id").pl()
+        return con.execute(
+            "SELECT doc_id, checkpoint_id, label, probability FROM predictions.labels ORDER BY doc_id"
+        ).pl()
 
 
 def _with(settings, **sections):
@@ -113,8 +117,9 @@ def test_ray_engine_labels_exactly_what_the_local_engine_labels(tmp_path, corpus
     with duckdb.connect(str(settings.warehouse_path)) as con:
         con.execute("DELETE FROM predictions.labels")
 
-    ray_settings = _with(settings, inference={"engine": "ray", "workers": 2, "num_cpus": 2, "shard_rows": 500,
-                                              "batch_rows": 128})
+    ray_settings = _with(
+        settings, inference={"engine": "ray", "workers": 2, "num_cpus": 2, "shard_rows": 500, "batch_rows": 128}
+    )
     stats = pipeline.predict_batch(wh, ray_settings)
     assert stats["engine"] == "ray" and stats["predicted_now"] == n and stats["loaded"] == n
     assert stats["actors_used"] == 2, stats  # both workers labeled (Ray Data once packed all shards in one block)
@@ -130,8 +135,10 @@ def test_ray_engine_labels_exactly_what_the_local_engine_labels(tmp_path, corpus
     # The same job into a Parquet dataset: the warehouse's table is moved there, the view reads both.
     pq_settings = _with(ray_settings, predictions={"storage": "parquet"})
     with duckdb.connect(str(settings.warehouse_path)) as con:
-        con.execute("DELETE FROM predictions.labels WHERE doc_id IN (SELECT doc_id FROM predictions.labels "
-                    "ORDER BY doc_id LIMIT 1000)")
+        con.execute(
+            "DELETE FROM predictions.labels WHERE doc_id IN (SELECT doc_id FROM predictions.labels "
+            "ORDER BY doc_id LIMIT 1000)"
+        )
     stats = pipeline.predict_batch(wh, pq_settings)
     assert stats["predicted_now"] == 1000
     got = _predictions(settings.warehouse_path)
@@ -148,9 +155,11 @@ def test_a_ray_worker_killed_by_pid_mid_job_costs_no_rows(tmp_path, corpus, tiny
     from llambert.warehouse import Warehouse
 
     settings = _trained(tmp_path / "home", corpus, tiny_models)
-    ray_settings = _with(settings, inference={"engine": "ray", "workers": 2, "num_cpus": 2, "shard_rows": 250,
-                                              "batch_rows": 32},
-                         student={"infer_batch_size": 4})
+    ray_settings = _with(
+        settings,
+        inference={"engine": "ray", "workers": 2, "num_cpus": 2, "shard_rows": 250, "batch_rows": 32},
+        student={"infer_batch_size": 4},
+    )
     result, killed = {}, []
 
     def job():
@@ -176,8 +185,13 @@ def test_a_ray_worker_killed_by_pid_mid_job_costs_no_rows(tmp_path, corpus, tiny
     assert result["stats"]["predicted_now"] == n
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM predictions.labels").fetchone() == (n, n)
-        assert con.execute("SELECT count(*) FROM raw.corpus c WHERE NOT EXISTS (SELECT 1 FROM predictions.labels p "
-                           "WHERE p.doc_id = c.doc_id)").fetchone()[0] == 0
+        assert (
+            con.execute(
+                "SELECT count(*) FROM raw.corpus c WHERE NOT EXISTS (SELECT 1 FROM predictions.labels p "
+                "WHERE p.doc_id = c.doc_id)"
+            ).fetchone()[0]
+            == 0
+        )
     assert not _alive(killed[0][0])
 
 
@@ -189,8 +203,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("point", ["ray-load", "ray-load-committed"])
-def test_loader_killed_then_rerun_gives_one_row_per_document(point, tmp_path, small_corpus, tiny_models, teacher,
-                                                             ray_tmp):
+def test_loader_killed_then_rerun_gives_one_row_per_document(
+    point, tmp_path, small_corpus, tiny_models, teacher, ray_tmp
+):
     """`llambert run` with the Ray engine, SIGKILL inside the loader's transaction (rows inserted, not
     committed) or after its commit (staging not yet removed); the same command again loads the staged run
     without labeling again and leaves exactly one row per document."""
@@ -201,8 +216,14 @@ def test_loader_killed_then_rerun_gives_one_row_per_document(point, tmp_path, sm
     settings["inference"] = {"engine": "ray", "workers": 2, "num_cpus": 2, "shard_rows": 50, "batch_rows": 20}
     cfg.write_text(yaml.safe_dump(settings))
     env = env | {"RAY_TMPDIR": str(ray_tmp)}
-    proc = _start(cmd, env | {"LLAMBERT_TEST_KILL_POINT": point,
-                              "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}"})
+    proc = _start(
+        cmd,
+        env
+        | {
+            "LLAMBERT_TEST_KILL_POINT": point,
+            "PYTHONPATH": f"{PROJECT_ROOT / 'tests' / 'kill_points'}{os.pathsep}{env['PYTHONPATH']}",
+        },
+    )
     _kill_at_line(proc, "ray-load uncommitted" if point == "ray-load" else "ray-load committed")
     staged = list((tmp_path / "home" / "staging").rglob("_COMPLETE"))
     assert len(staged) == 1  # the Ray output survived the kill

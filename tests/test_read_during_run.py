@@ -50,11 +50,20 @@ class _GatedTeacher:
                     n = outer.arrived
                     outer.cond.notify_all()
                     outer.cond.wait_for(lambda: n <= outer.allowed or outer.closed, LIFETIME_S)
-                body = json.dumps({
-                    "id": "x", "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "positive" if n % 2 else
-                                                         "negative"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 1}}).encode()
+                body = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "positive" if n % 2 else "negative"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 11, "completion_tokens": 1},
+                    }
+                ).encode()
                 try:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -87,14 +96,22 @@ class _GatedTeacher:
 
 
 def _cli(config, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llambert.cli", "--config", str(config), *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "llambert.cli", "--config", str(config), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
 
 
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_TEST_")}
-    return env | {"OMP_NUM_THREADS": "1",
-                  "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    return env | {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
 
 
 def _count(config, table: str) -> int:
@@ -109,16 +126,37 @@ def test_sql_and_status_read_the_warehouse_while_the_teacher_labels(tmp_path, sm
     committed so far (batches of 4, committed every 4, before the next batch is sent)."""
     server = _GatedTeacher()
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(
-        tmp_path / "home", small_corpus, tiny_models, threads=1, sample={"size": SAMPLE},
-        teacher={"backend": "openai", "base_urls": [server.url], "batch_size": BATCH, "concurrency": BATCH,
-                 "commit_every": COMMIT_EVERY, "api_key_env": "LLAMBERT_TEST_NO_KEY"},
-        student={"kind": "linear"})))
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(
+                tmp_path / "home",
+                small_corpus,
+                tiny_models,
+                threads=1,
+                sample={"size": SAMPLE},
+                teacher={
+                    "backend": "openai",
+                    "base_urls": [server.url],
+                    "batch_size": BATCH,
+                    "concurrency": BATCH,
+                    "commit_every": COMMIT_EVERY,
+                    "api_key_env": "LLAMBERT_TEST_NO_KEY",
+                },
+                student={"kind": "linear"},
+            )
+        )
+    )
     # Progress lines every 0.5 s (no terminal here): they show in the run's log while the teacher is held.
     env = _env() | {"DAGSTER_HOME": str(tmp_path / "dagster_home"), "LLAMBERT_PROGRESS_INTERVAL": "0.5"}
-    proc = subprocess.Popen([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], cwd=PROJECT_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         counts = []
         for answered in (2 * BATCH, 5 * BATCH):
@@ -145,8 +183,12 @@ def test_sql_and_status_read_the_warehouse_while_the_teacher_labels(tmp_path, sm
         import dagster as dg
 
         with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
-            logged = [e.user_message for r in instance.get_runs() for e in instance.all_logs(r.run_id)
-                      if "[llambert] teacher openai/generate: " in (e.user_message or "")]
+            logged = [
+                e.user_message
+                for r in instance.get_runs()
+                for e in instance.all_logs(r.run_id)
+                if "[llambert] teacher openai/generate: " in (e.user_message or "")
+            ]
         assert logged and set(logged) <= set(progress)
     finally:
         if proc.poll() is None:
@@ -155,15 +197,19 @@ def test_sql_and_status_read_the_warehouse_while_the_teacher_labels(tmp_path, sm
         server.close()
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM labeling.llm_cache").fetchone()[0] == SAMPLE
-        assert con.execute("SELECT status, prompts, answered FROM labeling.llm_runs ORDER BY started_at").fetchall()[0] \
-            == ("done", SAMPLE, SAMPLE)
+        assert con.execute("SELECT status, prompts, answered FROM labeling.llm_runs ORDER BY started_at").fetchall()[
+            0
+        ] == ("done", SAMPLE, SAMPLE)
 
 
 def test_corpus_labeling_lets_readers_in_between_chunks(tmp_path, small_corpus, tiny_models):
     """predict_batch on a Warehouse holds no connection while the student predicts: a reader in another
     process sees every chunk committed before the one being predicted."""
-    settings = load_settings(overrides=tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
-                                                          student={"kind": "linear", "chunk_rows": 64}))
+    settings = load_settings(
+        overrides=tiny_settings_dict(
+            tmp_path / "home", small_corpus, tiny_models, student={"kind": "linear", "chunk_rows": 64}
+        )
+    )
     with open_warehouse(settings.warehouse_path) as con:
         train_through(con, settings)
     seen: list[int] = []
@@ -174,10 +220,13 @@ def test_corpus_labeling_lets_readers_in_between_chunks(tmp_path, small_corpus, 
         real_frame = predictor.predict_frame
 
         def predict_frame(frame):
-            code = ("import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
-                    "print(c.execute('SELECT count(*) FROM predictions.labels').fetchone()[0])")
-            r = subprocess.run([sys.executable, "-c", code, str(settings.warehouse_path)], capture_output=True,
-                               text=True, timeout=60)
+            code = (
+                "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+                "print(c.execute('SELECT count(*) FROM predictions.labels').fetchone()[0])"
+            )
+            r = subprocess.run(
+                [sys.executable, "-c", code, str(settings.warehouse_path)], capture_output=True, text=True, timeout=60
+            )
             assert r.returncode == 0, r.stderr[-1000:]  # no lock held while predicting
             seen.append(int(r.stdout))
             return real_frame(frame)
@@ -199,12 +248,26 @@ def test_a_reader_waits_for_the_lock_then_says_who_holds_it(tmp_path):
     path = tmp_path / "w.duckdb"
     with open_warehouse(path):
         pass
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        r = subprocess.run([sys.executable, "-m", "llambert.cli", "sql", "--warehouse", str(path), "--wait", "1",
-                            "SELECT 1"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, env=_env())
+        r = subprocess.run(
+            [sys.executable, "-m", "llambert.cli", "sql", "--warehouse", str(path), "--wait", "1", "SELECT 1"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=_env(),
+        )
         assert r.returncode == 1
         assert "the pipeline is writing" in r.stderr and "retrying for up to 1 s" in r.stderr
         assert f"locked by PID {holder.pid}" in r.stderr and "WarehouseLocked" in r.stderr, r.stderr

@@ -21,7 +21,7 @@ def real_corpus(imdb_dir, tmp_path_factory):
 
 
 def test_real_teacher_and_student_end_to_end(tmp_path, real_corpus, monkeypatch, capsys):
-    from llambert.models import ModelNotAvailable, is_installed
+    from llambert.models import is_installed
 
     for name in ("qwen2.5-coder-0.5b-instruct", "all-minilm-l6-v2"):
         if not is_installed(name):
@@ -31,14 +31,18 @@ def test_real_teacher_and_student_end_to_end(tmp_path, real_corpus, monkeypatch,
     from llambert.config import PROJECT_ROOT
 
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "home": str(tmp_path / "home"),
-        "data_dir": str(real_corpus),
-        "sample": {"size": 50, "pool_splits": ["train"]},
-        "teacher": {"model": "qwen2.5-coder-0.5b-instruct", "batch_size": 8, "max_prompt_tokens": 512},
-        "student": {"model": "all-minilm-l6-v2", "epochs": 2, "max_length": 128, "infer_max_length": 128},
-        "checks": {"min_minority_share": 0.2, "max_discard_rate": 0.1},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "home": str(tmp_path / "home"),
+                "data_dir": str(real_corpus),
+                "sample": {"size": 50, "pool_splits": ["train"]},
+                "teacher": {"model": "qwen2.5-coder-0.5b-instruct", "batch_size": 8, "max_prompt_tokens": 512},
+                "student": {"model": "all-minilm-l6-v2", "epochs": 2, "max_length": 128, "infer_max_length": 128},
+                "checks": {"min_minority_share": 0.2, "max_discard_rate": 0.1},
+            }
+        )
+    )
     # Reuse the project's model cache so the GGUF is assembled and converted once per machine.
     monkeypatch.setattr("llambert.config.Settings.models_dir", property(lambda self: PROJECT_ROOT / "var" / "models"))
     assert run_pipeline(str(cfg)) == 0, capsys.readouterr().err[-3000:]
@@ -48,10 +52,15 @@ def test_real_teacher_and_student_end_to_end(tmp_path, real_corpus, monkeypatch,
     assert report["teacher.discard_rate"] <= 0.1
     # ...and a real 0.5B teacher is far better than chance on IMDb (about 82% on 400 reviews here).
     assert report["teacher.accuracy_vs_gold"] >= 0.65, report
-    answers = {r[0] for r in con.execute("SELECT DISTINCT lower(trim(raw_text)) FROM labeling.llm_responses").fetchall()}
+    answers = {
+        r[0] for r in con.execute("SELECT DISTINCT lower(trim(raw_text)) FROM labeling.llm_responses").fetchall()
+    }
     assert answers & {"positive", "negative"}
-    assert con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0] == con.execute(
-        "SELECT count(*) FROM raw.corpus").fetchone()[0] == 150
+    assert (
+        con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0]
+        == con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
+        == 150
+    )
     identity = con.execute("SELECT DISTINCT model_identity FROM labeling.llm_responses").fetchall()
     assert len(identity) == 1 and identity[0][0].startswith("qwen2.5-coder-0.5b-instruct@")
     con.close()
@@ -79,19 +88,29 @@ def test_real_student_on_a_small_skewed_set_does_not_collapse(imdb_dir, tmp_path
     data = tmp_path / "skewed"
     data.mkdir()
     for split, n_pos, n_neg in (("train", 75, 300), ("test", 60, 240)):
-        frame = pl.read_parquet(imdb_dir / f"{split}.parquet").with_columns(pl.col("text").map_elements(_short, return_dtype=pl.Utf8))
+        frame = pl.read_parquet(imdb_dir / f"{split}.parquet").with_columns(
+            pl.col("text").map_elements(_short, return_dtype=pl.Utf8)
+        )
         frame = frame.filter(pl.col("text").str.len_chars() >= 20)
-        pl.concat([frame.filter(pl.col("label") == 1).sample(n_pos, seed=5),
-                   frame.filter(pl.col("label") == 0).sample(n_neg, seed=5)]).write_parquet(data / f"{split}.parquet")
-    pl.DataFrame({"id": [], "text": [], "label": []}, schema={"id": pl.Int64, "text": pl.Utf8, "label": pl.Int64}
-                 ).write_parquet(data / "unsup.parquet")
-    settings = load_settings(overrides={
-        "home": str(tmp_path / "home"), "data_dir": str(data),
-        "sample": {"size": 4, "pool_splits": ["train"]},
-        "teacher": {"model": "qwen2.5-coder-0.5b-instruct", "max_prompt_tokens": 256},
-        "student": {"model": "all-minilm-l6-v2", "recipe": "baseline", "probe_size": 100},
-        "checks": {"min_minority_share": 0.1},
-    })
+        pl.concat(
+            [
+                frame.filter(pl.col("label") == 1).sample(n_pos, seed=5),
+                frame.filter(pl.col("label") == 0).sample(n_neg, seed=5),
+            ]
+        ).write_parquet(data / f"{split}.parquet")
+    pl.DataFrame(
+        {"id": [], "text": [], "label": []}, schema={"id": pl.Int64, "text": pl.Utf8, "label": pl.Int64}
+    ).write_parquet(data / "unsup.parquet")
+    settings = load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(data),
+            "sample": {"size": 4, "pool_splits": ["train"]},
+            "teacher": {"model": "qwen2.5-coder-0.5b-instruct", "max_prompt_tokens": 256},
+            "student": {"model": "all-minilm-l6-v2", "recipe": "baseline", "probe_size": 100},
+            "checks": {"min_minority_share": 0.1},
+        }
+    )
     monkeypatch.setattr("llambert.config.Settings.models_dir", property(lambda self: PROJECT_ROOT / "var" / "models"))
     with open_warehouse(settings.warehouse_path) as con:
         pipeline.ingest_batch(con, settings)
@@ -104,7 +123,8 @@ def test_real_student_on_a_small_skewed_set_does_not_collapse(imdb_dir, tmp_path
         pipeline.predict_batch(con, settings)
         rows = con.execute(
             "SELECT c.gold_label, p.label FROM predictions.labels p JOIN raw.corpus c USING (doc_id) "
-            "WHERE c.split = 'test' AND p.checkpoint_id = (SELECT checkpoint_id FROM students.champion)").fetchall()
+            "WHERE c.split = 'test' AND p.checkpoint_id = (SELECT checkpoint_id FROM students.champion)"
+        ).fetchall()
         verdicts = con.execute("SELECT kind, verdict, score FROM students.candidates").fetchall()
     gold, pred = [r[0] for r in rows], [r[1] for r in rows]
     m = classification_metrics(gold, pred, [0, 1])

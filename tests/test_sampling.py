@@ -69,9 +69,14 @@ class _Oracle:
                 outer.asked.append(doc)
                 label = next((g for t, g in gold.items() if t[:200] in doc), None)
                 content = {1: "positive", 0: "negative"}.get(label, "unsure")
-                data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 9, "completion_tokens": 1}}).encode()
+                data = json.dumps(
+                    {
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -83,10 +88,20 @@ class _Oracle:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def teacher(self) -> OpenAITeacher:
-        dec = DecodingParams(mode="generate", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0,
-                             max_prompt_tokens=4096)
-        return OpenAITeacher("oracle", TASK, dec, [self.url], api_key_env="LLAMBERT_TEST_OPENAI_KEY",
-                             concurrency=4, backoff_s=0.01, max_retries=1, timeout_s=10.0)
+        dec = DecodingParams(
+            mode="generate", max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=4096
+        )
+        return OpenAITeacher(
+            "oracle",
+            TASK,
+            dec,
+            [self.url],
+            api_key_env="LLAMBERT_TEST_OPENAI_KEY",
+            concurrency=4,
+            backoff_s=0.01,
+            max_retries=1,
+            timeout_s=10.0,
+        )
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -97,16 +112,23 @@ def oracle(small_corpus):
     gold = {}
     for split in ("train", "test", "unsup"):
         f = pl.read_parquet(small_corpus / f"{split}.parquet")
-        gold |= {t: (g if split == "train" else int("good" in t or "great" in t)) for t, g in zip(f["text"], f["label"])}
+        gold |= {
+            t: (g if split == "train" else int("good" in t or "great" in t)) for t, g in zip(f["text"], f["label"])
+        }
     server = _Oracle(gold)
     yield server
     server.close()
 
 
 def _settings(tmp_path, small_corpus, tiny_models, size: int):
-    return load_settings(overrides=tiny_settings_dict(
-        tmp_path / "home", small_corpus, tiny_models,
-        sample={"size": size, "strategy": "uncertainty", "round_size": 12, "random_share": 0.25}))
+    return load_settings(
+        overrides=tiny_settings_dict(
+            tmp_path / "home",
+            small_corpus,
+            tiny_models,
+            sample={"size": size, "strategy": "uncertainty", "round_size": 12, "random_share": 0.25},
+        )
+    )
 
 
 def test_uncertainty_rounds_are_recorded_cached_and_never_test(tmp_path, small_corpus, tiny_models, oracle):
@@ -121,7 +143,8 @@ def test_uncertainty_rounds_are_recorded_cached_and_never_test(tmp_path, small_c
         test_docs = {r[0] for r in con.execute("SELECT doc_id FROM raw.occurrences WHERE split = 'test'").fetchall()}
         pool_margin = con.execute(
             "SELECT avg(student_margin) FILTER (picked_by = 'uncertainty'), avg(student_margin) FILTER "
-            "(picked_by = 'random' AND round > 0) FROM labeling.sample").fetchone()
+            "(picked_by = 'random' AND round > 0) FROM labeling.sample"
+        ).fetchone()
 
     # 12 + 12 + 12 + 4: rounds of 12 (9 by doubt, 3 at random), the last one partial.
     assert sample.height == 40 and answered == 40 and stats["asked"] == 40 and stats["rounds"] == 4
@@ -166,16 +189,39 @@ def test_llambert_run_grows_the_sample_round_by_round(tmp_path, small_corpus, ti
     from tests.conftest import PROJECT_ROOT
 
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(
-        tmp_path / "home", small_corpus, tiny_models, threads=1,
-        sample={"size": 40, "round_size": 12, "random_share": 0.25},
-        teacher={"backend": "openai", "base_urls": [oracle.url], "batch_size": 4, "concurrency": 4,
-                 "api_key_env": "LLAMBERT_TEST_NO_KEY"},
-        student={"kind": "linear"})))
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "OMP_NUM_THREADS": "1",
-           "LLAMBERT_NO_PROGRESS": "1"}
-    r = subprocess.run([sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"], cwd=PROJECT_ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(
+                tmp_path / "home",
+                small_corpus,
+                tiny_models,
+                threads=1,
+                sample={"size": 40, "round_size": 12, "random_share": 0.25},
+                teacher={
+                    "backend": "openai",
+                    "base_urls": [oracle.url],
+                    "batch_size": 4,
+                    "concurrency": 4,
+                    "api_key_env": "LLAMBERT_TEST_NO_KEY",
+                },
+                student={"kind": "linear"},
+            )
+        )
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "OMP_NUM_THREADS": "1",
+        "LLAMBERT_NO_PROGRESS": "1",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "run"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "sample round 3: 4 documents" in r.stderr
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)

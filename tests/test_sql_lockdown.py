@@ -34,9 +34,14 @@ def warehouse(tmp_path_factory, small_corpus) -> Path:
 
 def sql(warehouse: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
     """`llambert sql --warehouse W ...` with HOME (DuckDB's extension and secret folders) in tmp."""
-    return subprocess.run([sys.executable, "-m", "llambert.cli", "sql", "--warehouse", str(warehouse), *args],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "llambert.cli", "sql", "--warehouse", str(warehouse), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(home)},
+    )
 
 
 def assert_refused(r: subprocess.CompletedProcess) -> None:
@@ -85,8 +90,13 @@ def test_install_and_load_of_extensions_are_refused_before_any_download(warehous
 
 
 def test_changing_settings_is_refused(warehouse, tmp_path):
-    for q in ("SET threads = 1", "PRAGMA threads = 1", "SET enable_external_access = true",
-              "RESET lock_configuration", "SET lock_configuration = false"):
+    for q in (
+        "SET threads = 1",
+        "PRAGMA threads = 1",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "SET lock_configuration = false",
+    ):
         assert_refused(sql(warehouse, tmp_path, q))
 
 
@@ -102,9 +112,15 @@ def test_writing_the_warehouse_is_refused(warehouse, tmp_path):
 
 
 def test_ordinary_read_only_queries_still_work(warehouse, tmp_path):
-    r = sql(warehouse, tmp_path, "--format", "json", "SELECT split, count(*) AS n FROM raw.corpus GROUP BY 1 ORDER BY 1")
+    r = sql(
+        warehouse, tmp_path, "--format", "json", "SELECT split, count(*) AS n FROM raw.corpus GROUP BY 1 ORDER BY 1"
+    )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == [{"split": "test", "n": 40}, {"split": "train", "n": 60}, {"split": "unsup", "n": 60}]
+    assert json.loads(r.stdout) == [
+        {"split": "test", "n": 40},
+        {"split": "train", "n": 60},
+        {"split": "unsup", "n": 60},
+    ]
     r = sql(warehouse, tmp_path, "--format", "json", "SELECT stage, rows_total FROM views.stage_costs")
     assert r.returncode == 0, r.stderr
     assert {"stage": "ingest", "rows_total": 160} in json.loads(r.stdout)

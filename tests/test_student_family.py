@@ -10,16 +10,32 @@ import pytest
 from llambert.config import StudentConfig
 from llambert.student.train import Phase, epochs_for, example_weights, soft_targets
 
-POS = ["a wonderful film, loved it", "great acting and a great plot", "the best film this year", "good movie, fun",
-       "brilliant and moving", "I loved every minute", "superb cast, great story", "a joy to watch"]
-NEG = ["boring and awful", "terrible, I hated it", "the worst film ever made", "bad movie, dull",
-       "awful acting and a stupid plot", "I hated every minute", "a waste of time", "dreadful and boring"]
+POS = [
+    "a wonderful film, loved it",
+    "great acting and a great plot",
+    "the best film this year",
+    "good movie, fun",
+    "brilliant and moving",
+    "I loved every minute",
+    "superb cast, great story",
+    "a joy to watch",
+]
+NEG = [
+    "boring and awful",
+    "terrible, I hated it",
+    "the worst film ever made",
+    "bad movie, dull",
+    "awful acting and a stupid plot",
+    "I hated every minute",
+    "a waste of time",
+    "dreadful and boring",
+]
 
 
 def test_small_sets_get_more_epochs_large_sets_keep_theirs():
     cfg = StudentConfig()  # epochs 3, min_train_steps 240, max_epochs 12
-    assert epochs_for(15, cfg) == 12          # 250 labels at batch 16: 16 epochs wanted, capped
-    assert epochs_for(57, cfg) == 5           # ~900 labels: 240 / 57 -> 5 epochs
+    assert epochs_for(15, cfg) == 12  # 250 labels at batch 16: 16 epochs wanted, capped
+    assert epochs_for(57, cfg) == 5  # ~900 labels: 240 / 57 -> 5 epochs
     assert epochs_for(300, cfg) == cfg.epochs  # 4,800 labels: the configured epochs
     assert epochs_for(15, cfg.model_copy(update={"min_train_steps": 0})) == cfg.epochs
 
@@ -69,10 +85,10 @@ def test_ensemble_calibrates_and_leans_on_the_better_member(tmp_path):
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)
-    guess = np.where(rng.random(2000) < 0.8, y, 1 - y)              # right 80% of the time...
-    good = np.log(np.where(np.eye(2)[guess] == 1, 0.8, 0.2))       # ...and says 0.8: calibrated
-    noise = np.log(rng.dirichlet([1, 1], 2000))                     # knows nothing
-    overconfident = good * 6                                        # the same answers, far too sure
+    guess = np.where(rng.random(2000) < 0.8, y, 1 - y)  # right 80% of the time...
+    good = np.log(np.where(np.eye(2)[guess] == 1, 0.8, 0.2))  # ...and says 0.8: calibrated
+    noise = np.log(rng.dirichlet([1, 1], 2000))  # knows nothing
+    overconfident = good * 6  # the same answers, far too sure
     assert fit_temperature(overconfident - np.log(np.exp(overconfident).sum(1, keepdims=True)), y) > 1.0
     temps, weights = fit_ensemble([good, noise], y)
     assert weights[0] >= 0.85 and sum(weights) == pytest.approx(1.0)  # 2,000 documents outweigh the prior
@@ -101,8 +117,11 @@ def test_a_teacher_that_says_one_label_never_reaches_predictions(tmp_path, small
     from llambert.warehouse import open_warehouse
     from tests.conftest import tiny_settings_dict
 
-    settings = load_settings(overrides=tiny_settings_dict(
-        tmp_path / "home", small_corpus, tiny_models, student={"epochs": 1}, checks={"collapse_ratio": 0.25}))
+    settings = load_settings(
+        overrides=tiny_settings_dict(
+            tmp_path / "home", small_corpus, tiny_models, student={"epochs": 1}, checks={"collapse_ratio": 0.25}
+        )
+    )
     with open_warehouse(settings.warehouse_path) as con:
         pipeline.ingest_batch(con, settings)
         pipeline.build_sample(con, settings)

@@ -16,8 +16,9 @@ from tests.conftest import tiny_settings_dict
 
 
 def _settings(home: Path, small_corpus, tiny_models, **student):
-    return load_settings(overrides=tiny_settings_dict(
-        home, small_corpus, tiny_models, student={"epochs": 1, **student}))
+    return load_settings(
+        overrides=tiny_settings_dict(home, small_corpus, tiny_models, student={"epochs": 1, **student})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,18 @@ def test_four_recipes_reuse_and_champion(labeled_home, small_corpus, tiny_models
             assert stats["reused"] is False
             ex = _examples(con)
             probe = {r[0] for r in con.execute("SELECT doc_id FROM students.gold_probe").fetchall()}
-            gold_train = {r[0] for r in con.execute(
-                "SELECT doc_id FROM raw.corpus WHERE split = 'train' AND gold_label IS NOT NULL").fetchall()}
-            parsed = {r[0]: r[1] for r in con.execute(
-                "SELECT p.doc_id, c.split FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id)").fetchall()}
+            gold_train = {
+                r[0]
+                for r in con.execute(
+                    "SELECT doc_id FROM raw.corpus WHERE split = 'train' AND gold_label IS NOT NULL"
+                ).fetchall()
+            }
+            parsed = {
+                r[0]: r[1]
+                for r in con.execute(
+                    "SELECT p.doc_id, c.split FROM labeling.parsed_labels p JOIN raw.corpus c USING (doc_id)"
+                ).fetchall()
+            }
             # The probe: a fifth of the 60 gold train reviews, never trained on by any recipe.
             assert len(probe) == 12 and probe <= gold_train
             assert not (set().union(*ex.values()) & probe)
@@ -64,13 +73,20 @@ def test_four_recipes_reuse_and_champion(labeled_home, small_corpus, tiny_models
                 assert set(ex) == {"llm"} and ex["llm"] == set(parsed) - probe
                 assert any(parsed[d] == "unsup" for d in ex["llm"])
             else:  # combined: LLM labels first, then gold
-                assert set(ex) == {"llm", "gold"} and ex["llm"] == set(parsed) - probe and ex["gold"] == gold_train - probe
+                assert (
+                    set(ex) == {"llm", "gold"} and ex["llm"] == set(parsed) - probe and ex["gold"] == gold_train - probe
+                )
                 assert list(dict.fromkeys(p["phase"] for p in stats["history"])) == ["llm", "gold"]
             row = con.execute(
                 "SELECT recipe, label_source, n_train, n_val, data_sizes, probe_n, probe_accuracy, fingerprint "
-                "FROM students.checkpoints WHERE checkpoint_id = ?", [stats["checkpoint_id"]]).fetchone()
+                "FROM students.checkpoints WHERE checkpoint_id = ?",
+                [stats["checkpoint_id"]],
+            ).fetchone()
             assert row[0] == recipe
-            assert row[1] == {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}[recipe]
+            assert (
+                row[1]
+                == {"baseline": "gold", "llambert": "llm", "llambert_extra": "llm", "combined": "llm+gold"}[recipe]
+            )
             assert row[2] + row[3] == sum(len(v) for v in ex.values())
             sizes = json.loads(row[4])
             assert sizes["train"] == row[2] and sizes["probe"] == 12
@@ -78,8 +94,13 @@ def test_four_recipes_reuse_and_champion(labeled_home, small_corpus, tiny_models
             rows[recipe] = (stats["checkpoint_id"], row[6], row[7])
             # The model card names the task, label source, recipe and metrics.
             card = (Path(stats["path"]) / "README.md").read_text()
-            for needle in ("imdb_sentiment", f"| recipe | {recipe} |", f"| label source | {row[1]} |",
-                           "gold probe accuracy", "val_accuracy"):
+            for needle in (
+                "imdb_sentiment",
+                f"| recipe | {recipe} |",
+                f"| label source | {row[1]} |",
+                "gold probe accuracy",
+                "val_accuracy",
+            ):
                 assert needle in card, needle
         assert len({fp for _, _, fp in rows.values()}) == 4
 
@@ -90,7 +111,8 @@ def test_four_recipes_reuse_and_champion(labeled_home, small_corpus, tiny_models
         assert con.execute("SELECT count(*) FROM students.checkpoints").fetchone()[0] == n_before
         # A changed training setting is new work.
         other = pipeline.train_checkpoint(
-            con, _settings(labeled_home, small_corpus, tiny_models, recipe="combined", learning_rate=3e-4))
+            con, _settings(labeled_home, small_corpus, tiny_models, recipe="combined", learning_rate=3e-4)
+        )
         assert other["reused"] is False
 
         # Every recipe trained the whole family; the champion is eligible and as good as the best on the same
@@ -119,11 +141,21 @@ def test_worse_checkpoint_does_not_replace_champion(tmp_path):
             "training_config, metrics, val_accuracy, val_f1, path, train_seconds, probe_set, probe_n, probe_accuracy, "
             "probe_f1, created_at) VALUES (?, 't', 'b', 'llambert', 'llm', 10, 2, '{}', '{}', ?, ?, 'x', 1, ?, 50, ?, ?, "
             "TIMESTAMP '2026-01-01 00:00:00' + to_minutes(?))",
-            [cid, val_acc, val_acc, probe_set, probe_acc, probe_acc, minute])
+            [cid, val_acc, val_acc, probe_set, probe_acc, probe_acc, minute],
+        )
 
     def champion(metric="probe_accuracy"):
-        run_model(con, "students.candidates", {"champion_metric": metric, "task": "t", "probe_set": "P",
-                                               "champion_tolerance": 0.005, "collapse_ratio": 0.25})
+        run_model(
+            con,
+            "students.candidates",
+            {
+                "champion_metric": metric,
+                "task": "t",
+                "probe_set": "P",
+                "champion_tolerance": 0.005,
+                "collapse_ratio": 0.25,
+            },
+        )
         run_model(con, "students.champion")
         return con.execute("SELECT checkpoint_id, reason FROM students.champion").fetchone()
 
@@ -153,14 +185,18 @@ def test_inference_resume_and_pipeline_loadable(labeled_home, small_corpus, tiny
         n_docs = con.execute("SELECT count(*) FROM raw.corpus").fetchone()[0]
         assert first["rows"] == n_docs
         cid = first["checkpoint_id"]
-        con.execute("DELETE FROM predictions.labels WHERE checkpoint_id = ? AND doc_id IN "
-                    "(SELECT doc_id FROM raw.corpus ORDER BY doc_id LIMIT 7)", [cid])
+        con.execute(
+            "DELETE FROM predictions.labels WHERE checkpoint_id = ? AND doc_id IN "
+            "(SELECT doc_id FROM raw.corpus ORDER BY doc_id LIMIT 7)",
+            [cid],
+        )
         again = pipeline.predict_batch(con, settings)
         assert again["predicted_now"] == 7 and again["rows"] == n_docs
         assert pipeline.predict_batch(con, settings)["predicted_now"] == 0
         # Every encoder checkpoint (champion or not) loads with transformers.pipeline.
-        path, = con.execute("SELECT path FROM students.checkpoints WHERE kind = 'encoder' "
-                            "ORDER BY created_at DESC LIMIT 1").fetchone()
+        (path,) = con.execute(
+            "SELECT path FROM students.checkpoints WHERE kind = 'encoder' ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
         docs = con.execute("SELECT text FROM raw.corpus ORDER BY doc_id LIMIT 20").pl()["text"].to_list()
 
     clf = hf_pipeline("text-classification", model=path, truncation=True, max_length=64)
@@ -181,13 +217,13 @@ def test_head_tail_truncation_keeps_both_ends(tiny_models):
     text = " ".join(["good"] * 10 + ["bad"] * 200 + ["awful"] * 10)
     body = tok(text, add_special_tokens=False)["input_ids"]
     pre, suf = special_affixes(tok)
-    head, = encode(tok, [text], 64, "head")
-    both, = encode(tok, [text], 64, "head_tail")
+    (head,) = encode(tok, [text], 64, "head")
+    (both,) = encode(tok, [text], 64, "head_tail")
     assert len(head) == len(both) == 64
     budget = 64 - len(pre) - len(suf)
-    assert both == pre + body[: budget // 4] + body[len(body) - (budget - budget // 4):] + suf
-    assert head[len(pre): len(pre) + 10] == body[:10] and both[-len(suf) - 10: -len(suf)] == body[-10:]
-    short, = encode(tok, ["good film"], 64, "head_tail")
+    assert both == pre + body[: budget // 4] + body[len(body) - (budget - budget // 4) :] + suf
+    assert head[len(pre) : len(pre) + 10] == body[:10] and both[-len(suf) - 10 : -len(suf)] == body[-10:]
+    (short,) = encode(tok, ["good film"], 64, "head_tail")
     assert short == tok("good film")["input_ids"]
 
 
@@ -207,11 +243,21 @@ def test_champion_rule_floor_collapse_and_speed():
             "training_config, metrics, val_accuracy, val_f1, path, train_seconds, probe_set, probe_n, probe_accuracy, "
             "probe_f1, kind, docs_per_s, min_share_ratio, created_at) VALUES (?, 't', 'b', 'llambert', 'llm', 10, 2, "
             "'{}', '{}', 0.5, 0.5, 'x', 1, 'P', 50, ?, ?, ?, ?, ?, TIMESTAMP '2026-01-01 00:00:00' + to_minutes(?))",
-            [cid, probe_acc, probe_acc, kind, docs_per_s, share_ratio, minute])
+            [cid, probe_acc, probe_acc, kind, docs_per_s, share_ratio, minute],
+        )
 
     def champion():
-        run_model(con, "students.candidates", {"champion_metric": "probe_accuracy", "task": "t", "probe_set": "P",
-                                               "champion_tolerance": 0.005, "collapse_ratio": 0.25})
+        run_model(
+            con,
+            "students.candidates",
+            {
+                "champion_metric": "probe_accuracy",
+                "task": "t",
+                "probe_set": "P",
+                "champion_tolerance": 0.005,
+                "collapse_ratio": 0.25,
+            },
+        )
         run_model(con, "students.champion")
         return con.execute("SELECT checkpoint_id, reason FROM students.champion").fetchone()
 

@@ -105,7 +105,11 @@ def test_config_in_the_current_folder_and_overrides_from_the_environment(monkeyp
     s = load_settings()
     assert (s.sample.size, s.sample.seed, s.checks.min_minority_share, s.home) == (7, 3, 0.1, tmp_path / "h")
     assert load_settings(overrides={"sample": {"size": 9}}).sample.size == 9
-    for bad, message in (("[1, 2]", "must be a YAML mapping"), ("{a: [", "not valid YAML"), ("{sample: {size: 0}}", "sample.size")):
+    for bad, message in (
+        ("[1, 2]", "must be a YAML mapping"),
+        ("{a: [", "not valid YAML"),
+        ("{sample: {size: 0}}", "sample.size"),
+    ):
         monkeypatch.setenv("LLAMBERT_OVERRIDES", bad)
         with pytest.raises(ConfigError, match=message):
             load_settings()
@@ -118,8 +122,14 @@ def _ingested(tmp_path, data_dir, **over):
     from llambert import pipeline
     from llambert.warehouse import open_warehouse
 
-    settings = load_settings(overrides={"home": str(tmp_path / "home"), "data_dir": str(data_dir),
-                                        "sample": {"size": 40, "strategy": "random"}} | over)
+    settings = load_settings(
+        overrides={
+            "home": str(tmp_path / "home"),
+            "data_dir": str(data_dir),
+            "sample": {"size": 40, "strategy": "random"},
+        }
+        | over
+    )
     with open_warehouse(settings.warehouse_path) as con:
         pipeline.ingest_batch(con, settings)
         yield settings, con
@@ -139,8 +149,9 @@ def test_a_recipe_without_its_labels_names_student_recipe(tmp_path, small_corpus
 
     with _ingested(tmp_path, small_corpus, student={"recipe": "llambert"}) as (settings, con):
         pipeline.build_sample(con, settings)
-        run_model(con, "labeling.llm_responses", {"model_identity": "none", "prompt_version": "none",
-                                                   "decoding": "none"})  # no teacher answer: no LLM label
+        run_model(
+            con, "labeling.llm_responses", {"model_identity": "none", "prompt_version": "none", "decoding": "none"}
+        )  # no teacher answer: no LLM label
         pipeline.parse_labels(con, settings)
         with pytest.raises(ConfigError, match=r"setting 'student.recipe': 'llambert' needs parsed LLM labels"):
             pipeline.training_phases(con, settings)
@@ -163,8 +174,11 @@ def test_a_setting_error_mid_run_exits_2(tmp_path, small_corpus, tiny_models, mo
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     cfg = tmp_path / "llambert.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models,
-                                                     sample={"pool_splits": ["no_such_split"]})))
+    cfg.write_text(
+        yaml.safe_dump(
+            tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, sample={"pool_splits": ["no_such_split"]})
+        )
+    )
     assert main(["--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "llambert: setting 'sample.pool_splits'" in err

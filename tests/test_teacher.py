@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -25,8 +24,15 @@ from llambert.warehouse import open_warehouse
 def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
     warehouse = tmp_path / "w.duckdb"
     n, batch, commit_every = 1500, 4, 8
-    cmd = [sys.executable, str(PROJECT_ROOT / "tests" / "teacher_child.py"), str(warehouse), str(tiny_models["teacher"]),
-           str(n), str(batch), str(commit_every)]
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "tests" / "teacher_child.py"),
+        str(warehouse),
+        str(tiny_models["teacher"]),
+        str(n),
+        str(batch),
+        str(commit_every),
+    ]
     env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     answered = 0
@@ -43,7 +49,9 @@ def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
 
     with open_warehouse(warehouse) as con:
         before = con.execute("SELECT cache_key, raw_text, run_id, created_at FROM labeling.llm_cache").pl()
-        killed = con.execute("SELECT run_id, status, prompts, answered, prompt_tokens, pid FROM labeling.llm_runs").fetchall()
+        killed = con.execute(
+            "SELECT run_id, status, prompts, answered, prompt_tokens, pid FROM labeling.llm_runs"
+        ).fetchall()
     # Committed answers survived; the uncommitted buffer (at most commit_every + batch) is lost.
     assert before.height % commit_every == 0
     assert answered - (commit_every + batch) <= before.height <= answered
@@ -66,8 +74,9 @@ def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
     with open_warehouse(warehouse) as con:
         after = con.execute("SELECT cache_key, raw_text, run_id, created_at FROM labeling.llm_cache").pl()
         requests = con.execute("SELECT count(*), count(DISTINCT doc_id) FROM labeling.llm_requests").fetchone()
-        runs = con.execute("SELECT run_id, status, prompts, answered, cached FROM labeling.llm_runs "
-                           "ORDER BY started_at").fetchall()
+        runs = con.execute(
+            "SELECT run_id, status, prompts, answered, cached FROM labeling.llm_runs ORDER BY started_at"
+        ).fetchall()
     assert after.height == n and after["cache_key"].n_unique() == n  # nothing lost, nothing twice
     assert requests == (n, n)
     kept = before.join(after, on="cache_key", suffix="_after")
@@ -76,8 +85,10 @@ def test_kill9_mid_run_then_resume_asks_only_for_missing(tmp_path, tiny_models):
     # Both runs are accounted: the next run marked the dead one 'killed'. Every prompt asked is in llm_runs; the
     # ones asked twice are the killed run's uncommitted answers (at most commit_every, here commit_every + batch
     # at worst when a batch was in flight).
-    assert runs == [(killed_id, "killed", asked_killed, before.height, 0),
-                    (runs[1][0], "done", n - before.height, n - before.height, before.height)]
+    assert runs == [
+        (killed_id, "killed", asked_killed, before.height, 0),
+        (runs[1][0], "done", n - before.height, n - before.height, before.height),
+    ]
     asked_total = sum(r[2] for r in runs)
     assert n <= asked_total <= n + commit_every + batch
     assert asked_total - n == asked_killed - before.height
@@ -94,9 +105,25 @@ INJECTIONS = [
 ]
 
 ADVERSARIAL_ANSWERS = [
-    "positive", "Negative.", "POSITIVE!!", "neutral", "mixed", "positive negative", "It is positive, not negative",
-    "", "   ", None, "<|im_end|>", "positively", "non-negative", "pos", "😀 positive", "label: joyful",
-    "'; DROP TABLE labeling.sample; --", "positive\x00negative", "ＰＯＳＩＴＩＶＥ",
+    "positive",
+    "Negative.",
+    "POSITIVE!!",
+    "neutral",
+    "mixed",
+    "positive negative",
+    "It is positive, not negative",
+    "",
+    "   ",
+    None,
+    "<|im_end|>",
+    "positively",
+    "non-negative",
+    "pos",
+    "😀 positive",
+    "label: joyful",
+    "'; DROP TABLE labeling.sample; --",
+    "positive\x00negative",
+    "ＰＯＳＩＴＩＶＥ",
 ]
 
 
@@ -271,8 +298,16 @@ def test_openai_backend_retries_spreads_and_matches_direct(tiny_models, monkeypa
     servers = [_ChatServer(direct, [429, 503], secret), _ChatServer(direct, [502], secret)]
     texts = ["a wonderful film, loved it", "boring and awful", "good movie", "the worst film ever made"] * 3
     try:
-        client = OpenAITeacher("tiny", task, dec, [s.url for s in servers], api_key_env="LLAMBERT_TEST_KEY",
-                               concurrency=3, tokenizer=direct.tokenizer, backoff_s=0.01)
+        client = OpenAITeacher(
+            "tiny",
+            task,
+            dec,
+            [s.url for s in servers],
+            api_key_env="LLAMBERT_TEST_KEY",
+            concurrency=3,
+            tokenizer=direct.tokenizer,
+            backoff_s=0.01,
+        )
         got = client.answer(client.prepare(texts))
         client.close()
         want = direct.answer(direct.prepare(texts))
@@ -327,7 +362,9 @@ def test_gold_few_shot_examples(tiny_settings):
             "SELECT count(*) FROM labeling.sample s JOIN raw.corpus c USING (doc_id) WHERE list_contains(?, c.text)",
             [texts],
         ).fetchone()[0]
-        splits = {r[0] for r in con.execute("SELECT split FROM raw.corpus WHERE list_contains(?, text)", [texts]).fetchall()}
+        splits = {
+            r[0] for r in con.execute("SELECT split FROM raw.corpus WHERE list_contains(?, text)", [texts]).fetchall()
+        }
         stats = pipeline.label_sample(con, s)
         version = con.execute("SELECT DISTINCT prompt_version FROM labeling.llm_responses").fetchall()
         s.teacher.few_shot = 50

@@ -17,9 +17,12 @@ from llambert.teacher.base import DecodingParams
 def _teacher(tiny_models, mode: str, few_shot: int = 0, prefix_cache: bool = True, dtype: str = "float32"):
     from llambert.teacher.hf_backend import TransformersTeacher
 
-    dec = DecodingParams(mode=mode, max_new_tokens=6, temperature=0.0, top_k=0, few_shot=few_shot, max_prompt_tokens=256)
-    return TransformersTeacher(str(tiny_models["teacher"]), "tiny", load_task("imdb_sentiment"), dec, dtype=dtype,
-                               prefix_cache=prefix_cache)
+    dec = DecodingParams(
+        mode=mode, max_new_tokens=6, temperature=0.0, top_k=0, few_shot=few_shot, max_prompt_tokens=256
+    )
+    return TransformersTeacher(
+        str(tiny_models["teacher"]), "tiny", load_task("imdb_sentiment"), dec, dtype=dtype, prefix_cache=prefix_cache
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def reviews(imdb_dir) -> list[str]:
 
 
 def _batches(items, size):
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @pytest.mark.parametrize("few_shot", [0, 2])
@@ -90,8 +93,11 @@ def test_prompts_without_the_prefix_take_the_uncached_path(tiny_models):
     on = _teacher(tiny_models, "choice", prefix_cache=True)
     off = _teacher(tiny_models, "choice", prefix_cache=False)
     tok = on.tokenizer
-    odd = tok.apply_chat_template([{"role": "system", "content": "Say yes."}, {"role": "user", "content": "good movie"}],
-                                  tokenize=False, add_generation_prompt=True)
+    odd = tok.apply_chat_template(
+        [{"role": "system", "content": "Say yes."}, {"role": "user", "content": "good movie"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     mixed = [odd] + on.prepare(["bad movie", "great acting"])
     got, want = on.answer(mixed), off.answer(mixed)
     assert [a.raw_text for a in got] == [a.raw_text for a in want]
@@ -157,8 +163,15 @@ def test_real_teacher_same_answers_with_prefix_cache(imdb_dir):
     if not is_installed("qwen2.5-coder-0.5b-instruct"):
         pytest.fail("qwen2.5-coder-0.5b-instruct is not installed: run `make test-real`, which installs it")
     texts = pl.read_parquet(imdb_dir / "test.parquet").sample(4, seed=5)["text"].str.slice(0, 600).to_list()
-    settings = Settings(teacher={"model": "qwen2.5-coder-0.5b-instruct", "mode": "choice", "few_shot": 2,
-                                 "dtype": "float32", "max_new_tokens": 4})
+    settings = Settings(
+        teacher={
+            "model": "qwen2.5-coder-0.5b-instruct",
+            "mode": "choice",
+            "few_shot": 2,
+            "dtype": "float32",
+            "max_new_tokens": 4,
+        }
+    )
     teacher = make_teacher(settings, load_task("imdb_sentiment"))
     prompts = teacher.prepare(texts)
     got = {}

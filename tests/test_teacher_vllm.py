@@ -55,13 +55,15 @@ def qwen_dir() -> Path:
 @pytest.fixture(scope="module")
 def reviews(imdb_dir) -> pl.DataFrame:
     frame = pl.read_parquet(imdb_dir / "test.parquet").sample(N_REVIEWS, seed=11, shuffle=True)
-    return pl.DataFrame({"doc_id": [f"r{i}" for i in range(frame.height)], "text": frame["text"],
-                         "gold": frame["label"]})
+    return pl.DataFrame(
+        {"doc_id": [f"r{i}" for i in range(frame.height)], "text": frame["text"], "gold": frame["label"]}
+    )
 
 
 def _decoding(mode: str) -> DecodingParams:
-    return DecodingParams(mode=mode, max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0,
-                          max_prompt_tokens=MAX_PROMPT_TOKENS)
+    return DecodingParams(
+        mode=mode, max_new_tokens=4, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=MAX_PROMPT_TOKENS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,26 +85,50 @@ def _agreement(a: list[str | None], b: list[str | None]) -> float:
 
 
 def _env() -> dict:
-    return os.environ | {"PYTHONPATH": str(PROJECT_ROOT), "VLLM_CPU_KVCACHE_SPACE": "2",
-                         "VLLM_LOGGING_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"}
+    return os.environ | {
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
-def test_in_process_vllm_backend_agrees_with_transformers(vllm_python, qwen_dir, reviews, transformers_labels,
-                                                          tmp_path):
+def test_in_process_vllm_backend_agrees_with_transformers(
+    vllm_python, qwen_dir, reviews, transformers_labels, tmp_path
+):
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps(reviews["text"].to_list()))
     out = tmp_path / "answers.json"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(vllm_python), "-m", "llambert.teacher.vllm_backend", "--model", str(qwen_dir), "--mode", "choice",
-         "--max-prompt-tokens", str(MAX_PROMPT_TOKENS), "--texts", str(texts), "--out", str(out)],
-        capture_output=True, text=True, env=_env(), timeout=900, cwd=PROJECT_ROOT,
+        [
+            str(vllm_python),
+            "-m",
+            "llambert.teacher.vllm_backend",
+            "--model",
+            str(qwen_dir),
+            "--mode",
+            "choice",
+            "--max-prompt-tokens",
+            str(MAX_PROMPT_TOKENS),
+            "--texts",
+            str(texts),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+        cwd=PROJECT_ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     answers = result["answers"]
-    print(f"in-process vLLM: engine start {result['load_s']:.1f}s, {N_REVIEWS} reviews in {result['label_s']:.1f}s, "
-          f"subprocess {time.perf_counter() - t0:.1f}s")
+    print(
+        f"in-process vLLM: engine start {result['load_s']:.1f}s, {N_REVIEWS} reviews in {result['label_s']:.1f}s, "
+        f"subprocess {time.perf_counter() - t0:.1f}s"
+    )
     labels = [a["raw_text"] for a in answers]
     assert set(labels) <= {"positive", "negative"}  # constrained: nothing else can come out
     for a in answers:
@@ -127,10 +153,29 @@ def vllm_server(vllm_python, qwen_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(qwen_dir),
-             "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
-             "--max-model-len", "1024", "--enable-prefix-caching"],
-            stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=PROJECT_ROOT, start_new_session=True,
+            [
+                str(vllm_python),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(qwen_dir),
+                "--served-model-name",
+                MODEL,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dtype",
+                "bfloat16",
+                "--max-model-len",
+                "1024",
+                "--enable-prefix-caching",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/v1"
     t0 = time.perf_counter()
@@ -166,10 +211,18 @@ def test_openai_backend_against_vllm_server_agrees_with_transformers(
     from llambert.teacher.runner import label_documents
     from llambert.warehouse import open_warehouse
 
-    settings = load_settings(overrides={  # default home: the model cache the other tiers use
-        "teacher": {"model": MODEL, "backend": "openai", "mode": mode, "base_urls": [vllm_server],
-                    "concurrency": 4, "max_prompt_tokens": MAX_PROMPT_TOKENS},
-    })
+    settings = load_settings(
+        overrides={  # default home: the model cache the other tiers use
+            "teacher": {
+                "model": MODEL,
+                "backend": "openai",
+                "mode": mode,
+                "base_urls": [vllm_server],
+                "concurrency": 4,
+                "max_prompt_tokens": MAX_PROMPT_TOKENS,
+            },
+        }
+    )
     task = load_task("imdb_sentiment")
     teacher = make_teacher(settings, task)
     assert teacher.model_identity.startswith(MODEL + "@")  # the local weights' identity, hash included

@@ -52,16 +52,26 @@ def test_launchpad_fields_explain_themselves_and_override_settings(tmp_path):
         seen["size"] = llambert.settings().sample.size
 
     # The launchpad's run config reaches the resource that Definitions built with its own values.
-    result = dg.materialize([probe], resources={"llambert": LlambertResource()},
-                            run_config={"resources": {"llambert": {"config": {"sample_size": 7}}}})
+    result = dg.materialize(
+        [probe],
+        resources={"llambert": LlambertResource()},
+        run_config={"resources": {"llambert": {"config": {"sample_size": 7}}}},
+    )
     assert result.success and seen["size"] == 7
 
 
 def test_every_table_a_step_writes_is_an_asset_and_predictions_read_the_champion():
     graph = build_definitions().resolve_asset_graph()
     key = lambda name: dg.AssetKey(name.split("."))  # noqa: E731
-    for table in ("raw.occurrences", "raw.rejected", "students.training_log", "students.candidates",
-                  "students.champion", "students.gold_probe", "students.training_examples"):
+    for table in (
+        "raw.occurrences",
+        "raw.rejected",
+        "students.training_log",
+        "students.candidates",
+        "students.champion",
+        "students.gold_probe",
+        "students.training_examples",
+    ):
         assert key(table) in graph.get_all_asset_keys(), table
     # One step writes several tables: they are specs of one multi-asset.
     assert graph.get(key("raw.occurrences")).assets_def is graph.get(key("raw.corpus")).assets_def

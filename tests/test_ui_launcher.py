@@ -66,8 +66,10 @@ def _wait_gone(launcher: subprocess.Popen, pids: set[int], pgid: int, limit: flo
     for pid in left:  # never leave them to the rest of the suite
         os.kill(pid, signal.SIGKILL)
     launcher.kill()
-    pytest.fail(f"after {limit:.0f}s: launcher {'running' if launcher.poll() is None else 'exited'}, "
-                f"processes left: {sorted(left)}")
+    pytest.fail(
+        f"after {limit:.0f}s: launcher {'running' if launcher.poll() is None else 'exited'}, "
+        f"processes left: {sorted(left)}"
+    )
 
 
 STUBBORN = textwrap.dedent("""
@@ -84,9 +86,18 @@ STUBBORN = textwrap.dedent("""
 @pytest.mark.parametrize("second_sigint", [False, True])
 def test_a_group_that_ignores_sigint_is_killed_after_the_grace_period(second_sigint):
     launcher = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from llambert.cli.ui import run_process_group; "
-         f"sys.exit(run_process_group([sys.executable, '-c', {STUBBORN!r}], grace={GRACE}))"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from llambert.cli.ui import run_process_group; "
+            f"sys.exit(run_process_group([sys.executable, '-c', {STUBBORN!r}], grace={GRACE}))",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert launcher.stdout.readline().strip() == "ready"
     [leader] = _children(launcher.pid)
     pids = {leader} | _descendants(leader)
@@ -116,9 +127,24 @@ def test_llambert_ui_stops_dagster_dev_and_all_its_processes_on_sigint(tmp_path)
     log = tmp_path / "ui.log"
     with log.open("w") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "llambert.cli", "--config", str(cfg), "ui", "--port", str(port),
-             "--grace", str(grace)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "llambert.cli",
+                "--config",
+                str(cfg),
+                "ui",
+                "--port",
+                str(port),
+                "--grace",
+                str(grace),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for_server(f"http://127.0.0.1:{port}", launcher, log, timeout=240)
     except BaseException:

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from llambert.config import PROJECT_ROOT
 from tests.conftest import tiny_settings_dict
@@ -68,9 +67,14 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, tiny_models):
     tiny = tiny_settings_dict(tmp_path, tmp_path, tiny_models)
     overrides = {k: tiny[k] for k in ("sample", "teacher", "student", "checks")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMBERT_")}
-    env |= {"PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "LLAMBERT_OVERRIDES": json.dumps(overrides),
-            "LLAMBERT_MODEL_CACHE": str(tmp_path / "model-cache"), "LLAMBERT_NO_PROGRESS": "1",
-            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env |= {
+        "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        "LLAMBERT_OVERRIDES": json.dumps(overrides),
+        "LLAMBERT_MODEL_CACHE": str(tmp_path / "model-cache"),
+        "LLAMBERT_NO_PROGRESS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     outputs = []
     for cmd in commands:
         proc = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True, text=True, timeout=300)
@@ -91,5 +95,7 @@ def test_readme_walkthrough_runs_end_to_end(tmp_path, tiny_models):
     probs = [float(r["probability"]) for r in rows]
     assert probs == sorted(probs) and all(0.5 <= p <= 1.0 for p in probs)
     # llambert status: the batch is labeled, nothing pending, and a champion is named.
-    assert re.search(rf"^initial\s+{len(texts)}\s+0\s+{len(texts)}\s+-\s+{len(texts)}\s+0\b", status_out, re.M), status_out
+    assert re.search(rf"^initial\s+{len(texts)}\s+0\s+{len(texts)}\s+-\s+{len(texts)}\s+0\b", status_out, re.M), (
+        status_out
+    )
     assert "pending work: 0 document(s)" in status_out and "champion:" in status_out

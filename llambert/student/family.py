@@ -82,33 +82,62 @@ def train_linear(phases: list[Phase], val: Phase, label_ids: list[int], cfg: Stu
 
     t0 = time.perf_counter()
     texts, y, probs, weights = _targets(phases, label_ids, cfg)
-    params = LinearParams(char_ngrams=(2, 5) if cfg.linear_char_ngrams else None, seed=cfg.seed,
-                          class_weight="balanced" if cfg.class_weight == "balanced" else None)
+    params = LinearParams(
+        char_ngrams=(2, 5) if cfg.linear_char_ngrams else None,
+        seed=cfg.seed,
+        class_weight="balanced" if cfg.class_weight == "balanced" else None,
+    )
     model = LinearStudent(label_ids=list(label_ids), params=params).fit(texts, y, probs, weights)
     model.save(out)
     seconds = time.perf_counter() - t0
     metrics = val_metrics(model, val, label_ids) | {"cv_accuracy": model.cv_accuracy, "C": model.C}
-    return Trained("linear", out, len(texts), len(val.texts), metrics, seconds,
-                   train_examples_per_s=len(texts) / seconds if seconds else 0.0)
+    return Trained(
+        "linear",
+        out,
+        len(texts),
+        len(val.texts),
+        metrics,
+        seconds,
+        train_examples_per_s=len(texts) / seconds if seconds else 0.0,
+    )
 
 
-def build_ensemble(members: list[Trained], val: Phase, label_ids: list[int], cfg: StudentConfig, out: Path,
-                   threads: int | None = None) -> Trained:
+def build_ensemble(
+    members: list[Trained], val: Phase, label_ids: list[int], cfg: StudentConfig, out: Path, threads: int | None = None
+) -> Trained:
     """Calibrate each member's temperature and the mixing weight on the validation split."""
     from llambert.hardware import resolve_bf16
     from llambert.student.ensemble import EnsembleStudent, fit_ensemble, mix, nll
     from llambert.student.predict import load_predictor
 
     t0 = time.perf_counter()
-    preds = [load_predictor(m.path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation,
-                            bf16=resolve_bf16(cfg.bf16), threads=threads) for m in members]
+    preds = [
+        load_predictor(
+            m.path,
+            cfg.infer_max_length,
+            cfg.infer_batch_size,
+            cfg.truncation,
+            bf16=resolve_bf16(cfg.bf16),
+            threads=threads,
+        )
+        for m in members
+    ]
     to_index = {lid: i for i, lid in enumerate(label_ids)}
     y = np.array([to_index[v] for v in val.labels], dtype=int)
     val_lp = [p.log_probs(val.texts) for p in preds]
     temps, weights = fit_ensemble(val_lp, y)
-    ens = EnsembleStudent(list(label_ids), [str(m.path) for m in members], temps, weights, preds,
-                          val_nll=nll(mix(val_lp, temps, weights), y) if len(y) else None)
+    ens = EnsembleStudent(
+        list(label_ids),
+        [str(m.path) for m in members],
+        temps,
+        weights,
+        preds,
+        val_nll=nll(mix(val_lp, temps, weights), y) if len(y) else None,
+    )
     ens.save(out)
-    metrics = val_metrics(ens, val, label_ids) | {"temperatures": temps, "weights": weights,
-                                                 "members": [m.kind for m in members]}
+    metrics = val_metrics(ens, val, label_ids) | {
+        "temperatures": temps,
+        "weights": weights,
+        "members": [m.kind for m in members],
+    }
     return Trained("ensemble", out, members[0].n_train, len(val.texts), metrics, time.perf_counter() - t0)

@@ -40,11 +40,33 @@ def _features(p: LinearParams, n_docs: int):
     from sklearn.pipeline import FeatureUnion
 
     min_df = p.min_df if n_docs >= 50 else 1
-    parts = [("word", TfidfVectorizer(ngram_range=p.word_ngrams, sublinear_tf=True, min_df=min_df,
-                                      max_features=p.max_features, strip_accents="unicode", lowercase=True))]
+    parts = [
+        (
+            "word",
+            TfidfVectorizer(
+                ngram_range=p.word_ngrams,
+                sublinear_tf=True,
+                min_df=min_df,
+                max_features=p.max_features,
+                strip_accents="unicode",
+                lowercase=True,
+            ),
+        )
+    ]
     if p.char_ngrams:
-        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=p.char_ngrams, sublinear_tf=True,
-                                              min_df=min_df, max_features=p.max_features, lowercase=True)))
+        parts.append(
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=p.char_ngrams,
+                    sublinear_tf=True,
+                    min_df=min_df,
+                    max_features=p.max_features,
+                    lowercase=True,
+                ),
+            )
+        )
     return FeatureUnion(parts)
 
 
@@ -72,13 +94,13 @@ class LinearStudent(Predicts):
     cv_accuracy: float | None = None
     train_seconds: float = 0.0
 
-    def fit(self, texts: list[str], y: np.ndarray, y_probs: np.ndarray | None = None,
-            weights: np.ndarray | None = None) -> "LinearStudent":
+    def fit(
+        self, texts: list[str], y: np.ndarray, y_probs: np.ndarray | None = None, weights: np.ndarray | None = None
+    ) -> LinearStudent:
         """Fit on class indexes ``y`` (and, if given, soft targets ``y_probs`` of shape n x k).
 
         C is chosen by stratified k-fold accuracy on the hard labels (fewer folds for tiny sets).
         """
-        from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold
 
         t0 = time.perf_counter()
@@ -121,8 +143,9 @@ class LinearStudent(Predicts):
     def _lr(self, C: float):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, max_iter=2000, class_weight=self.params.class_weight,
-                                  random_state=self.params.seed)
+        return LogisticRegression(
+            C=C, max_iter=2000, class_weight=self.params.class_weight, random_state=self.params.seed
+        )
 
     def log_probs(self, texts: list[str]) -> np.ndarray:
         """Per-class log-probabilities, n x k (columns in class-index order, even if a class was unseen)."""
@@ -138,25 +161,43 @@ class LinearStudent(Predicts):
 
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump({"features": self.features, "model": self.model}, folder / WEIGHTS, compress=3)
-        (folder / MANIFEST).write_text(json.dumps({
-            "kind": "linear", "label_ids": self.label_ids, "C": self.C, "cv_accuracy": self.cv_accuracy,
-            "params": {k: v for k, v in self.params.__dict__.items()}, "sklearn": sklearn.__version__,
-            "train_seconds": self.train_seconds,
-        }, indent=1))
+        (folder / MANIFEST).write_text(
+            json.dumps(
+                {
+                    "kind": "linear",
+                    "label_ids": self.label_ids,
+                    "C": self.C,
+                    "cv_accuracy": self.cv_accuracy,
+                    "params": {k: v for k, v in self.params.__dict__.items()},
+                    "sklearn": sklearn.__version__,
+                    "train_seconds": self.train_seconds,
+                },
+                indent=1,
+            )
+        )
 
     @classmethod
-    def load(cls, folder: Path) -> "LinearStudent":
+    def load(cls, folder: Path) -> LinearStudent:
         import joblib
         import sklearn
 
         meta = json.loads((folder / MANIFEST).read_text())
         if meta.get("sklearn") != sklearn.__version__:
-            raise RuntimeError(f"linear student in {folder} was saved with scikit-learn {meta.get('sklearn')}, "
-                               f"this environment has {sklearn.__version__}: retrain it (llambert run) or pin that version")
+            raise RuntimeError(
+                f"linear student in {folder} was saved with scikit-learn {meta.get('sklearn')}, "
+                f"this environment has {sklearn.__version__}: retrain it (llambert run) or pin that version"
+            )
         blob = joblib.load(folder / WEIGHTS)
         params = LinearParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()})
-        return cls(label_ids=list(meta["label_ids"]), params=params, features=blob["features"], model=blob["model"],
-                   C=meta["C"], cv_accuracy=meta["cv_accuracy"], train_seconds=meta.get("train_seconds", 0.0))
+        return cls(
+            label_ids=list(meta["label_ids"]),
+            params=params,
+            features=blob["features"],
+            model=blob["model"],
+            C=meta["C"],
+            cv_accuracy=meta["cv_accuracy"],
+            train_seconds=meta.get("train_seconds", 0.0),
+        )
 
 
 def is_linear(folder: Path) -> bool:

@@ -23,8 +23,15 @@ from llambert.student.linear import LinearStudent
 
 
 class StudentPredictor(Predicts):
-    def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, truncation: str = "head",
-                 bf16: bool | str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        max_length: int = 256,
+        batch_size: int = 64,
+        truncation: str = "head",
+        bf16: bool | str = "auto",
+        threads: int | None = None,
+    ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if threads:
@@ -63,13 +70,20 @@ def student_kind(path: str | Path) -> str:
     return "encoder"
 
 
-def load_predictor(path: str | Path, max_length: int = 256, batch_size: int = 16, truncation: str = "head",
-                   bf16: bool | str = "auto", threads: int | None = None):
+def load_predictor(
+    path: str | Path,
+    max_length: int = 256,
+    batch_size: int = 16,
+    truncation: str = "head",
+    bf16: bool | str = "auto",
+    threads: int | None = None,
+):
     """Any student folder as a predictor with ``log_probs``/``predict``/``predict_frame``."""
     kind = student_kind(path)
     if kind == "linear":
         return LinearStudent.load(Path(path))
     if kind == "ensemble":
-        return EnsembleStudent.load(Path(path), max_length, batch_size, truncation, bf16, threads,
-                                   load_member=load_predictor)
+        return EnsembleStudent.load(
+            Path(path), max_length, batch_size, truncation, bf16, threads, load_member=load_predictor
+        )
     return StudentPredictor(str(path), max_length, batch_size, truncation, bf16=bf16, threads=threads)

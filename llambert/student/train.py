@@ -10,15 +10,15 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from llambert.config import StudentConfig
+from llambert.hardware import resolve_bf16
 from llambert.metrics import classification_metrics
 from llambert.progress import progress
-from llambert.hardware import resolve_bf16
 from llambert.student.encoding import encode, length_grouped_batches, pad_batch, sorted_batches
 
 
@@ -34,10 +34,16 @@ class Phase:
     probs: list[dict[int, float] | None] | None = None
     weights: list[float] | None = None
 
-    def subset(self, idx: list[int], name: str | None = None) -> "Phase":
+    def subset(self, idx: list[int], name: str | None = None) -> Phase:
         pick = lambda xs: [xs[i] for i in idx] if xs else xs  # noqa: E731
-        return Phase(name or self.name, pick(self.texts), pick(self.labels), pick(self.doc_ids),
-                     pick(self.probs), pick(self.weights))
+        return Phase(
+            name or self.name,
+            pick(self.texts),
+            pick(self.labels),
+            pick(self.doc_ids),
+            pick(self.probs),
+            pick(self.weights),
+        )
 
 
 @dataclass
@@ -135,8 +141,11 @@ def train_student(
         for _ in range(n_epochs):
             # Early stopping only once the small-set minimum of steps is done: a model still predicting the
             # majority class has a flat validation F1 in its first epochs, and stopping there keeps it collapsed.
-            if (cfg.early_stopping_patience and stale >= cfg.early_stopping_patience
-                    and steps_done >= cfg.min_train_steps):
+            if (
+                cfg.early_stopping_patience
+                and stale >= cfg.early_stopping_patience
+                and steps_done >= cfg.min_train_steps
+            ):
                 break
             steps_done += steps_per_epoch
             epoch_no += 1
@@ -164,7 +173,12 @@ def train_student(
             epoch_s = time.perf_counter() - t0
             train_seconds += epoch_s
             seen += len(ids)
-            row = {"epoch": epoch_no, "phase": phase.name, "train_loss": sum(losses) / max(1, len(losses)), "seconds": epoch_s}
+            row = {
+                "epoch": epoch_no,
+                "phase": phase.name,
+                "train_loss": sum(losses) / max(1, len(losses)),
+                "seconds": epoch_s,
+            }
             if val_ids:
                 preds, _, vloss = _predict_ids(model, tok, val_ids, cfg, val_y)
                 m = classification_metrics(val_y, preds, list(range(len(label_ids))))
@@ -268,7 +282,9 @@ def _predict_ids(model, tok, ids: list[list[int]], cfg: StudentConfig, y: list[i
     return preds, probs, loss_sum / max(1, len(ids))
 
 
-def _write_model_card(out_dir: Path, card: dict, cfg: StudentConfig, metrics: dict, history: list[dict], n_train: int, n_val: int) -> None:
+def _write_model_card(
+    out_dir: Path, card: dict, cfg: StudentConfig, metrics: dict, history: list[dict], n_train: int, n_val: int
+) -> None:
     lines = [
         "---",
         "library_name: transformers",
@@ -288,12 +304,26 @@ def _write_model_card(out_dir: Path, card: dict, cfg: StudentConfig, metrics: di
     lines += [f"| training examples | {n_train} |", f"| validation examples | {n_val} |"]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     lines += ["", "## Training configuration", "", "```json", json.dumps(cfg.model_dump(), indent=2), "```", ""]
-    lines += ["## Epochs", "", "| epoch | phase | train loss | val loss | val accuracy | val F1 | seconds |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Epochs",
+        "",
+        "| epoch | phase | train loss | val loss | val accuracy | val F1 | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in history:
         lines.append(
             f"| {r['epoch']} | {r['phase']} | {r['train_loss']:.4f} | {r.get('val_loss', float('nan')):.4f} | "
             f"{r.get('val_accuracy', float('nan')):.4f} | {r.get('val_f1', float('nan')):.4f} | {r['seconds']:.1f} |"
         )
-    lines += ["", "```python", "from transformers import pipeline", f"clf = pipeline('text-classification', model='{out_dir}')", "```", ""]
+    lines += [
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f"clf = pipeline('text-classification', model='{out_dir}')",
+        "```",
+        "",
+    ]
     (out_dir / "README.md").write_text("\n".join(lines))
-    (out_dir / "llambert_training.json").write_text(json.dumps({"card": card, "metrics": metrics, "history": history}, indent=2, default=str))
+    (out_dir / "llambert_training.json").write_text(
+        json.dumps({"card": card, "metrics": metrics, "history": history}, indent=2, default=str)
+    )

@@ -25,7 +25,7 @@ class Label(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _default_words(self) -> "Label":
+    def _default_words(self) -> Label:
         if not self.words:
             self.words = [self.name]
         self.words = [normalize_answer(w) for w in self.words]
@@ -63,11 +63,13 @@ class Task(BaseModel):
         try:
             v.format(text="x")
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"user_template has a slot other than {{text}} ({e}); write literal braces as {{{{ }}}}") from e
+            raise ValueError(
+                f"user_template has a slot other than {{text}} ({e}); write literal braces as {{{{ }}}}"
+            ) from e
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Task":
+    def _consistent(self) -> Task:
         ids = [l.id for l in self.labels]
         names = [l.name for l in self.labels]
         if len(set(ids)) != len(ids):

@@ -76,20 +76,32 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
             pass
         decoding.extra["engine"] = "openai"
         return OpenAITeacher(
-            t.model, task, decoding, base_urls=t.base_urls, api_key_env=t.api_key_env,
-            concurrency=t.concurrency, model_identity=identity, tokenizer=tokenizer,
+            t.model,
+            task,
+            decoding,
+            base_urls=t.base_urls,
+            api_key_env=t.api_key_env,
+            concurrency=t.concurrency,
+            model_identity=identity,
+            tokenizer=tokenizer,
         )
     resolved = resolve_model(t.model, settings.models_dir, role="teacher")
     if t.backend == "vllm":
         from llambert.teacher.vllm_backend import VLLMTeacher
 
         decoding.extra["engine"] = "vllm"
-        return VLLMTeacher(str(resolved.path), resolved.identity, task, decoding,
-                           dtype="bfloat16" if t.dtype == "auto" else t.dtype)  # vLLM-CPU: unchanged
+        return VLLMTeacher(
+            str(resolved.path), resolved.identity, task, decoding, dtype="bfloat16" if t.dtype == "auto" else t.dtype
+        )  # vLLM-CPU: unchanged
     from llambert.teacher.hf_backend import TransformersTeacher
 
     return TransformersTeacher(
-        str(resolved.path), resolved.identity, task, decoding, dtype=resolve_dtype(t.dtype), threads=settings.threads,
+        str(resolved.path),
+        resolved.identity,
+        task,
+        decoding,
+        dtype=resolve_dtype(t.dtype),
+        threads=settings.threads,
         prefix_cache=t.prefix_cache,  # same answers either way: not part of the decoding key
     )
 

@@ -36,8 +36,8 @@ class DecodingParams:
 
 
 class TeacherBackend(Protocol):
-    name: str                 # "transformers" | "vllm" | "openai"
-    model_identity: str       # model name @ weights hash
+    name: str  # "transformers" | "vllm" | "openai"
+    model_identity: str  # model name @ weights hash
     decoding: DecodingParams
 
     def prepare(self, texts: list[str]) -> list[str]:

@@ -28,7 +28,6 @@ from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.prompts import render_chat
 
-
 # A spelling of several tokens is scored only if its first token is within this many nats of
 # the best one-token spelling in some row (e^-20 ~ 2e-9: below any decision that matters).
 SKIP_LOGPROB = 20.0
@@ -106,8 +105,12 @@ class TransformersTeacher:
         up to the document)."""
         if self._prefix is None:
             d, tok = self.decoding, self.tokenizer
-            rows = [tok(render_chat(tok, self.task, x, d.few_shot, d.max_prompt_tokens), add_special_tokens=False)["input_ids"]
-                    for x in _PREFIX_PROBES]
+            rows = [
+                tok(render_chat(tok, self.task, x, d.few_shot, d.max_prompt_tokens), add_special_tokens=False)[
+                    "input_ids"
+                ]
+                for x in _PREFIX_PROBES
+            ]
             n = 0
             while all(len(r) > n for r in rows) and len({r[n] for r in rows}) == 1:
                 n += 1
@@ -126,8 +129,9 @@ class TransformersTeacher:
             kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             self._prefix_kv[prefix] = kv
             self.tokens_read += len(prefix)
-        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv],
-                            config=self.model.config)
+        return DynamicCache(
+            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv], config=self.model.config
+        )
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, prepared: list[str]) -> list[Answer]:
@@ -145,8 +149,8 @@ class TransformersTeacher:
                 idx = [i for i, h in enumerate(hit) if h == use]
                 if not idx:
                     continue
-                ids, mask = self._pad([rows[i][len(pre):] for i in idx], len(pre))
-                self.tokens_read += int(mask[:, len(pre):].sum())
+                ids, mask = self._pad([rows[i][len(pre) :] for i in idx], len(pre))
+                self.tokens_read += int(mask[:, len(pre) :].sum())
                 self.tokens_reused += len(pre) * len(idx)
                 got = self._choose(ids, mask, pre) if self.decoding.mode == "choice" else self._generate(ids, mask, pre)
                 for i, a in zip(idx, got):
@@ -187,7 +191,9 @@ class TransformersTeacher:
                 if t in stop:
                     break
                 kept.append(t)
-            answers.append(Answer(raw_text=self.tokenizer.decode(kept, skip_special_tokens=True), completion_tokens=len(kept)))
+            answers.append(
+                Answer(raw_text=self.tokenizer.decode(kept, skip_special_tokens=True), completion_tokens=len(kept))
+            )
         return answers
 
     def label_variants(self) -> list[_Variant]:
@@ -204,7 +210,11 @@ class TransformersTeacher:
             spellings |= {" " + s for s in spellings}
             for s in sorted(spellings):
                 full = tok(probe + s, add_special_tokens=False)["input_ids"]
-                ids = tuple(full[len(base) :]) if full[: len(base)] == base else tuple(tok(s, add_special_tokens=False)["input_ids"])
+                ids = (
+                    tuple(full[len(base) :])
+                    if full[: len(base)] == base
+                    else tuple(tok(s, add_special_tokens=False)["input_ids"])
+                )
                 if ids and ids not in seen:
                     seen.add(ids)
                     variants.append(_Variant(label.name, ids))
@@ -218,13 +228,22 @@ class TransformersTeacher:
             self._head32 = self.model.get_output_embeddings().weight.float()
         return self._head32
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                past=None, use_cache: bool = True):
+    def _hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past=None,
+        use_cache: bool = True,
+    ):
         """Last hidden states of the base model (no vocabulary projection) and the KV cache.
         ``attention_mask`` covers the cached tokens and ``input_ids``."""
         out = self.model.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past, use_cache=use_cache,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=use_cache,
         )
         return out.last_hidden_state, out.past_key_values
 
@@ -237,7 +256,7 @@ class TransformersTeacher:
         head = self.model.get_output_embeddings().weight
         labels = self.task.label_names
         past = self._prefix_cache_for(prefix, ids.shape[0]) if prefix else None
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix):]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
         need_cache = any(len(v.ids) > 1 for v in variants)
         hidden, past = self._hidden(ids, mask, position_ids, past=past, use_cache=need_cache)
         last = hidden[:, -1, :].float()
@@ -255,8 +274,9 @@ class TransformersTeacher:
         # (the cache repeated once per spelling): on a CPU a decode step costs the same at batch 1
         # and 4, so choice costs one prefill plus one step, not one step per spelling.
         cols = [first[:, col[v.ids[0]]].clone() for v in variants]
-        multi = [j for j, v in enumerate(variants) if len(v.ids) > 1
-                 and (floor is None or bool((cols[j] >= floor).any()))]
+        multi = [
+            j for j, v in enumerate(variants) if len(v.ids) > 1 and (floor is None or bool((cols[j] >= floor).any()))
+        ]
         for j, v in enumerate(variants):
             if len(v.ids) > 1 and j not in multi:
                 cols[j] = torch.full_like(cols[j], -math.inf)  # e^SKIP_LOGPROB times less likely: negligible
@@ -265,10 +285,12 @@ class TransformersTeacher:
             width = max(len(variants[j].ids) for j in multi) - 1
             pad = self.tokenizer.pad_token_id or 0
             # Row r * m + i: prompt r continued by spelling multi[i] (right-padded to the longest).
-            cont = torch.tensor([list(variants[j].ids[:-1]) + [pad] * (width + 1 - len(variants[j].ids))
-                                 for j in multi]).repeat(b, 1)
-            cont_mask = torch.tensor([[1] * (len(variants[j].ids) - 1) + [0] * (width + 1 - len(variants[j].ids))
-                                      for j in multi]).repeat(b, 1)
+            cont = torch.tensor(
+                [list(variants[j].ids[:-1]) + [pad] * (width + 1 - len(variants[j].ids)) for j in multi]
+            ).repeat(b, 1)
+            cont_mask = torch.tensor(
+                [[1] * (len(variants[j].ids) - 1) + [0] * (width + 1 - len(variants[j].ids)) for j in multi]
+            ).repeat(b, 1)
             full_mask = torch.cat([mask.repeat_interleave(m, dim=0), cont_mask], dim=1)
             past.batch_repeat_interleave(m)  # the prompt's cache is not needed again: extended in place
             offset = lengths.repeat_interleave(m)  # positions go on from each row's real length

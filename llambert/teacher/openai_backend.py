@@ -58,6 +58,7 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 # What a choice-mode answer outside the task's labels starts with (its reason: outside_choices).
 OUTSIDE_CHOICES_MARKER = "[answer outside the choices]"
 
+
 class EndpointError(RuntimeError):
     """A request failed for good (after retries, or with a status that retrying cannot fix).
 

@@ -46,8 +46,14 @@ _OVERHEAD: dict[tuple, int] = {}
 
 def fit_document(tokenizer, task: Task, text: str, few_shot: int, max_prompt_tokens: int) -> str:
     """The document cut so that the whole prompt (template, instructions, examples) fits."""
-    key = (getattr(tokenizer, "name_or_path", ""), str(getattr(tokenizer, "chat_template", "")), len(tokenizer),
-           task.name, task.version, few_shot)
+    key = (
+        getattr(tokenizer, "name_or_path", ""),
+        str(getattr(tokenizer, "chat_template", "")),
+        len(tokenizer),
+        task.name,
+        task.version,
+        few_shot,
+    )
     overhead = _OVERHEAD.get(key)
     if overhead is None:  # the template's own tokens: the same for every document
         empty = apply_template(tokenizer, build_messages(task, "", few_shot))

@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -76,7 +76,7 @@ def register_requests(
 
 
 def label_documents(
-    con: "duckdb.DuckDBPyConnection | Warehouse",
+    con: duckdb.DuckDBPyConnection | Warehouse,
     backend: TeacherBackend,
     docs: pl.DataFrame,
     prompt_version: str,
@@ -93,7 +93,7 @@ def label_documents(
     """
     session = sessions(con)
     run_id = run_id or uuid.uuid4().hex[:12]
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     with session() as c:
         todo, acct = _plan(c, backend, docs, prompt_version, run_id, started, t0)
@@ -101,8 +101,13 @@ def label_documents(
     mode = backend.decoding.mode
     buffer: list[dict] = []
     try:
-        with progress(total=todo.height, desc=f"teacher {backend.name}/{mode}", unit="prompt",
-                      weights=todo["_len"].to_list(), weight_unit="prompt chars") as bar:
+        with progress(
+            total=todo.height,
+            desc=f"teacher {backend.name}/{mode}",
+            unit="prompt",
+            weights=todo["_len"].to_list(),
+            weight_unit="prompt chars",
+        ) as bar:
             for start in range(0, todo.height, batch_size):
                 chunk = todo.slice(start, batch_size)
                 # Commit the intent before sending: the answers due and this batch counted as asked.
@@ -146,8 +151,15 @@ def label_documents(
     )
 
 
-def _plan(con: duckdb.DuckDBPyConnection, backend: TeacherBackend, docs: pl.DataFrame, prompt_version: str,
-          run_id: str, started: datetime, t0: float) -> tuple[pl.DataFrame, "_RunAccount"]:
+def _plan(
+    con: duckdb.DuckDBPyConnection,
+    backend: TeacherBackend,
+    docs: pl.DataFrame,
+    prompt_version: str,
+    run_id: str,
+    started: datetime,
+    t0: float,
+) -> tuple[pl.DataFrame, _RunAccount]:
     """Record the requests, find the ones without a cached answer (longest first) and write the run's row."""
     mark_dead_runs(con)
     keys = register_requests(con, backend, docs, prompt_version)
@@ -172,12 +184,31 @@ def _plan(con: duckdb.DuckDBPyConnection, backend: TeacherBackend, docs: pl.Data
     todo = todo.with_columns(_len=pl.col("prepared").str.len_bytes()).sort("_len", descending=True)
     acct = _RunAccount(run_id, requested=keys.height, cached=keys.height - todo.height, t0=t0)
     start = pl.DataFrame(
-        [{"run_id": run_id, "model_identity": backend.model_identity, "backend": backend.name,
-          "mode": backend.decoding.mode, "requested": acct.requested, "cached": acct.cached, "started_at": started,
-          "pid": os.getpid(), "host": socket.gethostname()}],
-        schema={"run_id": pl.Utf8, "model_identity": pl.Utf8, "backend": pl.Utf8, "mode": pl.Utf8,
-                "requested": pl.Int64, "cached": pl.Int64, "started_at": pl.Datetime("us"), "pid": pl.Int64,
-                "host": pl.Utf8})
+        [
+            {
+                "run_id": run_id,
+                "model_identity": backend.model_identity,
+                "backend": backend.name,
+                "mode": backend.decoding.mode,
+                "requested": acct.requested,
+                "cached": acct.cached,
+                "started_at": started,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            }
+        ],
+        schema={
+            "run_id": pl.Utf8,
+            "model_identity": pl.Utf8,
+            "backend": pl.Utf8,
+            "mode": pl.Utf8,
+            "requested": pl.Int64,
+            "cached": pl.Int64,
+            "started_at": pl.Datetime("us"),
+            "pid": pl.Int64,
+            "host": pl.Utf8,
+        },
+    )
     run_model(con, "labeling.llm_runs", frames={"staged_llm_run": start}, atomic=False)
     _ACTIVE_RUNS.add(run_id)
     return todo, acct
@@ -262,16 +293,34 @@ def _commit(con: duckdb.DuckDBPyConnection, rows: list[dict], acct: _RunAccount)
     acct.seconds = time.perf_counter() - acct.t0
     answered = acct.answered + len(rows)
     progress_row = pl.DataFrame(
-        [{"run_id": acct.run_id, "prompts": acct.asked, "answered": answered, "prompt_tokens": acct.prompt_tokens,
-          "completion_tokens": acct.completion_tokens, "seconds": acct.seconds,
-          "prompts_per_s": acct._received / acct.seconds if acct.seconds > 0 and acct._received else None,
-          "status": acct.status}],
-        schema={"run_id": pl.Utf8, "prompts": pl.Int64, "answered": pl.Int64, "prompt_tokens": pl.Int64,
-                "completion_tokens": pl.Int64, "seconds": pl.Float64, "prompts_per_s": pl.Float64, "status": pl.Utf8})
+        [
+            {
+                "run_id": acct.run_id,
+                "prompts": acct.asked,
+                "answered": answered,
+                "prompt_tokens": acct.prompt_tokens,
+                "completion_tokens": acct.completion_tokens,
+                "seconds": acct.seconds,
+                "prompts_per_s": acct._received / acct.seconds if acct.seconds > 0 and acct._received else None,
+                "status": acct.status,
+            }
+        ],
+        schema={
+            "run_id": pl.Utf8,
+            "prompts": pl.Int64,
+            "answered": pl.Int64,
+            "prompt_tokens": pl.Int64,
+            "completion_tokens": pl.Int64,
+            "seconds": pl.Float64,
+            "prompts_per_s": pl.Float64,
+            "status": pl.Utf8,
+        },
+    )
     with transaction(con):
         if rows:
-            run_model(con, "labeling.llm_cache", frames={"staged_answers": _frame([dict(r) for r in rows])},
-                      atomic=False)
+            run_model(
+                con, "labeling.llm_cache", frames={"staged_answers": _frame([dict(r) for r in rows])}, atomic=False
+            )
         run_model(con, "labeling.llm_runs", section="progress", frames={"staged_llm_run": progress_row}, atomic=False)
     acct.answered = answered
 

@@ -143,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     task = load_task(args.task)
     decoding = DecodingParams(
-        mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=0.0, top_k=0,
-        few_shot=args.few_shot, max_prompt_tokens=args.max_prompt_tokens,
+        mode=args.mode,
+        max_new_tokens=args.max_new_tokens,
+        temperature=0.0,
+        top_k=0,
+        few_shot=args.few_shot,
+        max_prompt_tokens=args.max_prompt_tokens,
     )
     t0 = time.perf_counter()
     teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding)

@@ -8,11 +8,11 @@ FROM staged_requests;
 -- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
 -- Which cache entry answers which document under the current teacher configuration.
 CREATE TABLE IF NOT EXISTS labeling.llm_requests (
-    doc_id         VARCHAR NOT NULL,
-    cache_key      VARCHAR NOT NULL,
+    doc_id VARCHAR NOT NULL,
+    cache_key VARCHAR NOT NULL,
     model_identity VARCHAR NOT NULL,
     prompt_version VARCHAR NOT NULL,
-    prompt_hash    VARCHAR NOT NULL,
-    decoding       VARCHAR NOT NULL,
+    prompt_hash VARCHAR NOT NULL,
+    decoding VARCHAR NOT NULL,
     PRIMARY KEY (doc_id, cache_key)
 );

@@ -17,11 +17,12 @@ SELECT
     c.completion_tokens,
     c.latency_s,
     c.created_at AS answered_at
-FROM labeling.sample s
-JOIN labeling.llm_requests q
-  ON q.doc_id = s.doc_id
- AND q.model_identity = getvariable('model_identity')
- AND q.prompt_version = getvariable('prompt_version')
- AND q.decoding = getvariable('decoding')
-JOIN labeling.llm_cache c USING (cache_key)
+FROM labeling.sample AS s
+INNER JOIN labeling.llm_requests AS q
+    ON
+        s.doc_id = q.doc_id
+        AND q.model_identity = getvariable('model_identity')
+        AND q.prompt_version = getvariable('prompt_version')
+        AND q.decoding = getvariable('decoding')
+INNER JOIN labeling.llm_cache AS c USING (cache_key)
 ORDER BY s.sample_rank;

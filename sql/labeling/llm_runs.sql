@@ -3,22 +3,32 @@
 -- A run begins: reads the staged frame `staged_llm_run` (run_id, model_identity, backend, mode,
 -- requested, cached, started_at, pid, host); nothing is asked or answered yet.
 INSERT INTO labeling.llm_runs BY NAME
-SELECT *, 0 AS prompts, 0 AS answered, 0 AS prompt_tokens, 0 AS completion_tokens, 0.0 AS seconds,
-       NULL::DOUBLE AS prompts_per_s, current_timestamp AS finished_at, 'running' AS status
+SELECT
+    *,
+    0 AS prompts,
+    0 AS answered,
+    0 AS prompt_tokens,
+    0 AS completion_tokens,
+    0.0 AS seconds,
+    NULL::DOUBLE AS prompts_per_s,
+    current_timestamp AS finished_at,
+    'running' AS status
 FROM staged_llm_run;
 
 -- @progress: the run's counts, committed with the answers due before each batch is sent (and at its end).
 -- Reads `staged_llm_run` (run_id, prompts, answered, prompt_tokens, completion_tokens, seconds,
 -- prompts_per_s, status).
 UPDATE labeling.llm_runs r
-SET prompts = s.prompts, answered = s.answered, prompt_tokens = s.prompt_tokens,
+SET
+    prompts = s.prompts, answered = s.answered, prompt_tokens = s.prompt_tokens,
     completion_tokens = s.completion_tokens, seconds = s.seconds, prompts_per_s = s.prompts_per_s,
     status = s.status, finished_at = current_timestamp
-FROM staged_llm_run s
+FROM staged_llm_run AS s
 WHERE r.run_id = s.run_id;
 
 -- @killed: 'running' rows whose process is dead. Variables: dead_runs (run ids).
-UPDATE labeling.llm_runs SET status = 'killed' WHERE list_contains(getvariable('dead_runs'), run_id);
+UPDATE labeling.llm_runs SET status = 'killed'
+WHERE list_contains(getvariable('dead_runs'), run_id);
 
 -- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
 -- One row per teacher run: what it cost and what labeling everything would cost. The row is written
@@ -28,23 +38,24 @@ UPDATE labeling.llm_runs SET status = 'killed' WHERE list_contains(getvariable('
 -- A run that raised is 'failed'; one whose process died (kill -9, power loss) is marked 'killed' by
 -- the next teacher run (finished_at is then its last accounting).
 CREATE TABLE IF NOT EXISTS labeling.llm_runs (
-    run_id            VARCHAR PRIMARY KEY,
-    model_identity    VARCHAR NOT NULL,
-    backend           VARCHAR NOT NULL,
-    mode              VARCHAR NOT NULL,
-    requested         INTEGER NOT NULL,
-    cached            INTEGER NOT NULL,
-    prompts           INTEGER NOT NULL,
-    prompt_tokens     BIGINT NOT NULL,
+    run_id VARCHAR PRIMARY KEY,
+    model_identity VARCHAR NOT NULL,
+    backend VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,
+    requested INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    prompts INTEGER NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
     completion_tokens BIGINT NOT NULL,
-    seconds           DOUBLE NOT NULL,
-    prompts_per_s     DOUBLE,
-    started_at        TIMESTAMP NOT NULL,
-    finished_at       TIMESTAMP NOT NULL DEFAULT current_timestamp
+    seconds DOUBLE NOT NULL,
+    prompts_per_s DOUBLE,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 -- Added by issue 13 (ALTER keeps warehouses made before it; their rows were all finished runs).
 ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS status VARCHAR DEFAULT 'done';
 ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS answered INTEGER;
 ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS pid INTEGER;
 ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS host VARCHAR;
-UPDATE labeling.llm_runs SET answered = prompts WHERE answered IS NULL AND status = 'done';
+UPDATE labeling.llm_runs SET answered = prompts
+WHERE answered IS NULL AND status = 'done';

@@ -5,13 +5,15 @@
 CREATE OR REPLACE TABLE labeling.pool AS
 WITH pool AS (
     SELECT DISTINCT o.doc_id
-    FROM raw.occurrences o
-    WHERE list_contains(getvariable('pool_splits'), o.split)
-      AND o.doc_id NOT IN (
-          SELECT doc_id FROM raw.occurrences
-          WHERE list_contains(getvariable('exclude_splits'), split)
-      )
+    FROM raw.occurrences AS o
+    WHERE
+        list_contains(getvariable('pool_splits'), o.split)
+        AND o.doc_id NOT IN (
+            SELECT doc_id FROM raw.occurrences
+            WHERE list_contains(getvariable('exclude_splits'), split)
+        )
 )
+
 SELECT
     row_number() OVER (ORDER BY md5(getvariable('sample_seed')::VARCHAR || ':' || doc_id)) AS pool_rank,
     doc_id

@@ -12,7 +12,7 @@ SELECT
     0 AS round,
     'random' AS picked_by,
     NULL::DOUBLE AS student_margin
-FROM labeling.pool p JOIN raw.corpus c USING (doc_id)
+FROM labeling.pool AS p INNER JOIN raw.corpus AS c USING (doc_id)
 WHERE p.pool_rank <= getvariable('sample_size')
 ORDER BY p.pool_rank;
 
@@ -21,19 +21,20 @@ ORDER BY p.pool_rank;
 -- A re-run of the same round replaces it; a document already sampled is never added twice, and only
 -- documents of labeling.pool (so never an excluded split) can be added.
 -- Variables: round.
-DELETE FROM labeling.sample WHERE round >= getvariable('round');
+DELETE FROM labeling.sample
+WHERE round >= getvariable('round');
 INSERT INTO labeling.sample
 SELECT
     (SELECT coalesce(max(sample_rank), 0) FROM labeling.sample)
-        + row_number() OVER (ORDER BY r.pick_order) AS sample_rank,
+    + row_number() OVER (ORDER BY r.pick_order) AS sample_rank,
     r.doc_id,
     c.split,
     c.gold_label,
     getvariable('round') AS round,
     r.picked_by,
     r.student_margin
-FROM round_picks r
-JOIN labeling.pool p USING (doc_id)
-JOIN raw.corpus c USING (doc_id)
+FROM round_picks AS r
+INNER JOIN labeling.pool USING (doc_id)
+INNER JOIN raw.corpus AS c USING (doc_id)
 WHERE r.doc_id NOT IN (SELECT doc_id FROM labeling.sample)
 ORDER BY r.pick_order;

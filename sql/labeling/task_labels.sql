@@ -3,5 +3,9 @@
 -- Reads the staged frame `staged_task_labels` (label_id, name, word, match), made from the task file
 -- by llambert.warehouse.write_task_labels. Rebuilt whole each time.
 CREATE OR REPLACE TABLE labeling.task_labels AS
-SELECT label_id, name, word, match
+SELECT
+    label_id,
+    name,
+    word,
+    match
 FROM staged_task_labels;

@@ -8,11 +8,11 @@ FROM staged_stage_runs;
 -- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
 -- Seconds and rows of each stage of each run, for the report and the cost views.
 CREATE TABLE IF NOT EXISTS ops.stage_runs (
-    stage      VARCHAR NOT NULL,
-    partition  VARCHAR,
-    rows       BIGINT,
-    seconds    DOUBLE NOT NULL,
-    details    JSON,
-    run_id     VARCHAR,
+    stage VARCHAR NOT NULL,
+    partition VARCHAR,
+    rows BIGINT,
+    seconds DOUBLE NOT NULL,
+    details JSON,
+    run_id VARCHAR,
     finished_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );

@@ -3,7 +3,8 @@
 -- protective one the text appears in: the evaluation split first, so a text that is in both
 -- train and test is never sampled for training. Gold labels that disagree become NULL and are
 -- flagged in gold_conflict.
-DELETE FROM raw.corpus WHERE batch = getvariable('batch');
+DELETE FROM raw.corpus
+WHERE batch = getvariable('batch');
 INSERT INTO raw.corpus (doc_id, batch, source, split, text, gold_label, n_copies, gold_conflict)
 SELECT
     md5(text) AS doc_id,
@@ -22,13 +23,13 @@ GROUP BY md5(text);
 -- One row per distinct text (doc_id = md5 of the exact UTF-8 text). `batch` is the Dagster
 -- partition the text first arrived in; a text seen again is counted in raw.occurrences.
 CREATE TABLE IF NOT EXISTS raw.corpus (
-    doc_id      VARCHAR PRIMARY KEY,
-    batch       VARCHAR NOT NULL,
-    source      VARCHAR NOT NULL,
-    split       VARCHAR NOT NULL,
-    text        VARCHAR NOT NULL,
-    gold_label  BIGINT,
-    n_copies    INTEGER NOT NULL,
-    gold_conflict BOOLEAN NOT NULL DEFAULT false,
+    doc_id VARCHAR PRIMARY KEY,
+    batch VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    text VARCHAR NOT NULL,
+    gold_label BIGINT,
+    n_copies INTEGER NOT NULL,
+    gold_conflict BOOLEAN NOT NULL DEFAULT FALSE,
     ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );

@@ -6,48 +6,85 @@
 -- No eligible candidate: no row (llambert.pipeline.choose_champion raises, nothing is labeled).
 CREATE OR REPLACE TABLE students.champion AS
 WITH eligible AS (
-    SELECT *, max(score) OVER () AS best_score, count(*) OVER () AS n_candidates
+    SELECT
+        *,
+        max(score) OVER () AS best_score,
+        count(*) OVER () AS n_candidates
     FROM students.candidates
     WHERE eligible
-), ranked AS (
-    SELECT *,
+),
+
+ranked AS (
+    SELECT
+        *,
         score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) AS as_good,
         row_number() OVER (
-            ORDER BY score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) DESC,
-                     docs_per_s DESC NULLS LAST, score DESC, created_at ASC, checkpoint_id) AS rnk
+            ORDER BY
+                score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) DESC,
+                docs_per_s DESC NULLS LAST, score DESC, created_at ASC, checkpoint_id ASC
+        ) AS rnk
     FROM eligible
-), rejected AS (
-    SELECT count(*) AS n, string_agg(format('{} [{}] {}', checkpoint_id, kind, verdict), '; ') AS why
-    FROM students.candidates WHERE NOT eligible
+),
+
+rejected AS (
+    SELECT
+        count(*) AS n,
+        string_agg(format('{} [{}] {}', checkpoint_id, kind, verdict), '; ') AS why
+    FROM students.candidates
+    WHERE NOT eligible
 )
+
 SELECT
-    c.checkpoint_id, c.kind, c.base_model, c.recipe, c.label_source, c.path, c.score,
+    c.checkpoint_id,
+    c.kind,
+    c.base_model,
+    c.recipe,
+    c.label_source,
+    c.path,
+    c.score,
     getvariable('champion_metric') AS metric,
     c.n_candidates,
     c.docs_per_s,
     c.floor_score,
     r.checkpoint_id AS runner_up,
     r.score AS runner_up_score,
-    CASE WHEN starts_with(getvariable('champion_metric'), 'probe_')
-         THEN format('{} = {:.4f} on the gold probe ({} held-out train documents)',
-                     getvariable('champion_metric'), c.score, c.probe_n)
-         ELSE format('{} = {:.4f} on its own validation split ({} documents of its label source {}; '
-                     'not comparable across label sources: no gold probe)',
-                     getvariable('champion_metric'), c.score, c.n_val, c.label_source) END
-    || CASE WHEN c.kind <> 'linear' AND c.floor_score IS NOT NULL
-            THEN format('; linear floor {:.4f}', c.floor_score) ELSE '' END
-    || CASE WHEN r.checkpoint_id IS NULL THEN '; the only eligible checkpoint of task ' || getvariable('task')
-            ELSE format('; best of {} comparable checkpoints (runner-up {} [{}]: {:.4f}{})',
-                        c.n_candidates, r.checkpoint_id, r.kind, r.score,
-                        CASE WHEN r.score = c.score AND r.as_good THEN ', a tie: the older one stays'
-                             WHEN r.as_good AND c.score < c.best_score
-                             THEN format(', within {} of the best and faster: {:.0f} docs/s',
-                                         getvariable('champion_tolerance'), c.docs_per_s)
-                             ELSE '' END) END
+    CASE
+        WHEN starts_with(getvariable('champion_metric'), 'probe_')
+            THEN format(
+                '{} = {:.4f} on the gold probe ({} held-out train documents)',
+                getvariable('champion_metric'), c.score, c.probe_n
+            )
+        ELSE format(
+            '{} = {:.4f} on its own validation split ({} documents of its label source {}; '
+            'not comparable across label sources: no gold probe)',
+            getvariable('champion_metric'), c.score, c.n_val, c.label_source
+        )
+    END
+    || CASE
+        WHEN c.kind <> 'linear' AND c.floor_score IS NOT NULL
+            THEN format('; linear floor {:.4f}', c.floor_score)
+        ELSE ''
+    END
+    || CASE
+        WHEN r.checkpoint_id IS NULL THEN '; the only eligible checkpoint of task ' || getvariable('task')
+        ELSE format(
+            '; best of {} comparable checkpoints (runner-up {} [{}]: {:.4f}{})',
+            c.n_candidates, r.checkpoint_id, r.kind, r.score,
+            CASE
+                WHEN r.score = c.score AND r.as_good THEN ', a tie: the older one stays'
+                WHEN r.as_good AND c.score < c.best_score
+                    THEN format(
+                        ', within {} of the best and faster: {:.0f} docs/s',
+                        getvariable('champion_tolerance'), c.docs_per_s
+                    )
+                ELSE ''
+            END
+        )
+    END
     || CASE WHEN x.n > 0 THEN format('; not eligible: {}', x.why) ELSE '' END
-    AS reason,
+        AS reason,
     current_timestamp AS chosen_at
-FROM ranked c
-LEFT JOIN ranked r ON r.rnk = 2
-CROSS JOIN rejected x
+FROM ranked AS c
+LEFT JOIN ranked AS r ON r.rnk = 2
+CROSS JOIN rejected AS x
 WHERE c.rnk = 1;

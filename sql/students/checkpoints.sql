@@ -8,28 +8,29 @@ FROM staged_checkpoints;
 -- Reads `staged_probe_scores` (checkpoint_id, probe_set, probe_n, probe_accuracy, probe_f1, docs_per_s,
 -- min_share_ratio).
 UPDATE students.checkpoints k
-SET probe_set = s.probe_set, probe_n = s.probe_n, probe_accuracy = s.probe_accuracy, probe_f1 = s.probe_f1,
+SET
+    probe_set = s.probe_set, probe_n = s.probe_n, probe_accuracy = s.probe_accuracy, probe_f1 = s.probe_f1,
     docs_per_s = s.docs_per_s, min_share_ratio = s.min_share_ratio
-FROM staged_probe_scores s
+FROM staged_probe_scores AS s
 WHERE k.checkpoint_id = s.checkpoint_id;
 
 -- @ddl: the durable table (llambert.warehouse.ensure_schemas runs this on every write connection).
 -- One row per fine-tuned student.
 CREATE TABLE IF NOT EXISTS students.checkpoints (
-    checkpoint_id  VARCHAR PRIMARY KEY,
-    task           VARCHAR NOT NULL,
-    base_model     VARCHAR NOT NULL,
-    recipe         VARCHAR NOT NULL,
-    label_source   VARCHAR NOT NULL,
-    n_train        INTEGER NOT NULL,
-    n_val          INTEGER NOT NULL,
+    checkpoint_id VARCHAR PRIMARY KEY,
+    task VARCHAR NOT NULL,
+    base_model VARCHAR NOT NULL,
+    recipe VARCHAR NOT NULL,
+    label_source VARCHAR NOT NULL,
+    n_train INTEGER NOT NULL,
+    n_val INTEGER NOT NULL,
     training_config JSON NOT NULL,
-    metrics        JSON NOT NULL,
-    val_accuracy   DOUBLE,
-    val_f1         DOUBLE,
-    path           VARCHAR NOT NULL,
-    train_seconds  DOUBLE NOT NULL,
-    created_at     TIMESTAMP NOT NULL DEFAULT current_timestamp
+    metrics JSON NOT NULL,
+    val_accuracy DOUBLE,
+    val_f1 DOUBLE,
+    path VARCHAR NOT NULL,
+    train_seconds DOUBLE NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 -- Added by the recipes issue (ALTER keeps warehouses made before it). fingerprint: base model +
 -- training config + hash of the training (doc_id, label) lists; equal fingerprint = reuse, no retraining.

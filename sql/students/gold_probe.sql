@@ -5,10 +5,13 @@
 -- table while (seed, size) are unchanged, so new batches never move documents in or out of it.
 CREATE OR REPLACE TABLE students.gold_probe AS
 WITH gold AS (
-    SELECT doc_id, gold_label
+    SELECT
+        doc_id,
+        gold_label
     FROM raw.corpus
     WHERE split = 'train' AND gold_label IS NOT NULL AND NOT gold_conflict
 )
+
 SELECT
     doc_id,
     gold_label,
@@ -16,4 +19,4 @@ SELECT
 FROM gold
 ORDER BY md5(getvariable('probe_seed')::VARCHAR || ':probe:' || doc_id)
 -- at most a fifth of the gold documents, so small corpora keep most of theirs for training
-LIMIT least(getvariable('probe_size'), (SELECT count(*) FROM gold) // 5);
+LIMIT least(getvariable('probe_size'), (SELECT count(all_gold.doc_id) FROM gold AS all_gold) // 5);

@@ -9,10 +9,10 @@ FROM staged_training_log;
 -- Per-epoch training curve of each checkpoint.
 CREATE TABLE IF NOT EXISTS students.training_log (
     checkpoint_id VARCHAR NOT NULL,
-    epoch         INTEGER NOT NULL,
-    train_loss    DOUBLE,
-    val_loss      DOUBLE,
-    val_accuracy  DOUBLE,
-    val_f1        DOUBLE,
-    seconds       DOUBLE
+    epoch INTEGER NOT NULL,
+    train_loss DOUBLE,
+    val_loss DOUBLE,
+    val_accuracy DOUBLE,
+    val_f1 DOUBLE,
+    seconds DOUBLE
 );
