@@ -238,6 +238,7 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
             "teacher_seconds": teacher_s,
             "train_examples": n_train,
             "train_epochs": epochs,
+            "train_early_stopping": settings.student.early_stopping_patience > 0,
             "train_seconds": train_s,
             "corpus_seconds": infer_s,
         },
@@ -304,8 +305,15 @@ def format_estimate(e: dict) -> list[str]:
     total = p["teacher_seconds"][e["sample_size"]]
     if p["train_seconds"] is not None:
         lines.append(
-            f"{'student training':34} {_hms(p['train_seconds']):>10}  ({p['train_epochs']} epochs x "
-            f"{p['train_examples']:,} labels)"
+            f"{'student training':34} {_hms(p['train_seconds']):>10}  ("
+            + ("at most " if p.get("train_early_stopping") else "")
+            + f"{p['train_epochs']} epochs x {p['train_examples']:,} labels"
+            + (
+                "; early stopping on the validation split usually ends it sooner"
+                if p.get("train_early_stopping")
+                else ""
+            )
+            + ")"
         )
         total += p["train_seconds"]
     if p["corpus_seconds"] is not None:
