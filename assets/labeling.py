@@ -45,17 +45,36 @@ def sample(llambert: LlambertResource):
     )
 
 
-@dg.asset(
-    key=["labeling", "llm_responses"],
-    deps=[dg.AssetKey(["labeling", "sample"])],
-    group_name="labeling",
-    kinds={"duckdb", "pytorch"},
-    code_version="1",
-    description="The teacher's raw answer for every sampled document, with model identity, prompt version, "
-    "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for. Under "
-    "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
+_TEACHER = {"group_name": "labeling", "kinds": {"duckdb", "pytorch"}, "code_version": "1"}
+LLM_RESPONSES = dg.AssetKey(["labeling", "llm_responses"])
+# The teacher's bookkeeping: the step that asks the LLM writes these too (llambert/teacher/runner.py), so they
+# are specs of this step rather than steps of their own (Dagster: one op may materialize several assets).
+TEACHER_TABLES = {
+    ("labeling", "llm_cache"): "Every answer ever paid for, keyed by prompt and teacher configuration; a key "
+    "already cached keeps its first answer (the audit reuses and extends it).",
+    ("labeling", "llm_requests"): "Which cache entry answers which document under a teacher configuration.",
+    ("labeling", "llm_runs"): "One row per teacher run: model, backend, mode, prompts requested, cached, asked, "
+    "answered, and the run's state.",
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            LLM_RESPONSES,
+            deps=[dg.AssetKey(["labeling", "sample"])],
+            **_TEACHER,
+            description="The teacher's raw answer for every sampled document, with model identity, prompt version, "
+            "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for. Under "
+            "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
+        ),
+        *(
+            dg.AssetSpec(list(key), deps=[dg.AssetKey(["labeling", "sample"])], **_TEACHER, description=text)
+            for key, text in TEACHER_TABLES.items()
+        ),
+    ],
 )
-def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource) -> dg.MaterializeResult:
+def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource):
     from llambert.progress import also_log_to
     from llambert.teacher.accounting import project_costs, projection_markdown
 
@@ -65,26 +84,32 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
         stats = pipeline.label_sample(llambert.sessions(), settings)
     with llambert.warehouse() as con:
         cost = project_costs(con, settings, llambert.task, stats.run_id)
+        counts = {key: con.execute(f"SELECT count(*) FROM {'.'.join(key)}").fetchone()[0] for key in TEACHER_TABLES}
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
     context.log.info(f"teacher asked {stats.asked} prompts, {stats.from_cache} came from the cache")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key=LLM_RESPONSES,
         metadata={
             "dagster/row_count": stats.rows,
             **stats.metadata(),
             "discard_rate": float(cost.get("discard_rate") or 0.0),
             "projection": dg.MetadataValue.md(projection_markdown(cost)),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
-        }
+        },
     )
+    for key, rows in counts.items():
+        yield dg.MaterializeResult(
+            asset_key=list(key), metadata={"dagster/row_count": rows, "run_id": str(stats.run_id or "")}
+        )
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             ["labeling", "parsed_labels"],
-            deps=[llm_responses],
+            deps=[LLM_RESPONSES],
             group_name="labeling",
             kinds={"duckdb", "sql"},
             code_version="1",
@@ -92,7 +117,7 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
         ),
         dg.AssetSpec(
             ["labeling", "discarded"],
-            deps=[llm_responses],
+            deps=[LLM_RESPONSES],
             group_name="labeling",
             kinds={"duckdb", "sql"},
             code_version="1",

@@ -26,6 +26,14 @@ LLM_STEPS = dg.AssetSelection.assets(
     ["labeling", "llm_responses"],
     ["labeling", "parsed_labels"],
     ["labeling", "discarded"],
+    # The teacher step's bookkeeping tables (assets/labeling.py).
+    ["labeling", "llm_cache"],
+    ["labeling", "llm_requests"],
+    ["labeling", "llm_runs"],
+)
+# The audit step writes its labels, the batch's agreement and any retrain request (assets/audit.py).
+AUDIT_STEP = dg.AssetSelection.assets(
+    ["labeling", "audit_labels"], ["labeling", "audit_runs"], ["students", "retrain_requests"]
 )
 
 ingest_job = dg.define_asset_job(
@@ -65,7 +73,7 @@ unpartitioned_pipeline_job = dg.define_asset_job(
 # documents with the champion, audit the least confident ones (when audit.enabled).
 ingest_and_label_job = dg.define_asset_job(
     "ingest_and_label_batch",
-    selection=INGEST_STEP | dg.AssetSelection.assets(["raw", "inbox_files"], PREDICTIONS, ["labeling", "audit_labels"]),
+    selection=INGEST_STEP | dg.AssetSelection.assets(["raw", "inbox_files"], PREDICTIONS) | AUDIT_STEP,
     partitions_def=batches_partitions,
     tags={"llambert/warehouse": "write"},  # one warehouse writer at a time (dagster_project/instance.py)
     description="Ingest one batch, label exactly its new documents with the champion student, audit it.",
