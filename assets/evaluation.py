@@ -6,25 +6,69 @@ from dagster_project.resources import LlambertResource
 from llambert import pipeline
 from llambert.reporting import markdown_table, recall_text, teacher_recall
 
+REPORT = dg.AssetKey(["evaluation", "report"])
+# Bookkeeping tables that several steps write. Dagster defines each asset key in exactly one asset definition
+# (a key in two definitions is an error), and an asset's materialization is the event of the one step that
+# produced it; so each of these is one asset, declared as a spec of the step that closes a run and writes or
+# reads them last (the report: it rewrites labeling.task_labels, reads ops.stage_runs, and its check is the last
+# to store ops.contract_results). Their deps name every step that also writes them, so lineage shows all writers.
+_STEP_KEYS = [
+    ["raw", "corpus"],
+    ["labeling", "sample"],
+    ["labeling", "llm_responses"],
+    ["labeling", "parsed_labels"],
+    ["students", "checkpoints"],
+    ["predictions", "labels"],
+    ["labeling", "audit_labels"],
+]
+BOOKKEEPING = {
+    ("labeling", "task_labels"): (
+        "The task's labels and the words that name them (the answer parser's vocabulary) with the match rule; "
+        "rebuilt from the task file by the teacher, parse, audit and report steps.",
+        [["labeling", "llm_responses"], ["labeling", "parsed_labels"], ["labeling", "audit_labels"]],
+    ),
+    ("ops", "stage_runs"): (
+        "Seconds and rows of each stage of each run (ingest, sample, teacher, parse, train, "
+        "predict, audit), for the report and the cost views.",
+        _STEP_KEYS,
+    ),
+    ("ops", "contract_results"): (
+        "Every evaluation of a data contract (asset checks of every step), one row "
+        "per contract per table (and batch) per check run, with failing examples.",
+        _STEP_KEYS,
+    ),
+}
 
-@dg.asset(
-    key=["evaluation", "report"],
-    deps=[
-        dg.AssetKey(["predictions", "labels"]),
-        dg.AssetKey(["labeling", "parsed_labels"]),
-        dg.AssetKey(["students", "champion"]),
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            REPORT,
+            deps=[
+                dg.AssetKey(["predictions", "labels"]),
+                dg.AssetKey(["labeling", "parsed_labels"]),
+                dg.AssetKey(["students", "champion"]),
+            ],
+            group_name="quality",
+            kinds={"duckdb", "sql"},
+            code_version="2",
+            description="Accuracy and macro-F1 of the teacher (against gold where the sample has it, with its recall "
+            "per gold class: a teacher that leans one way shows there) and of the student "
+            "(on the evaluation split), their agreement, the discard rate, and rows and seconds per stage.",
+        ),
+        *(
+            dg.AssetSpec(
+                list(key), deps=deps, group_name="ops", kinds={"duckdb", "sql"}, code_version="1", description=text
+            )
+            for key, (text, deps) in BOOKKEEPING.items()
+        ),
     ],
-    group_name="quality",
-    kinds={"duckdb", "sql"},
-    code_version="2",
-    description="Accuracy and macro-F1 of the teacher (against gold where the sample has it, with its recall per "
-    "gold class: a teacher that leans one way shows there) and of the student "
-    "(on the evaluation split), their agreement, the discard rate, and rows and seconds per stage.",
 )
-def report(llambert: LlambertResource) -> dg.MaterializeResult:
+def report(llambert: LlambertResource):
     with llambert.warehouse() as con:
         frame = pipeline.build_report(con, llambert.settings())
         visuals = _visuals(con, llambert)
+        counts = {key: _count(con, ".".join(key)) for key in BOOKKEEPING}
     value = lambda s, m: pipeline.report_value(frame, s, m)  # noqa: E731
     meta = {
         "report": dg.MetadataValue.md(markdown_table(frame, max_rows=50)),
@@ -45,7 +89,16 @@ def report(llambert: LlambertResource) -> dg.MaterializeResult:
     for label, v, _ in recall:
         if v is not None:
             meta[f"teacher_recall_vs_gold_{label}"] = float(v)
-    return dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(asset_key=REPORT, metadata=meta)
+    for key, rows in counts.items():
+        yield dg.MaterializeResult(asset_key=list(key), metadata={"dagster/row_count": rows})
+
+
+def _count(con, table: str) -> int:
+    """Rows of a bookkeeping table; 0 while it does not exist yet (ops.contract_results before any check)."""
+    from llambert.warehouse import table_exists
+
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if table_exists(con, table) else 0
 
 
 def _visuals(con, llambert: LlambertResource) -> dict:

@@ -60,7 +60,9 @@ label_corpus_job = dg.define_asset_job(
 )
 report_job = dg.define_asset_job(
     "evaluate",
-    selection=dg.AssetSelection.assets(["evaluation", "report"]),
+    # The report step also owns the bookkeeping tables (assets/evaluation.py).
+    selection=dg.AssetSelection.assets(["evaluation", "report"], ["labeling", "task_labels"], ["ops", "stage_runs"])
+    | dg.AssetSelection.assets(["ops", "contract_results"]),
     description="Rebuild evaluation.report.",
 )
 unpartitioned_pipeline_job = dg.define_asset_job(
