@@ -37,6 +37,20 @@ def assert_every_table_has_its_model(con) -> None:
     assert not missing, "tables without a model file that writes them: " + ", ".join(missing)
 
 
+def assert_every_table_is_an_asset(con) -> None:
+    """Every table the run wrote (not a view) is an asset key of the definitions, so the UI shows who writes it."""
+    from dagster_project.definitions import build_definitions
+
+    keys = {k.to_user_string() for k in build_definitions().resolve_asset_graph().get_all_asset_keys()}
+    tables = con.execute(
+        "SELECT table_schema || '/' || table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE' ORDER BY ALL"
+    ).fetchall()
+    assert len(tables) > 20, tables
+    missing = [t for (t,) in tables if t not in keys]
+    assert not missing, "tables the run writes that are no asset: " + ", ".join(missing)
+
+
 def _config(tmp_path, small_corpus, tiny_models, **over):
     cfg = tmp_path / "llambert.yaml"
     cfg.write_text(yaml.safe_dump(tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, **over)))
@@ -87,6 +101,7 @@ def test_pipeline_materializes_every_table(tmp_path, small_corpus, tiny_models, 
         == report["projection.llm_only_hours"] / report["projection.llambert_hours"]
     )
     assert_every_table_has_its_model(con)
+    assert_every_table_is_an_asset(con)
     con.close()
     assert "whole corpus, LLM alone" in out
 

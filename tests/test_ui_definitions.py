@@ -7,7 +7,7 @@ import dagster as dg
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import LlambertResource
 
-GROUPS = {"ingest", "labeling", "training", "inference", "quality"}
+GROUPS = {"ingest", "labeling", "training", "inference", "quality", "ops"}
 
 
 def test_every_asset_has_description_group_kinds_and_code_version():
