@@ -53,6 +53,8 @@ TEACHER_TABLES = {
     ("labeling", "llm_cache"): "Every answer ever paid for, keyed by prompt and teacher configuration; a key "
     "already cached keeps its first answer (the audit reuses and extends it).",
     ("labeling", "llm_requests"): "Which cache entry answers which document under a teacher configuration.",
+    ("labeling", "cost_projection"): "One row per teacher run: what it cost, and what labeling the whole corpus "
+    "would cost with the LLM alone versus with LlamBERT (the report step completes it with the student's docs/s).",
     ("labeling", "llm_runs"): "One row per teacher run: model, backend, mode, prompts requested, cached, asked, "
     "answered, and the run's state.",
 }

@@ -30,6 +30,7 @@ LLM_STEPS = dg.AssetSelection.assets(
     ["labeling", "llm_cache"],
     ["labeling", "llm_requests"],
     ["labeling", "llm_runs"],
+    ["labeling", "cost_projection"],
 )
 # The audit step writes its labels, the batch's agreement and any retrain request (assets/audit.py).
 AUDIT_STEP = dg.AssetSelection.assets(
