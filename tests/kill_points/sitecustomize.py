@@ -78,15 +78,27 @@ def _install() -> None:
         pipeline._open_predictor, pipeline.predict_batch = open_predictor, predict_batch
 
     elif POINT in ("ray-load", "ray-load-committed"):
-        from llambert import predictions_store, ray_engine
+        from llambert import predictions_store, ray_engine, warehouse
 
-        real_transaction, real_remove = predictions_store.transaction, ray_engine.remove_tree
+        real_transaction, real_remove = warehouse.transaction, ray_engine.remove_tree
+        real_load, loading = predictions_store.load_staged, {"on": False}
+
+        def load_staged(*args, **kwargs):  # the loader's writes go through warehouse.run_model's transaction
+            loading["on"] = True
+            try:
+                return real_load(*args, **kwargs)
+            finally:
+                loading["on"] = False
 
         @contextlib.contextmanager
         def transaction(con):
             with real_transaction(con):
                 yield con
-                if POINT == "ray-load" and con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0]:
+                if (
+                    POINT == "ray-load"
+                    and loading["on"]
+                    and con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0]
+                ):
                     _stop_here("ray-load uncommitted")
 
         def remove_tree(path):
@@ -94,7 +106,8 @@ def _install() -> None:
                 _stop_here("ray-load committed")
             real_remove(path)
 
-        predictions_store.transaction, ray_engine.remove_tree = transaction, remove_tree
+        warehouse.transaction, ray_engine.remove_tree = transaction, remove_tree
+        predictions_store.load_staged = ray_engine.load_staged = load_staged
 
 
 if POINT:
