@@ -1,6 +1,7 @@
 """Data contracts as Dagster asset checks: one multi-asset check per table, one check per contract.
 
-The contracts themselves live in ``llambert/contracts.py`` and ``data_contracts/*.json``. Checks
+The contracts themselves live in ``data_contracts/<table>.json`` and ``<table>.gates.sql`` (engine:
+``llambert/contracts.py``). Checks
 on the partitioned tables (raw.corpus, predictions.labels) run per batch. Those that guard later
 spending (schema, keys, label domain, label balance and its shift, discard rate, ...) are
 blocking: a failure stops the assets after them. Every result is stored in

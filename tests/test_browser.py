@@ -259,10 +259,15 @@ def test_asset_graph_shows_every_asset(ui, browser_page):
         page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
         # One group up close: each node with its latest materialization, checks and kinds.
         page.goto(f"{ui}/locations/llambert/asset-groups/labeling", wait_until="domcontentloaded")
-        for text in ("parsed_labels", "llm_responses", "PyTorch", "DuckDB", "Asset checks"):
+        for text in ("parsed_labels", "llm_responses", "llm_cache", "cost_projection"):
             shown(page, text).wait_for()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(SCREENSHOTS / "asset_group_labeling.png"))
+        # The labeling group has a dozen nodes: zoomed to fit, the graph hides their tags. The inference
+        # group's one node is drawn large enough to show its kinds and its checks.
+        page.goto(f"{ui}/locations/llambert/asset-groups/inference", wait_until="domcontentloaded")
+        for text in ("labels", "PyTorch", "DuckDB", "Asset checks"):
+            shown(page, text).wait_for()
 
 
 def test_launch_job_and_see_metadata(ui, browser_page):
