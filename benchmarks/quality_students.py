@@ -229,11 +229,7 @@ def run_budget(
         row = {k.removeprefix(prefix): v for k, v in row.items()}
         floor = row["linear"][3]
         eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
-        best = max(r[3] for r in eligible.values())
-        pick = max(
-            (s for s, r in eligible.items() if r[3] >= best - new.champion_tolerance),
-            key=lambda s: (eligible[s][5], eligible[s][3]),
-        )
+        pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup)
         r = row[pick]
         con.execute(
             "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
@@ -257,6 +253,15 @@ def run_budget(
             ],
         )
         log(f"{tag} {prefix}default = champion rule picks {pick}: test acc {r[1]:.4f}")
+
+
+def pick_champion(rows: dict[str, tuple], tolerance: float, speedup: float) -> str:
+    """sql/students/champion.sql's rule on bench rows (score at [3], docs/s at [5]): among candidates within
+    ``tolerance`` of the best score, those within ``speedup`` of the fastest one's docs/s; of those, the best score."""
+    best = max(r[3] for r in rows.values())
+    good = {s: r for s, r in rows.items() if r[3] >= best - tolerance}
+    fastest = max(r[5] for r in good.values())
+    return max((s for s, r in good.items() if r[5] * speedup >= fastest), key=lambda s: (good[s][3], good[s][5]))
 
 
 def stage_students(args) -> None:

@@ -174,8 +174,15 @@ class StudentConfig(_Strict):
         0.005,
         ge=0.0,
         le=0.2,
-        description="Champion rule: among eligible candidates within this of the best score, "
-        "the fastest (measured docs/s) wins.",
+        description="Champion rule: eligible candidates within this of the best score are as good; "
+        "among those, speed decides only when material (champion_speedup).",
+    )
+    champion_speedup: float = Field(
+        1.5,
+        ge=1.0,
+        description="Champion rule: among the as-good candidates, those within this factor of the fastest one's "
+        "measured docs/s count as fast, and the best-scoring fast one wins. 1.0: the fastest as-good candidate "
+        "always wins; 1.5 keeps a 2-3% docs/s difference (noise on shared cores) from outvoting a better score.",
     )
     infer_batch_size: int = Field(
         16,

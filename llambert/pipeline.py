@@ -347,6 +347,7 @@ _NOT_TRAINING = {
     "probe_size",
     "kind",
     "champion_tolerance",
+    "champion_speedup",
 }
 
 
@@ -821,6 +822,7 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             "task": task,
             "probe_set": probe_set,
             "champion_tolerance": cfg.champion_tolerance,
+            "champion_speedup": cfg.champion_speedup,
             "collapse_ratio": settings.checks.collapse_ratio,
         },
     )

@@ -255,6 +255,7 @@ def test_champion_rule_floor_collapse_and_speed():
                 "task": "t",
                 "probe_set": "P",
                 "champion_tolerance": 0.005,
+                "champion_speedup": 1.5,
                 "collapse_ratio": 0.25,
             },
         )
@@ -272,8 +273,14 @@ def test_champion_rule_floor_collapse_and_speed():
     assert champion()[0] == "floor" and verdict("weak").startswith("below the linear floor")
     add("enc", "encoder", 0.85, 60, 0.9, 3)
     assert champion()[0] == "enc"
-    add("ens", "ensemble", 0.853, 50, 0.9, 4)  # best, but enc is within 0.005 of it and faster
+    add("ens", "ensemble", 0.852, 20, 0.9, 4)  # best, but enc is within 0.005 of it and 3x faster
     cid, reason = champion()
-    assert cid == "enc" and "faster" in reason and "not eligible" in reason and "collapsed" in reason
-    add("ens2", "ensemble", 0.87, 50, 0.9, 5)  # clearly better: accuracy wins over speed
+    assert cid == "enc" and "3x faster" not in reason and "over 1.5x faster" in reason
+    assert "not eligible" in reason and "collapsed" in reason
+    add("ens1", "ensemble", 0.853, 50, 0.9, 5)  # within the tolerance, only 1.2x slower: the better score wins
+    cid, reason = champion()
+    assert cid == "ens1" and "by less than 1.5x" in reason
+    add("fast", "linear", 0.849, 2000, 0.9, 6)  # within the tolerance of the best and 40x faster: speed wins
+    assert champion()[0] == "fast"
+    add("ens2", "ensemble", 0.87, 50, 0.9, 7)  # clearly better: accuracy wins over speed
     assert champion()[0] == "ens2"

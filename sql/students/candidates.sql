@@ -1,5 +1,6 @@
 -- students.candidates: every student checkpoint of the task with the champion rule's verdict on it.
--- Variables: task, champion_metric, probe_set, collapse_ratio, champion_tolerance.
+-- Variables: task, champion_metric, probe_set, collapse_ratio, champion_tolerance
+-- (champion_speedup is read by students.champion).
 --   score       the champion metric: probe_* on the current gold probe (only checkpoints scored on it
 --               compete), or val_* on each checkpoint's own held-out teacher labels (no gold in the corpus)
 --   collapsed   its smallest (predicted share / true share) over the classes is below collapse_ratio:

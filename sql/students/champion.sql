@@ -1,8 +1,11 @@
 -- students.champion: the checkpoint whose predictions are the product, and why.
 -- The rule (README "Students"), over the eligible rows of students.candidates (never collapsed,
 -- never below the linear floor): take the best score; every candidate within champion_tolerance of
--- it is as good, and among those the fastest (docs_per_s, measured on the judge set) wins; then the
--- higher score, then the older checkpoint (a new checkpoint that is not better never replaces it).
+-- it is as good. Speed decides among the as-good only when it is material: a candidate counts as fast
+-- when its docs_per_s (measured on the judge set) is within champion_speedup of the fastest as-good one,
+-- and among the fast ones the higher score wins (an ensemble at 38 docs/s beats an encoder at 39 that
+-- scores lower; a linear floor at 2,000 docs/s beats an encoder at 40 that scores within the tolerance);
+-- then the faster, then the older checkpoint (a new checkpoint that is not better never replaces it).
 -- No eligible candidate: no row (llambert.pipeline.choose_champion raises, nothing is labeled).
 CREATE OR REPLACE TABLE students.champion AS
 WITH eligible AS (
@@ -14,16 +17,33 @@ WITH eligible AS (
     WHERE eligible
 ),
 
+judged AS (
+    SELECT
+        *,
+        score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) AS as_good
+    FROM eligible
+),
+
+timed AS (
+    SELECT
+        *,
+        coalesce(
+            docs_per_s * coalesce(getvariable('champion_speedup'), 1.0)
+            >= max(docs_per_s) FILTER (WHERE as_good) OVER (),
+            TRUE
+        ) AS fast
+    FROM judged
+),
+
 ranked AS (
     SELECT
         *,
-        score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) AS as_good,
         row_number() OVER (
             ORDER BY
-                score >= best_score - coalesce(getvariable('champion_tolerance'), 0.0) DESC,
-                docs_per_s DESC NULLS LAST, score DESC, created_at ASC, checkpoint_id ASC
+                as_good DESC, as_good AND fast DESC, score DESC,
+                docs_per_s DESC NULLS LAST, created_at ASC, checkpoint_id ASC
         ) AS rnk
-    FROM eligible
+    FROM timed
 ),
 
 rejected AS (
@@ -72,10 +92,15 @@ SELECT
             c.n_candidates, r.checkpoint_id, r.kind, r.score,
             CASE
                 WHEN r.score = c.score AND r.as_good THEN ', a tie: the older one stays'
-                WHEN r.as_good AND c.score < c.best_score
+                WHEN r.as_good AND c.score < r.score
                     THEN format(
-                        ', within {} of the best and faster: {:.0f} docs/s',
-                        getvariable('champion_tolerance'), c.docs_per_s
+                        ', within {} of the best and over {}x faster: {:.0f} vs {:.0f} docs/s',
+                        getvariable('champion_tolerance'), getvariable('champion_speedup'), c.docs_per_s, r.docs_per_s
+                    )
+                WHEN r.as_good AND c.score > r.score AND r.docs_per_s > c.docs_per_s
+                    THEN format(
+                        ', faster but by less than {}x: {:.0f} vs {:.0f} docs/s',
+                        getvariable('champion_speedup'), r.docs_per_s, c.docs_per_s
                     )
                 ELSE ''
             END
