@@ -259,6 +259,7 @@ def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models,
     from benchmarks import teacher
 
     monkeypatch.setenv("LLAMBERT_DATA_DIR", str(imdb_dir))
+    monkeypatch.setenv("LLAMBERT_MODEL_CACHE", str(tmp_path / "models"))  # the weights-hash sidecar: not the shared one
     db, md = tmp_path / "t.duckdb", tmp_path / "t.md"
     tiny = str(tiny_models["teacher"])
     common = ["--n", "4", "--data-dir", str(imdb_dir), "--db", str(db), "--md", str(md), "--threads", "1"]
