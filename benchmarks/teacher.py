@@ -10,6 +10,10 @@ The baseline can run on a subset (``--baseline-n``) because it is slow; the mark
 every figure used.
 
 Run with ``nice -n 10`` on a shared machine: ``make bench-teacher N=200 BASELINE_N=60``.
+
+``--truncation-sweep``, ``--injection`` and ``--cascade`` run the experiments of
+benchmarks/teacher_sweeps.py instead (one row per answer in ``bench.teacher_docs``, resumable), each
+with its own section of the report: ``make bench-teacher TEACHER_ARGS="--injection"``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ TEACHERS = {
     "gemma-3-270m": 2,
 }
 METHODS = ("choice", "generate", "baseline")
+# One answer per row for the experiments of benchmarks/teacher_sweeps.py (truncation, injection, cascade).
+DOCS_DDL = """CREATE TABLE IF NOT EXISTS bench.teacher_docs (
+    experiment VARCHAR, config VARCHAR, model VARCHAR, model_identity VARCHAR, decoding VARCHAR,
+    doc_key VARCHAR, attack VARCHAR, gold INTEGER, label INTEGER, raw_text VARCHAR, label_probs VARCHAR,
+    p_top DOUBLE, prompt_tokens INTEGER, tokens_read INTEGER, completion_tokens INTEGER, wall_s DOUBLE,
+    cpu_s DOUBLE, load_1m DOUBLE, chunk INTEGER, threads INTEGER, host VARCHAR, run_id VARCHAR,
+    measured_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (experiment, config, model_identity, decoding, doc_key))"""
 
 log = logger("bench-teacher")
 
@@ -54,6 +66,7 @@ def open_bench(path: Path = BENCH_DB) -> duckdb.DuckDBPyConnection:
     )
     for col in ("cpu VARCHAR", "load_before DOUBLE", "load_after DOUBLE"):  # added after the first runs
         con.execute(f"ALTER TABLE bench.teacher ADD COLUMN IF NOT EXISTS {col}")
+    con.execute(DOCS_DDL)
     return con
 
 
@@ -263,6 +276,9 @@ def report(con: duckdb.DuckDBPyConnection, md: Path) -> None:
             f"{f(o['prompts_per_cpu_s'], 2)} | {f(b['accuracy'])} ({b['n']}) | {f(b['prompts_per_cpu_s'], 2)} | "
             f"{o['prompts_per_cpu_s'] / b['prompts_per_cpu_s']:.1f}x | {o['prompts_per_s'] / b['prompts_per_s']:.1f}x |"
         )
+    from benchmarks.teacher_sweeps import sections
+
+    lines += sections(con)  # truncation, injection, cascade: only those with rows
     lines += ["", "## Notes", "", NOTES.read_text().rstrip("\n")]
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
@@ -273,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=500, help="IMDb test reviews per model and method")
     ap.add_argument("--baseline-n", type=int, default=500, help="reviews for the (slow) paper baseline")
-    ap.add_argument("--models", nargs="+", default=list(TEACHERS))
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"default: every teacher ({', '.join(TEACHERS)}); for --truncation-sweep and --injection "
+        "the pipeline's default teacher only",
+    )
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     product = TeacherConfig().resolved_batch_size()  # time what the pipeline runs by default
     ap.add_argument(
@@ -291,12 +313,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=str(BENCH_DB))
     ap.add_argument("--md", default=str(DOC))
     ap.add_argument("--report-only", action="store_true")
+    x = ap.add_argument_group("experiments (benchmarks/teacher_sweeps.py; instead of the methods above)")
+    x.add_argument("--truncation-sweep", action="store_true", help="review-token budgets x head/head_tail")
+    x.add_argument(
+        "--injection", action="store_true", help="choice/generate x paper/hardened prompt on the injection set"
+    )
+    x.add_argument("--cascade", action="store_true", help="small then large teacher, choice mode, threshold sweep")
+    x.add_argument("--sweep-mode", choices=["generate", "choice"], default="generate", help="truncation sweep mode")
+    x.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384], help="review-token budgets")
+    x.add_argument("--chunk", type=int, default=20, help="documents per interleaved chunk")
+    x.add_argument("--injection-reviews", type=int, default=24, help="negative reviews of the injection set")
+    x.add_argument(
+        "--injection-normal-n", type=int, default=None, help="benchmark reviews for paper vs hardened (default --n)"
+    )
+    x.add_argument("--cascade-small", default="qwen2.5-coder-0.5b-instruct")
+    x.add_argument("--cascade-large", default="qwen2.5-coder-1.5b-instruct")
     args = ap.parse_args(argv)
+    experiments = args.truncation_sweep or args.injection or args.cascade
+    if args.models is None:
+        args.models = [TeacherConfig().model] if experiments else list(TEACHERS)
     if args.report_only:
         report(open_bench(Path(args.db)), Path(args.md))
+    elif experiments:
+        run_experiments(args)
     else:
         measure(args)
     return 0
+
+
+def run_experiments(args) -> None:
+    """The flagged experiments, one after another, each resumable; the report after each."""
+    import torch
+
+    from benchmarks import teacher_sweeps as sw
+
+    settings = load_settings()
+    if args.threads:
+        settings.threads = args.threads
+        torch.set_num_threads(args.threads)
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    if args.injection_normal_n is None:
+        args.injection_normal_n = args.n
+    con = open_bench(Path(args.db))
+    if args.truncation_sweep:
+        sw.truncation_sweep(con, args, settings, data_dir, args.models)
+        report(con, Path(args.md))
+    if args.injection:
+        sw.injection(con, args, settings, data_dir, args.models)
+        report(con, Path(args.md))
+    if args.cascade:
+        sw.cascade(con, args, settings, data_dir)
+        report(con, Path(args.md))
 
 
 if __name__ == "__main__":

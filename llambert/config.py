@@ -59,6 +59,20 @@ class TeacherConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy.")
     top_k: int = Field(0, ge=0)
     max_prompt_tokens: int = Field(640, ge=32, description="Reviews are cut so that the prompt fits.")
+    truncation: Literal["head", "head_tail"] = Field(
+        "head",
+        description="How a document too long for max_prompt_tokens is cut. head: its beginning; head_tail: the "
+        "first quarter and the last three quarters of the document's token budget (a review's verdict is often "
+        "at its end; the student's head_tail). Part of the answer cache key; measure with "
+        "`python -m benchmarks.teacher --truncation-sweep`.",
+    )
+    prompt_style: Literal["paper", "hardened"] = Field(
+        "paper",
+        description="paper: the task file's prompt as written (the LlamBERT paper's, the faithful default); "
+        "hardened: the document delimited as data (<document>...</document>, tags inside it neutralised) with "
+        "the instruction after it, against prompt injection in documents. Part of the answer cache key; "
+        "measure with `python -m benchmarks.teacher --injection`.",
+    )
     commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")
     few_shot: int = Field(0, ge=0, description="Number of the task's examples to put before each prompt.")
     # Not in DecodingParams, so in no answer cache key: the model reads the same tokens either way and the

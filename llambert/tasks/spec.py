@@ -48,6 +48,11 @@ class Task(BaseModel):
     system_prompt: str | None = None
     user_template: str
     examples: list[Example] = Field(default_factory=list)
+    hardened_instruction: str | None = Field(
+        None,
+        description="teacher.prompt_style hardened: the question asked after the delimited document. None: "
+        "the user_template with its {text} slot replaced by 'the document above'.",
+    )
     text_name: str = Field("text", description="Human name for a document, used in error messages.")
     match: Literal["contains", "word"] = Field(
         "contains",
@@ -109,7 +114,8 @@ class Task(BaseModel):
     @property
     def version(self) -> str:
         """A short hash of everything that changes what the LLM is asked."""
-        payload = self.model_dump(exclude={"description"})
+        exclude = {"description"} | ({"hardened_instruction"} if self.hardened_instruction is None else set())
+        payload = self.model_dump(exclude=exclude)  # unset: the same version as before the field existed
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -17,6 +17,8 @@ def decoding_params(settings: Settings) -> DecodingParams:
         top_k=t.top_k,
         few_shot=t.few_shot,
         max_prompt_tokens=t.max_prompt_tokens,
+        truncation=t.truncation,
+        prompt_style=t.prompt_style,
     )
 
 

@@ -26,13 +26,27 @@ class DecodingParams:
     few_shot: int
     max_prompt_tokens: int
     extra: dict = field(default_factory=dict)
+    # What the model reads: the document's cut and the prompt's style (llambert/teacher/prompts.py).
+    truncation: str = "head"
+    prompt_style: str = "paper"
 
     def key(self) -> str:
-        """Canonical JSON: part of every cache key, so different decoding never shares answers."""
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+        """Canonical JSON: part of every cache key, so different decoding never shares answers.
+
+        ``truncation`` and ``prompt_style`` enter only when they are not their defaults, so that keys
+        made before they existed (the paper's prompt, head truncation) stay byte-identical and old
+        caches still hit."""
+        d = {k: v for k, v in self.__dict__.items() if k not in ("extra", *_READ_DEFAULTS)}
+        d |= {k: getattr(self, k) for k, default in _READ_DEFAULTS.items() if getattr(self, k) != default}
+        d |= self.extra
         if self.mode == "choice":  # scoring ignores sampling parameters
-            d = {k: d[k] for k in ("mode", "few_shot", "max_prompt_tokens", "engine") if k in d}
+            kept = ("mode", "few_shot", "max_prompt_tokens", "engine", *_READ_DEFAULTS)
+            d = {k: d[k] for k in kept if k in d}
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+# Fields of DecodingParams added after caches existed, with the value every older key meant.
+_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper"}
 
 
 class TeacherBackend(Protocol):

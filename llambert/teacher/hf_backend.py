@@ -26,7 +26,7 @@ import torch
 
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
-from llambert.teacher.prompts import render_chat
+from llambert.teacher.prompts import render_for
 
 # A spelling of several tokens is scored only if its first token is within this many nats of
 # the best one-token spelling in some row (e^-20 ~ 2e-9: below any decision that matters).
@@ -90,8 +90,14 @@ class TransformersTeacher:
 
     # -- prompts ---------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> list[str]:
-        d = self.decoding
-        return [render_chat(self.tokenizer, self.task, t, d.few_shot, d.max_prompt_tokens) for t in texts]
+        return [render_for(self.tokenizer, self.task, t, self.decoding) for t in texts]
+
+    def set_decoding(self, decoding: DecodingParams) -> None:
+        """Switch decoding on a loaded model (benchmarks compare settings on one load); what was
+        derived from the old prompt settings (shared prefix, label spellings) is found again."""
+        self.decoding = decoding
+        self._prefix = None
+        self._variants = None
 
     def close(self) -> None:
         del self.model
@@ -104,11 +110,9 @@ class TransformersTeacher:
         template rendered with several dummy documents (system prompt, few-shot turns, the user turn
         up to the document)."""
         if self._prefix is None:
-            d, tok = self.decoding, self.tokenizer
+            tok = self.tokenizer
             rows = [
-                tok(render_chat(tok, self.task, x, d.few_shot, d.max_prompt_tokens), add_special_tokens=False)[
-                    "input_ids"
-                ]
+                tok(render_for(tok, self.task, x, self.decoding), add_special_tokens=False)["input_ids"]
                 for x in _PREFIX_PROBES
             ]
             n = 0
@@ -201,7 +205,7 @@ class TransformersTeacher:
         if self._variants is not None:
             return self._variants
         tok = self.tokenizer
-        probe = render_chat(tok, self.task, "x", self.decoding.few_shot, self.decoding.max_prompt_tokens)
+        probe = render_for(tok, self.task, "x", self.decoding)
         base = tok(probe, add_special_tokens=False)["input_ids"]
         seen: set[tuple[int, ...]] = set()
         variants: list[_Variant] = []

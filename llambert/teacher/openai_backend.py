@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
-from llambert.teacher.prompts import build_messages
+from llambert.teacher.prompts import build_messages, fit_document, truncate_chars
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_ERROR_BODY = 64 * 1024  # read (and redact) this much of an error body before cutting it short
@@ -151,12 +151,12 @@ class OpenAITeacher:
         out = []
         for text in texts:
             if self.tokenizer is not None:
-                from llambert.teacher.prompts import fit_document
-
-                text = fit_document(self.tokenizer, self.task, text, d.few_shot, d.max_prompt_tokens)
+                text = fit_document(
+                    self.tokenizer, self.task, text, d.few_shot, d.max_prompt_tokens, d.truncation, d.prompt_style
+                )
             else:  # no local tokenizer: about 4 characters per token
-                text = text[: max(64, d.max_prompt_tokens * 4)]
-            messages = build_messages(self.task, text, d.few_shot)
+                text = truncate_chars(text, max(64, d.max_prompt_tokens * 4), d.truncation)
+            messages = build_messages(self.task, text, d.few_shot, d.prompt_style)
             out.append(json.dumps(messages, ensure_ascii=False, separators=(",", ":")))
         return out
 

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.openai_backend import _label_of_token, _logaddexp
-from llambert.teacher.prompts import render_chat
+from llambert.teacher.prompts import render_for
 
 
 class VLLMTeacher:
@@ -67,8 +67,7 @@ class VLLMTeacher:
         self.tokenizer = self.llm.get_tokenizer()
 
     def prepare(self, texts: list[str]) -> list[str]:
-        d = self.decoding
-        return [render_chat(self.tokenizer, self.task, t, d.few_shot, d.max_prompt_tokens) for t in texts]
+        return [render_for(self.tokenizer, self.task, t, self.decoding) for t in texts]
 
     def close(self) -> None:
         del self.llm
@@ -138,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--few-shot", type=int, default=0)
     ap.add_argument("--max-prompt-tokens", type=int, default=640)
     ap.add_argument("--max-new-tokens", type=int, default=4)
+    ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
+    ap.add_argument("--prompt-style", choices=["paper", "hardened"], default="paper")
     ap.add_argument("--texts", required=True, help="JSON list of texts")
     ap.add_argument("--out", required=True, help="where to write a JSON list of answers")
     args = ap.parse_args(argv)
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         top_k=0,
         few_shot=args.few_shot,
         max_prompt_tokens=args.max_prompt_tokens,
+        truncation=args.truncation,
+        prompt_style=args.prompt_style,
     )
     t0 = time.perf_counter()
     teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding)
