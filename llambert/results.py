@@ -83,6 +83,13 @@ class TeacherResult(StepResult):
     strategy: str
     rounds: int
     sampled: int
+    # teacher.cascade only: the small model, its threshold, the prompts it was asked, and the sampled
+    # documents whose answer is the teacher's (escalated) and their share.
+    cascade_model: str | None = None
+    cascade_threshold: float | None = None
+    cascade_asked: int | None = None
+    escalated: int | None = None
+    escalated_share: float | None = None
 
 
 @dataclass
