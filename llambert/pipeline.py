@@ -239,6 +239,18 @@ def _label_round(
     return runs
 
 
+def _server_details(backends: list) -> dict:
+    """openai backend, choice mode (the teacher's or a cascade's small model): which server answered, and
+    whether choice was constrained to the labels (False if any backend's was not)."""
+    infos = [b.server_info() for b in backends if b is not None and hasattr(b, "server_info")]
+    infos = [i for i in infos if i]
+    if not infos:
+        return {}
+    flags = [i.get("constrained_choice") for i in infos]
+    constrained = False if False in flags else (True if all(flags) else None)
+    return {"server": ", ".join(sorted({i["server"] for i in infos})), "constrained_choice": constrained}
+
+
 def label_sample(
     con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings, backend=None, small_backend=None
 ) -> TeacherResult:
@@ -308,6 +320,7 @@ def label_sample(
             }
         else:
             details = {}
+        details |= _server_details([backend, small])
         stats = TeacherResult(
             rows=count(c, "labeling.llm_responses"),
             model=backend.model_identity,

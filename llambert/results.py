@@ -90,6 +90,10 @@ class TeacherResult(StepResult):
     cascade_asked: int | None = None
     escalated: int | None = None
     escalated_share: float | None = None
+    # openai backend, choice mode: which server answered ('llama.cpp', 'vllm', 'unknown') and whether the
+    # answers were constrained to the labels (false: free generation plus logprobs; None: not known).
+    server: str | None = None
+    constrained_choice: bool | None = None
 
 
 @dataclass

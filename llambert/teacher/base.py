@@ -31,7 +31,7 @@ class DecodingParams:
         """Canonical JSON: part of every cache key, so different decoding never shares answers."""
         d = {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
         if self.mode == "choice":  # scoring ignores sampling parameters
-            d = {k: d[k] for k in ("mode", "few_shot", "max_prompt_tokens", "engine") if k in d}
+            d = {k: d[k] for k in ("mode", "few_shot", "max_prompt_tokens", "engine", "choice_constraint") if k in d}
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
