@@ -184,7 +184,9 @@ def test_llama_cpp_gets_its_grammar_and_choice_is_constrained(tmp_path, llama, c
     assert server.gets[0] == "/props" and teacher.server_kinds == [LLAMA_CPP]
     with open_warehouse(tmp_path / "w.duckdb") as con:
         label_documents(con, teacher, DOCS, TASK.version, batch_size=2, show_progress=False)
-        rows = con.execute("SELECT raw_text, label_probs, decoding FROM labeling.llm_cache ORDER BY raw_text").fetchall()
+        rows = con.execute(
+            "SELECT raw_text, label_probs, decoding FROM labeling.llm_cache ORDER BY raw_text"
+        ).fetchall()
     teacher.close()
     assert all(b["grammar"] == gbnf_choice(TASK.label_names) for b in server.bodies) and len(server.bodies) == 3
     assert sorted(r[0] for r in rows) == ["negative", "positive", "positive"]
