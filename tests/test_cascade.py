@@ -163,3 +163,13 @@ def test_cascade_defaults_off_and_runs_the_small_model_in_choice_mode():
     small = cascade_settings(s)
     assert (small.teacher.model, small.teacher.mode, small.teacher.cascade) == ("small", "choice", None)
     assert s.teacher.model != "small" and s.teacher.mode == "generate"  # the teacher's own settings are kept
+
+
+def test_preflight_checks_the_cascade_model_too(tmp_path, small_corpus, tiny_models):
+    from llambert.preflight import check_ready
+
+    d = tiny_settings_dict(
+        tmp_path / "home", small_corpus, tiny_models, teacher={"cascade": {"model": str(tmp_path / "no-such-model/")}}
+    )
+    with pytest.raises(ConfigError, match=r"setting 'teacher\.cascade\.model'"):
+        check_ready(load_settings(overrides=d))
