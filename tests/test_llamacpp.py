@@ -40,7 +40,8 @@ from llambert.warehouse import open_warehouse
 TASK = load_task("imdb_sentiment")
 LIFETIME_S = 60.0
 
-# Recorded from llama-server (build b4600-era; fields trimmed to the ones that matter here).
+# Shaped like llama-server's replies (the fields llama.cpp's server README names; trimmed). Not captured from a
+# live server: none is installed here, so the llamacpp tier is where they meet the real thing.
 LLAMA_PROPS = {
     "default_generation_settings": {"n_ctx": 4096, "params": {"temperature": 0.8}},
     "total_slots": 1,
