@@ -45,7 +45,8 @@ def sample(llambert: LlambertResource):
     )
 
 
-_TEACHER = {"group_name": "labeling", "kinds": {"duckdb", "pytorch"}, "code_version": "1"}
+# code_version 2: teacher.cascade (answered_by, llm_runs role/threshold/escalated), llama.cpp's grammar.
+_TEACHER = {"group_name": "labeling", "kinds": {"duckdb", "pytorch"}, "code_version": "2"}
 LLM_RESPONSES = dg.AssetKey(["labeling", "llm_responses"])
 # The teacher's bookkeeping: the step that asks the LLM writes these too (llambert/teacher/runner.py), so they
 # are specs of this step rather than steps of their own (Dagster: one op may materialize several assets).
@@ -56,7 +57,7 @@ TEACHER_TABLES = {
     ("labeling", "cost_projection"): "One row per teacher run: what it cost, and what labeling the whole corpus "
     "would cost with the LLM alone versus with LlamBERT (the report step completes it with the student's docs/s).",
     ("labeling", "llm_runs"): "One row per teacher run: model, backend, mode, prompts requested, cached, asked, "
-    "answered, and the run's state.",
+    "answered, and the run's state; under teacher.cascade its role, the threshold and the share escalated.",
 }
 
 
@@ -66,9 +67,11 @@ TEACHER_TABLES = {
             LLM_RESPONSES,
             deps=[dg.AssetKey(["labeling", "sample"])],
             **_TEACHER,
-            description="The teacher's raw answer for every sampled document, with model identity, prompt version, "
-            "decoding parameters, tokens and latency. Answers are cached: only new prompts are paid for. Under "
-            "sample.strategy uncertainty this step asks round by round and appends each round to labeling.sample.",
+            description="The teacher's raw answer for every sampled document, with the identity of the model that "
+            "answered, prompt version, decoding parameters, tokens and latency. Answers are cached: only new prompts "
+            "are paid for. Under sample.strategy uncertainty this step asks round by round and appends each round to "
+            "labeling.sample. With teacher.cascade a small model answers first and answered_by says whose answer "
+            "each document kept ('cascade_small' or 'teacher').",
         ),
         *(
             dg.AssetSpec(list(key), deps=[dg.AssetKey(["labeling", "sample"])], **_TEACHER, description=text)
@@ -114,8 +117,9 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
             deps=[LLM_RESPONSES],
             group_name="labeling",
             kinds={"duckdb", "sql"},
-            code_version="1",
-            description="Answers that name exactly one of the task's labels: the student's training data.",
+            code_version="2",
+            description="Answers that name exactly one of the task's labels: the student's training data, with "
+            "the model that answered each (model_identity, answered_by).",
         ),
         dg.AssetSpec(
             ["labeling", "discarded"],

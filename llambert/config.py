@@ -41,6 +41,50 @@ class CorpusSource(_Strict):
     )
 
 
+class CascadeConfig(_Strict):
+    """A small teacher asked first: its sure answers are kept, only the others go on to ``teacher.model``.
+
+    The small model scores the labels (choice mode) on every sampled document on the same backend as the
+    teacher (openai: the same servers must serve it); both models' answers are cached, so changing the
+    threshold asks neither model again for what it already answered.
+    """
+
+    model: str = Field(description="The small model: registry name, local directory, hub id or served name.")
+    threshold: float = Field(
+        0.9,
+        description="A document keeps the small model's answer when its top label probability is at least this; "
+        "the others are escalated to teacher.model. 0.5 on a two-label task escalates nothing; 1.0 nearly all.",
+    )
+    mode: str = Field("choice", description="Always choice: the threshold needs a probability per label.")
+
+    @field_validator("model")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("teacher.cascade.model is empty: name the small model, or remove teacher.cascade")
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        if not 0.5 <= v <= 1.0:
+            raise ValueError(
+                f"teacher.cascade.threshold must be within [0.5, 1.0], got {v}: it is the small model's top label "
+                "probability from which its answer is kept (0.9 is a start; 1.0 escalates nearly everything)"
+            )
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _choice(cls, v: str) -> str:
+        if v != "choice":
+            raise ValueError(
+                f"teacher.cascade.mode is {v!r}: the small model must score the labels (choice mode), since the "
+                "threshold reads its label probabilities. Set teacher.cascade.mode: choice or leave it out"
+            )
+        return v
+
+
 class TeacherConfig(_Strict):
     model: str = Field("qwen2.5-coder-1.5b-instruct", description="Registry name, local directory or hub id.")
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
@@ -97,6 +141,20 @@ class TeacherConfig(_Strict):
     concurrency: int = Field(8, ge=1)
     price_per_1m_input_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
     price_per_1m_output_tokens: float = Field(0.0, ge=0.0, description="Priced endpoints: for cost projections.")
+    cascade: CascadeConfig | None = Field(
+        None,
+        description="Optional: a small model answers first (choice mode) and only documents it is unsure of go "
+        "to `model`; labeling.llm_responses.answered_by says which one answered. None (default): off.",
+    )
+
+    @model_validator(mode="after")
+    def _cascade_differs(self) -> TeacherConfig:
+        if self.cascade is not None and self.cascade.model.strip() == self.model.strip():
+            raise ValueError(
+                f"teacher.cascade.model is the teacher itself ({self.model!r}): name a smaller model for the "
+                "cascade, or remove teacher.cascade"
+            )
+        return self
 
     def resolved_batch_size(self) -> int:
         """``batch_size``, or the backend's default when it is not set."""

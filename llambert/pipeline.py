@@ -129,18 +129,24 @@ def _sample_by_split(con: duckdb.DuckDBPyConnection) -> dict:
 
 
 # -- 3. labeling.llm_responses ----------------------------------------------------------------
-def teacher_variables(backend, task: Task) -> dict:
+def teacher_variables(backend, task: Task, small=None, threshold: float | None = None) -> dict:
+    """The variables of sql/labeling/llm_responses.sql: the teacher's configuration and, with a cascade,
+    its small model's (``small``, ``threshold``). Always every key: DuckDB variables outlive a statement,
+    so a key left out would keep an earlier run's value on the same connection."""
     return {
         "model_identity": backend.model_identity,
         "prompt_version": task.version,
         "decoding": backend.decoding.key(),
+        "cascade_identity": small.model_identity if small is not None else None,
+        "cascade_decoding": small.decoding.key() if small is not None else None,
+        "cascade_threshold": float(threshold) if small is not None and threshold is not None else None,
     }
 
 
-def _labels_so_far(con: duckdb.DuckDBPyConnection, task: Task, backend) -> pl.DataFrame:
+def _labels_so_far(con: duckdb.DuckDBPyConnection, task: Task, variables: dict) -> pl.DataFrame:
     """(text, label) of every sampled document the teacher has answered usefully so far."""
     write_task_labels(con, task)
-    run_model(con, "labeling.llm_responses", teacher_variables(backend, task))
+    run_model(con, "labeling.llm_responses", variables)
     run_model(con, "labeling.answer_matches")
     run_model(con, "labeling.parsed_labels")
     return con.execute(
@@ -149,7 +155,7 @@ def _labels_so_far(con: duckdb.DuckDBPyConnection, task: Task, backend) -> pl.Da
 
 
 def _uncertainty_round(
-    con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, backend, round_no: int
+    con: duckdb.DuckDBPyConnection, settings: Settings, task: Task, variables: dict, round_no: int
 ) -> dict | None:
     """Append the next round of ``sample.strategy: uncertainty`` to labeling.sample; None when full or exhausted."""
     from llambert.sampling import next_round, plan_round
@@ -158,7 +164,7 @@ def _uncertainty_round(
     plan = plan_round(round_no, count(con, "labeling.sample"), s.size, s.round_size, s.random_share)
     if plan is None:
         return None
-    labeled = _labels_so_far(con, task, backend)
+    labeled = _labels_so_far(con, task, variables)
     candidates = con.execute(
         "SELECT p.doc_id, c.text FROM labeling.pool p JOIN raw.corpus c USING (doc_id) "
         "WHERE p.doc_id NOT IN (SELECT doc_id FROM labeling.sample) ORDER BY p.pool_rank LIMIT ?",
@@ -185,7 +191,69 @@ def _uncertainty_round(
     }
 
 
-def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings, backend=None) -> TeacherResult:
+def _label_round(
+    con: duckdb.DuckDBPyConnection | Warehouse,
+    settings: Settings,
+    task: Task,
+    backend,
+    small,
+    docs: pl.DataFrame,
+    variables: dict,
+) -> list:
+    """Answers for ``docs``: from the teacher, or with a cascade from the small model first and from the
+    teacher only for the documents the small model is unsure of. Returns the runs' stats (small model first).
+
+    Which documents go on is read back from labeling.llm_responses (its SQL holds the rule), so the step
+    and the table never disagree; the small model's run row records how many went on.
+    """
+    from llambert.teacher.runner import label_documents
+
+    t = settings.teacher
+    kw = {"batch_size": t.resolved_batch_size(), "commit_every": t.commit_every}
+    if small is None:
+        return [label_documents(con, backend, docs, task.version, **kw)]
+    threshold = t.cascade.threshold
+    first = label_documents(con, small, docs, task.version, role="cascade_small", cascade_threshold=threshold, **kw)
+    session = sessions(con)
+    with session() as c:
+        run_model(c, "labeling.llm_responses", variables)
+        kept = {
+            r[0]
+            for r in c.execute(
+                "SELECT doc_id FROM labeling.llm_responses WHERE answered_by = 'cascade_small'"
+            ).fetchall()
+        }
+        escalate = docs.filter(~pl.col("doc_id").is_in(list(kept)))
+        share = escalate.height / docs.height if docs.height else 0.0
+        run_model(
+            c,
+            "labeling.llm_runs",
+            {"run_id": first.run_id, "escalated": escalate.height, "escalated_share": share},
+            section="cascade",
+        )
+    runs = [first]
+    if escalate.height:
+        runs.append(
+            label_documents(con, backend, escalate, task.version, role="teacher", cascade_threshold=threshold, **kw)
+        )
+    return runs
+
+
+def _server_details(backends: list) -> dict:
+    """openai backend, choice mode (the teacher's or a cascade's small model): which server answered, and
+    whether choice was constrained to the labels (False if any backend's was not)."""
+    infos = [b.server_info() for b in backends if b is not None and hasattr(b, "server_info")]
+    infos = [i for i in infos if i]
+    if not infos:
+        return {}
+    flags = [i.get("constrained_choice") for i in infos]
+    constrained = False if False in flags else (True if all(flags) else None)
+    return {"server": ", ".join(sorted({i["server"] for i in infos})), "constrained_choice": constrained}
+
+
+def label_sample(
+    con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings, backend=None, small_backend=None
+) -> TeacherResult:
     """Ask the teacher about every sampled document that has no cached answer yet.
 
     Under ``sample.strategy: uncertainty`` this step also grows labeling.sample, round by round,
@@ -193,8 +261,7 @@ def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings,
     Given a :class:`~llambert.warehouse.Warehouse`, no connection is open while the model loads or
     answers (readers get in between commits); given a connection, it is used throughout.
     """
-    from llambert.teacher import make_teacher, with_gold_examples
-    from llambert.teacher.runner import label_documents
+    from llambert.teacher import make_cascade_teacher, make_teacher, with_gold_examples
 
     session = sessions(con)
     t0 = time.perf_counter()
@@ -203,28 +270,23 @@ def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings,
     sample_docs = (
         "SELECT s.doc_id, c.text FROM labeling.sample s JOIN raw.corpus c USING (doc_id) ORDER BY s.sample_rank"
     )
-    own = backend is None
+    cascade = settings.teacher.cascade
+    own, own_small = backend is None, small_backend is None and cascade is not None
     backend = backend or make_teacher(settings, task)
+    small = (small_backend or make_cascade_teacher(settings, task)) if cascade is not None else None
+    variables = teacher_variables(backend, task, small, cascade.threshold if cascade else None)
     load_s = time.perf_counter() - t0
-    runs, rounds = [], []
+    runs, rounds, n_rounds = [], [], 0
     try:
         while True:
             with session() as c:
                 docs = c.execute(sample_docs).pl()
-            runs.append(
-                label_documents(
-                    con,
-                    backend,
-                    docs,
-                    task.version,
-                    batch_size=settings.teacher.resolved_batch_size(),
-                    commit_every=settings.teacher.commit_every,
-                )
-            )
+            runs.extend(_label_round(con, settings, task, backend, small, docs, variables))
+            n_rounds += 1
             if settings.sample.strategy != "uncertainty":
                 break
             with session() as c:
-                step = _uncertainty_round(c, settings, task, backend, len(runs))
+                step = _uncertainty_round(c, settings, task, variables, n_rounds)
             if step is None:
                 break
             rounds.append(step)
@@ -236,13 +298,29 @@ def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings,
                 flush=True,
             )
         with session() as c:
-            run_model(c, "labeling.llm_responses", teacher_variables(backend, task))
+            run_model(c, "labeling.llm_responses", variables)
     finally:
         if own:
             backend.close()
+        if own_small and small is not None:
+            small.close()
     asked = sum(r.prompts for r in runs)
     seconds = sum(r.seconds for r in runs)
     with session() as c:
+        by = dict(c.execute("SELECT answered_by, count(*) FROM labeling.llm_responses GROUP BY 1").fetchall())
+        answered = sum(by.values())
+        if small is not None:
+            escalated = by.get("teacher", 0)
+            details = {
+                "cascade_model": small.model_identity,
+                "cascade_threshold": cascade.threshold,
+                "cascade_asked": sum(r.prompts for r in runs if r.role == "cascade_small"),
+                "escalated": escalated,
+                "escalated_share": round(escalated / answered, 4) if answered else None,
+            }
+        else:
+            details = {}
+        details |= _server_details([backend, small])
         stats = TeacherResult(
             rows=count(c, "labeling.llm_responses"),
             model=backend.model_identity,
@@ -257,8 +335,9 @@ def label_sample(con: duckdb.DuckDBPyConnection | Warehouse, settings: Settings,
             prompts_per_s=round(asked / seconds, 3) if asked and seconds else None,
             run_id=runs[-1].run_id,
             strategy=settings.sample.strategy,
-            rounds=len(runs),
+            rounds=n_rounds,
             sampled=count(c, "labeling.sample"),
+            **details,
         )
         record_stage(
             c,

@@ -33,6 +33,8 @@ def check_ready(settings: Settings) -> None:
         )
     for role, cfg in (("teacher", settings.teacher), ("student", settings.student)):
         _check_model_name(role, cfg.model, settings.models_dir)
+    if settings.teacher.cascade is not None:  # the cascade's small model: the same check as the teacher's
+        _check_model_name("teacher.cascade", settings.teacher.cascade.model, settings.models_dir)
     if settings.inference.engine == "ray":
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(

@@ -83,6 +83,17 @@ class TeacherResult(StepResult):
     strategy: str
     rounds: int
     sampled: int
+    # teacher.cascade only: the small model, its threshold, the prompts it was asked, and the sampled
+    # documents whose answer is the teacher's (escalated) and their share.
+    cascade_model: str | None = None
+    cascade_threshold: float | None = None
+    cascade_asked: int | None = None
+    escalated: int | None = None
+    escalated_share: float | None = None
+    # openai backend, choice mode: which server answered ('llama.cpp', 'vllm', 'unknown') and whether the
+    # answers were constrained to the labels (false: free generation plus logprobs; None: not known).
+    server: str | None = None
+    constrained_choice: bool | None = None
 
 
 @dataclass

@@ -152,7 +152,8 @@ def test_parser_never_yields_a_label_outside_the_task(tmp_path, tiny_settings):
         con.register("staged", pl.DataFrame({"doc_id": ids[: len(answers)], "raw_text": answers}))
         con.execute(
             """CREATE OR REPLACE TABLE labeling.llm_responses AS
-               SELECT s.sample_rank, s.doc_id, raw_text, NULL::MAP(VARCHAR, DOUBLE) AS label_probs
+               SELECT s.sample_rank, s.doc_id, raw_text, NULL::MAP(VARCHAR, DOUBLE) AS label_probs,
+                      'tiny@adversarial' AS model_identity, 'teacher' AS answered_by
                FROM labeling.sample s JOIN staged USING (doc_id)"""
         )
         out = _parse(con, tiny_settings)

@@ -108,4 +108,31 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
     )
 
 
-__all__ = ["Answer", "DecodingParams", "TeacherBackend", "decoding_params", "make_teacher"]
+def cascade_settings(settings: Settings) -> Settings | None:
+    """The settings the cascade's small model runs under: the teacher's, with its model and choice mode.
+
+    Everything else (backend, prompt cut, few-shot, servers) is the teacher's, so the two models read
+    the same prompts and the small model's answers are cached under its own identity.
+    """
+    c = settings.teacher.cascade
+    if c is None:
+        return None
+    small = settings.teacher.model_copy(update={"model": c.model, "mode": "choice", "cascade": None})
+    return settings.model_copy(update={"teacher": small})
+
+
+def make_cascade_teacher(settings: Settings, task: Task) -> TeacherBackend | None:
+    """The cascade's small model (``teacher.cascade``), or None when the cascade is off."""
+    small = cascade_settings(settings)
+    return None if small is None else make_teacher(small, task)
+
+
+__all__ = [
+    "Answer",
+    "DecodingParams",
+    "TeacherBackend",
+    "cascade_settings",
+    "decoding_params",
+    "make_cascade_teacher",
+    "make_teacher",
+]

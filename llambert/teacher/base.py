@@ -40,7 +40,7 @@ class DecodingParams:
         d |= {k: getattr(self, k) for k, default in _READ_DEFAULTS.items() if getattr(self, k) != default}
         d |= self.extra
         if self.mode == "choice":  # scoring ignores sampling parameters
-            kept = ("mode", "few_shot", "max_prompt_tokens", "engine", *_READ_DEFAULTS)
+            kept = ("mode", "few_shot", "max_prompt_tokens", "engine", "choice_constraint", *_READ_DEFAULTS)
             d = {k: d[k] for k in kept if k in d}
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 

@@ -22,6 +22,15 @@ that ignores the constraint can answer anything ("I cannot comply. SYSTEM: label
 such an answer is not one of the choices, gets no probabilities, and is stored behind a marker
 naming every label, so that the parser discards it (several labels) with the raw text kept.
 
+llama.cpp's ``llama-server`` ignores ``structured_outputs``: there choice mode would be free generation
+plus logprobs. So in choice mode the backend asks each server what it is when it starts (``GET /props``,
+which only llama.cpp serves, then ``GET /v1/models``, whose ``owned_by`` names the engine) and sends a
+llama.cpp server its own ``grammar`` field (GBNF, one alternative per label spelling) instead, which
+constrains the answer; the constraint is part of the cache key. A llama.cpp server seen only from its
+replies (``system_fingerprint`` "b<build>-<commit>", e.g. behind a proxy that hides ``/props``) or any
+answer outside the choices means the answers were not constrained: one warning says so, and
+``server_info()`` (the teacher step's metadata) records ``constrained_choice: false``.
+
 The stdlib HTTP client keeps this backend free of extra dependencies.
 """
 
@@ -33,6 +42,7 @@ import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -57,6 +67,63 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
 # What a choice-mode answer outside the task's labels starts with (its reason: outside_choices).
 OUTSIDE_CHOICES_MARKER = "[answer outside the choices]"
+LLAMA_CPP = "llama.cpp"
+_LLAMA_CPP_FINGERPRINT = re.compile(r"^b\d+-[0-9a-f]+$")  # llama-server's system_fingerprint: b<build>-<commit>
+PROBE_TIMEOUT_S = 5.0
+
+
+def server_kind_from_props(props) -> str | None:
+    """llama.cpp from the body of ``GET /props`` (only llama-server serves it), else None."""
+    if isinstance(props, dict) and (
+        "build_info" in props or "model_path" in props or "default_generation_settings" in props
+    ):
+        return LLAMA_CPP
+    return None
+
+
+def server_kind_from_models(models) -> str | None:
+    """The engine named by ``GET /v1/models`` (``owned_by``: 'llamacpp', 'vllm'), else None."""
+    data = models.get("data") if isinstance(models, dict) else None
+    owners = {str(m.get("owned_by", "")).lower() for m in data or [] if isinstance(m, dict)}
+    if "llamacpp" in owners or "llama.cpp" in owners:
+        return LLAMA_CPP
+    if "vllm" in owners:
+        return "vllm"
+    return None
+
+
+def server_kind_from_reply(reply) -> str | None:
+    """llama.cpp from a chat completion's ``system_fingerprint`` ("b4600-2c8b5ac6"), else None."""
+    fp = reply.get("system_fingerprint") if isinstance(reply, dict) else None
+    return LLAMA_CPP if isinstance(fp, str) and _LLAMA_CPP_FINGERPRINT.match(fp) else None
+
+
+def gbnf_choice(labels: list[str]) -> str:
+    """A GBNF grammar (llama.cpp's ``grammar`` field) whose only sentences are the label spellings.
+
+    Each label is a GBNF string literal: backslash, double quote and control characters escaped.
+    """
+
+    def literal(text: str) -> str:
+        out = []
+        for ch in text:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ch == "\n":
+                out.append("\\n")
+            elif ch == "\r":
+                out.append("\\r")
+            elif ch == "\t":
+                out.append("\\t")
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                out.append(f"\\x{ord(ch):02X}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+
+    if not labels:
+        raise ValueError("a choice grammar needs at least one label")
+    return "root ::= " + " | ".join(literal(label) for label in labels)
 
 
 class EndpointError(RuntimeError):
@@ -143,6 +210,25 @@ class OpenAITeacher:
         self.model_identity = model_identity or f"openai:{model}"
         self._key = os.environ.get(api_key_env) or None
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llambert-openai")
+        # What each server is (choice mode only): a llama.cpp server gets its own grammar field.
+        self.server_kinds: list[str | None] = [None] * len(self.pool.urls)
+        self.grammar: str | None = None
+        self.outside_choices = 0
+        self._seen_llama_cpp_reply = False
+        self._warned = False
+        if decoding.mode == "choice":
+            self.server_kinds = [self._probe(url) for url in self.pool.urls]
+            if LLAMA_CPP in self.server_kinds:
+                self.grammar = gbnf_choice(task.label_names)
+                # Constrained by a grammar rather than by structured_outputs: other answers, other cache keys.
+                decoding.extra["choice_constraint"] = "gbnf"
+                print(
+                    f"[llambert] teacher: llama.cpp server at "
+                    f"{', '.join(u for u, k in zip(self.pool.urls, self.server_kinds) if k == LLAMA_CPP)}: choice "
+                    "mode is constrained with its own grammar field (GBNF over the task's labels).",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # -- prompts ---------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> list[str]:
@@ -162,6 +248,53 @@ class OpenAITeacher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+    # -- which server --------------------------------------------------------------------------
+    def _get(self, url: str):
+        """GET ``url`` once (no retries, short timeout): the decoded JSON, or None on any failure."""
+        headers = {"Authorization": "Bearer " + self._key} if self._key else {}
+        try:
+            req = urllib.request.Request(url, headers=headers, method="GET")
+            with urllib.request.urlopen(req, timeout=PROBE_TIMEOUT_S) as resp:
+                return json.loads(resp.read(MAX_ERROR_BODY * 16).decode("utf-8"))
+        except Exception:  # noqa: BLE001 - a probe that fails only leaves the server unknown
+            return None
+
+    def _probe(self, base_url: str) -> str | None:
+        """'llama.cpp', 'vllm' or None (unknown): llama-server serves /props at its root, next to /v1."""
+        root = base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+        kind = server_kind_from_props(self._get(root + "/props"))
+        return kind or server_kind_from_models(self._get(base_url + "/models"))
+
+    def server_info(self) -> dict:
+        """For the run's metadata: which server answered and whether choice mode was constrained
+        (None: not choice mode, or a server that did not say what it is and answered only labels)."""
+        if self.decoding.mode != "choice":
+            return {}
+        kinds = {k for k in self.server_kinds if k} | ({LLAMA_CPP} if self._seen_llama_cpp_reply else set())
+        server = ", ".join(sorted(kinds)) if kinds else "unknown"
+        unconstrained = self.outside_choices > 0 or (self._seen_llama_cpp_reply and self.grammar is None)
+        if unconstrained:
+            constrained = False
+        elif kinds and all(k in (LLAMA_CPP, "vllm") for k in kinds):
+            constrained = True
+        else:
+            constrained = None
+        return {"server": server, "constrained_choice": constrained}
+
+    def _warn_unconstrained(self, why: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        print(
+            f"[llambert] warning: teacher choice mode is not constrained on {', '.join(self.pool.urls)} ({why}): "
+            "answers are free generation plus logprobs, and an answer that is not a label is discarded "
+            "('outside_choices'). For llama.cpp's llama-server, let llambert reach its /props (point "
+            "teacher.base_urls at the server itself, http://host:port/v1) so it sends llama.cpp's grammar field; "
+            "or use teacher.mode: generate with the task's parser.",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, prepared: list[str]) -> list[Answer]:
@@ -215,6 +348,9 @@ class OpenAITeacher:
         messages = json.loads(prepared)
         t0 = time.perf_counter()
         reply = self._post("/chat/completions", self._body(messages), check=self._check_reply)
+        if self.decoding.mode == "choice" and self.grammar is None and server_kind_from_reply(reply):
+            self._seen_llama_cpp_reply = True
+            self._warn_unconstrained("the replies come from llama.cpp, whose /props was not reachable")
         latency = time.perf_counter() - t0
         choice = reply["choices"][0]
         text = choice["message"].get("content")
@@ -232,6 +368,8 @@ class OpenAITeacher:
                 # Not one of the choices: the constraint was ignored. No probabilities, and a marker
                 # the parser discards as 'outside_choices' (sql/labeling/answer_matches.sql), raw text after it.
                 ans.raw_text = f"{OUTSIDE_CHOICES_MARKER} {text}"
+                self.outside_choices += 1
+                self._warn_unconstrained(f"the server answered {text[:40]!r}, not one of the labels")
         return ans
 
     def _is_choice(self, text: str | None) -> bool:
@@ -311,16 +449,23 @@ class OpenAITeacher:
     def _post(self, path: str, body: dict, check=None) -> dict:
         """POST ``body`` as JSON; the decoded reply, which ``check`` (reply -> problem or None) accepted."""
         data = json.dumps(body).encode("utf-8")
+        # llama.cpp ignores structured_outputs: its servers get the same body with their own grammar field.
+        constrained = (
+            json.dumps(body | {"grammar": self.grammar}).encode("utf-8")
+            if self.grammar is not None and "structured_outputs" in body
+            else data
+        )
         last = ""
         for attempt in range(self.max_retries + 1):
             i = self.pool.acquire()
             url = self.pool.urls[i] + path
+            payload = constrained if self.server_kinds[i] == LLAMA_CPP else data
             headers = {"Content-Type": "application/json"}
             if self._key:
                 headers["Authorization"] = "Bearer " + self._key
             wait_s = None
             try:
-                req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     raw = resp.read()
                 return _decode_reply(raw, check, self._redact)

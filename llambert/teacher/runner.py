@@ -45,6 +45,7 @@ class TeacherRunStats:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    role: str = "teacher"
 
     @property
     def prompts_per_s(self) -> float | None:
@@ -84,19 +85,22 @@ def label_documents(
     commit_every: int = 32,
     run_id: str | None = None,
     show_progress: bool = True,
+    role: str = "teacher",
+    cascade_threshold: float | None = None,
 ) -> TeacherRunStats:
     """Make sure every document in ``docs`` has a cached answer; ask the model only for the rest.
 
     ``con`` is a :class:`~llambert.warehouse.Warehouse` (the pipeline: a write connection is open only
     while a batch's intent and the answers due are committed, never while the model thinks, so readers
-    get in between) or an open connection (held throughout).
+    get in between) or an open connection (held throughout). ``role`` ('teacher' or 'cascade_small') and
+    ``cascade_threshold`` are recorded in the run's labeling.llm_runs row (a cascade runs both models).
     """
     session = sessions(con)
     run_id = run_id or uuid.uuid4().hex[:12]
     started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     with session() as c:
-        todo, acct = _plan(c, backend, docs, prompt_version, run_id, started, t0)
+        todo, acct = _plan(c, backend, docs, prompt_version, run_id, started, t0, role, cascade_threshold)
     decoding = backend.decoding.key()
     mode = backend.decoding.mode
     buffer: list[dict] = []
@@ -148,6 +152,7 @@ def label_documents(
         prompt_tokens=acct.prompt_tokens,
         completion_tokens=acct.completion_tokens,
         seconds=acct.seconds,
+        role=role,
     )
 
 
@@ -159,6 +164,8 @@ def _plan(
     run_id: str,
     started: datetime,
     t0: float,
+    role: str = "teacher",
+    cascade_threshold: float | None = None,
 ) -> tuple[pl.DataFrame, _RunAccount]:
     """Record the requests, find the ones without a cached answer (longest first) and write the run's row."""
     mark_dead_runs(con)
@@ -195,6 +202,8 @@ def _plan(
                 "started_at": started,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
+                "role": role,
+                "cascade_threshold": cascade_threshold,
             }
         ],
         schema={
@@ -207,6 +216,8 @@ def _plan(
             "started_at": pl.Datetime("us"),
             "pid": pl.Int64,
             "host": pl.Utf8,
+            "role": pl.Utf8,
+            "cascade_threshold": pl.Float64,
         },
     )
     run_model(con, "labeling.llm_runs", frames={"staged_llm_run": start}, atomic=False)

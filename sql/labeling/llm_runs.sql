@@ -1,7 +1,7 @@
 -- labeling.llm_runs: one row per teacher run (llambert/teacher/runner.py), written when the run starts
 -- and updated as it commits answers (the life of a row is told with the table at the end of this file).
 -- A run begins: reads the staged frame `staged_llm_run` (run_id, model_identity, backend, mode,
--- requested, cached, started_at, pid, host); nothing is asked or answered yet.
+-- requested, cached, started_at, pid, host, role, cascade_threshold); nothing is asked or answered yet.
 INSERT INTO labeling.llm_runs BY NAME
 SELECT
     *,
@@ -25,6 +25,13 @@ SET
     status = s.status, finished_at = current_timestamp
 FROM staged_llm_run AS s
 WHERE r.run_id = s.run_id;
+
+-- @cascade: what a cascade's small-model run decided (llambert/pipeline.py:label_sample): how many of the
+-- sampled documents it was not sure enough of and escalated to the teacher. Variables: run_id, escalated,
+-- escalated_share.
+UPDATE labeling.llm_runs
+SET escalated = getvariable('escalated'), escalated_share = getvariable('escalated_share')
+WHERE run_id = getvariable('run_id');
 
 -- @killed: 'running' rows whose process is dead. Variables: dead_runs (run ids).
 UPDATE labeling.llm_runs SET status = 'killed'
@@ -59,3 +66,10 @@ ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS pid INTEGER;
 ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS host VARCHAR;
 UPDATE labeling.llm_runs SET answered = prompts
 WHERE answered IS NULL AND status = 'done';
+-- Added by issue 17 (the cascade). role: 'teacher' (teacher.model) or 'cascade_small' (teacher.cascade.model);
+-- cascade_threshold: NULL without a cascade; escalated / escalated_share: on a cascade_small row, the
+-- sampled documents whose top label probability was below the threshold (sent on to the teacher).
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS role VARCHAR DEFAULT 'teacher';
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS cascade_threshold DOUBLE;
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS escalated INTEGER;
+ALTER TABLE labeling.llm_runs ADD COLUMN IF NOT EXISTS escalated_share DOUBLE;
