@@ -159,7 +159,7 @@ def test_cascade_defaults_off_and_runs_the_small_model_in_choice_mode():
 
     assert load_settings(overrides={}).teacher.cascade is None
     s = load_settings(overrides={"teacher": {"mode": "generate", "cascade": {"model": "small"}}})
-    assert s.teacher.cascade.threshold == 0.9
+    assert s.teacher.cascade.threshold == 0.6
     small = cascade_settings(s)
     assert (small.teacher.model, small.teacher.mode, small.teacher.cascade) == ("small", "choice", None)
     assert s.teacher.model != "small" and s.teacher.mode == "generate"  # the teacher's own settings are kept
