@@ -33,7 +33,7 @@ help:
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
-	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
+	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500 QUALITY_ARGS=\"--self-distill 2000\"]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
 	@echo "make bench-scale [SCALE_ARGS=\"--docs 20000 --loader-rows 10000000\"]  local engine vs Ray workers + the loader, Amdahl projection -> docs/bench_scale.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
@@ -105,9 +105,10 @@ test-vllm: install
 # pool (answers cached in var/bench/quality.duckdb, resumable), then every strategy trains and is tested.
 QUALITY_MAX ?= 1000
 QUALITY_UNCERTAINTY ?= 500
+QUALITY_ARGS ?=
 bench-quality: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct all-minilm-l6-v2"
-	nice -n 10 $(PY) -m benchmarks.quality label students ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY)
+	nice -n 10 $(PY) -m benchmarks.quality label students ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY) $(QUALITY_ARGS)
 
 # Scaling benchmark (issue 15): the local engine vs Ray (1x2 and 2x1 CPUs) on the same IMDb unsup reviews,
 # interleaved, and the loader (storage table and parquet) on synthetic staged predictions; an Amdahl projection.

@@ -52,6 +52,15 @@ CHECKPOINTS = ["students", "checkpoints"]
             "(a reused checkpoint adds no rows).",
         ),
         dg.AssetSpec(
+            ["students", "distill_labels"],
+            deps=[CHECKPOINTS, ["labeling", "pool"]],
+            code_version="1",
+            **_STUDENTS,
+            description="Self-distillation (student.self_distill): the soft labels the first generation's ensemble "
+            "gave pool documents the teacher never saw, and which `distilled` checkpoint trained on them. Empty "
+            "while self_distill is 0.",
+        ),
+        dg.AssetSpec(
             ["students", "candidates"],
             deps=[CHECKPOINTS],
             code_version="1",
@@ -83,6 +92,7 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
                 "SELECT 'gold_probe', count(*) FROM students.gold_probe UNION ALL "
                 "SELECT 'training_examples', count(*) FROM students.training_examples UNION ALL "
                 "SELECT 'training_log', count(*) FROM students.training_log UNION ALL "
+                "SELECT 'distill_labels', count(*) FROM students.distill_labels UNION ALL "
                 "SELECT 'candidates', count(*) FROM students.candidates"
             ).fetchall()
         )
@@ -112,6 +122,13 @@ def student(context: dg.AssetExecutionContext, llambert: LlambertResource):
     yield dg.MaterializeResult(
         asset_key=["students", "training_log"],
         metadata={"dagster/row_count": counts["training_log"], "new_epochs": history.height},
+    )
+    yield dg.MaterializeResult(
+        asset_key=["students", "distill_labels"],
+        metadata={
+            "dagster/row_count": counts["distill_labels"],
+            "self_distill": llambert.settings().student.self_distill,
+        },
     )
     yield dg.MaterializeResult(
         asset_key=["students", "candidates"],

@@ -69,6 +69,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="IMDb budget at which encoder_hard and encoder_512 also run (default: the largest)",
     )
+    ap.add_argument(
+        "--self-distill",
+        type=int,
+        default=0,
+        help="students stage: also train student.self_distill's distilled encoder on this many pool documents",
+    )
+    ap.add_argument(
+        "--distill-at",
+        nargs="+",
+        default=["1000", "uncertainty:1000"],
+        help="IMDb budgets where --self-distill runs (uncertainty:N for sample.strategy uncertainty)",
+    )
     ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
     ap.add_argument(
         "--teacher-prompts-per-s",

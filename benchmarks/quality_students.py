@@ -10,7 +10,11 @@ Every strategy is the product's own code (llambert.student.*) on the teacher's c
 - ``encoder_hard`` (largest budget only): the same with hard labels, to isolate soft labels;
 - ``encoder_512`` (largest budget only): the same at 512 tokens;
 - ``ensemble``: encoder + linear, calibrated and weighted on the validation split;
-- ``default``: what the champion rule picks among linear / encoder / ensemble on the gold probe.
+- ``default``: what the champion rule picks among linear / encoder / ensemble on the gold probe;
+- ``distilled`` / ``distilled_ensemble`` (``--self-distill N``, at ``--distill-at`` budgets): student.self_distill,
+  the ensemble soft-labels the first N pool documents the teacher never saw and a fresh encoder trains on the
+  teacher's labels plus those (llambert.student.family.pseudo_phase / with_pseudo); ``default+distill`` is the
+  champion rule's pick among all five.
 
 Each row: accuracy and macro-F1 on the corpus's fixed test slice, training seconds, labeling docs/s
 on that slice, all measured in the same run (load average recorded beside them).
@@ -91,7 +95,13 @@ def _evaluate(pred, frame: pl.DataFrame, ids: list[int]) -> dict:
 
 
 def run_budget(
-    con, corpus, budget: int, largest: bool, selection: pl.DataFrame | None = None, prefix: str = ""
+    con,
+    corpus,
+    budget: int,
+    largest: bool,
+    selection: pl.DataFrame | None = None,
+    prefix: str = "",
+    self_distill: int = 0,
 ) -> None:
     """Train and score every strategy on the teacher's labels of ``budget`` documents.
 
@@ -100,7 +110,14 @@ def run_budget(
     """
     from llambert.config import StudentConfig
     from llambert.models import resolve_model
-    from llambert.student.family import Trained, build_ensemble, split_phases, train_linear
+    from llambert.student.family import (
+        Trained,
+        build_ensemble,
+        pseudo_phase,
+        split_phases,
+        train_linear,
+        with_pseudo,
+    )
     from llambert.student.predict import load_predictor
     from llambert.student.train import train_student
     from llambert.tasks import load_task
@@ -214,45 +231,104 @@ def run_budget(
             load_predictor(ens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
             {"weights": ens.metrics.get("weights")},
         )
-    # The champion rule (sql/students/champion.sql) among the product's default candidates, on the probe.
-    if "default" not in done:
-        # The product's default champion_metric: macro-F1 on the gold probe.
-        row = {
-            r[0]: r
-            for r in con.execute(
-                "SELECT strategy, test_accuracy, test_f1, "
-                "coalesce(TRY_CAST(details->>'probe_f1' AS DOUBLE), probe_accuracy), train_seconds, docs_per_s "
-                "FROM bench.quality_results WHERE corpus = ? AND budget = ? AND strategy IN (?, ?, ?)",
-                [corpus.name, budget] + [prefix + k for k in ("linear", "encoder", "ensemble")],
-            ).fetchall()
-        }
-        row = {k.removeprefix(prefix): v for k, v in row.items()}
-        floor = row["linear"][3]
-        eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
-        pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup)
-        r = row[pick]
-        con.execute(
-            "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
-            "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                RUN_ID,
-                corpus.name,
-                budget,
-                prefix + "default",
-                trained[pick].n_train,
-                t_acc,
-                corpus.test.height,
-                r[1],
-                r[2],
-                r[3],
-                trained["ensemble"].seconds if pick == "ensemble" else trained[pick].seconds,
-                r[5],
-                os.getloadavg()[0],
-                json.dumps({"champion": pick}),
-            ],
+    if self_distill:
+        # student.self_distill: the ensemble labels the first N pool documents the teacher never saw.
+        out = CKPT / tag / f"distilled_{self_distill}"
+        tr_ph, va = split_phases([phase], new)
+        if (out / "config.json").exists() and (out / "llambert_training.json").exists():
+            meta = json.loads((out / "llambert_training.json").read_text())
+            trained["distilled"] = Trained(
+                "distilled",
+                out,
+                len(tr_ph[0].texts) + self_distill,
+                len(va.texts),
+                meta["metrics"],
+                meta.get("seconds", float("nan")),
+            )
+        else:
+            extra = corpus.pool.filter(~pl.col("doc_key").is_in(pool["doc_key"].implode())).head(self_distill)
+            teacher = load_predictor(ens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2)
+            t0 = time.perf_counter()
+            pseudo = pseudo_phase(teacher, extra["doc_key"].to_list(), extra["text"].to_list(), ids)
+            label_s = time.perf_counter() - t0
+            log(
+                f"{tag} distilled: the ensemble labeled {len(pseudo.texts)} pool documents in {label_s:.0f} s; training"
+            )
+            r = train_student(str(base), names, ids, with_pseudo(tr_ph, pseudo), new, out, val=va, threads=2)
+            meta = json.loads((out / "llambert_training.json").read_text())
+            secs = r.seconds + label_s
+            (out / "llambert_training.json").write_text(json.dumps(meta | {"seconds": secs}, default=str))
+            trained["distilled"] = Trained("distilled", out, r.n_train, r.n_val, dict(r.metrics), secs, r.history)
+        if "distilled" not in done:
+            record(
+                "distilled",
+                new,
+                trained["distilled"],
+                load_predictor(out, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
+                {"best_epoch": trained["distilled"].metrics.get("best_epoch"), "pool": self_distill},
+            )
+        dens = build_ensemble(
+            [trained["distilled"], trained["linear"]], val, ids, new, CKPT / tag / "distilled_ensemble", threads=2
         )
-        log(f"{tag} {prefix}default = champion rule picks {pick}: test acc {r[1]:.4f}")
+        dens.seconds += trained["distilled"].seconds
+        trained["distilled_ensemble"] = dens
+        if "distilled_ensemble" not in done:
+            record(
+                "distilled_ensemble",
+                new,
+                dens,
+                load_predictor(dens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
+                {"weights": dens.metrics.get("weights"), "pool": self_distill},
+            )
+    # The champion rule (sql/students/champion.sql) among the product's default candidates, on the probe.
+    for kinds, name in (
+        (("linear", "encoder", "ensemble"), "default"),
+        (("linear", "encoder", "ensemble", "distilled", "distilled_ensemble"), "default+distill"),
+    ):
+        if name in done or (name != "default" and not self_distill):
+            continue
+        _champion_row(con, corpus, budget, prefix, name, kinds, trained, t_acc, new)
+
+
+def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, trained: dict, t_acc, new) -> None:
+    """sql/students/champion.sql's pick among ``kinds`` (its twin, pick_champion), stored as strategy ``name``."""
+    # The product's default champion_metric: macro-F1 on the gold probe.
+    row = {
+        r[0]: r
+        for r in con.execute(
+            "SELECT strategy, test_accuracy, test_f1, "
+            "coalesce(TRY_CAST(details->>'probe_f1' AS DOUBLE), probe_accuracy), train_seconds, docs_per_s "
+            "FROM bench.quality_results WHERE corpus = ? AND budget = ? AND list_contains(?, strategy)",
+            [corpus.name, budget, [prefix + k for k in kinds]],
+        ).fetchall()
+    }
+    row = {k.removeprefix(prefix): v for k, v in row.items()}
+    floor = row["linear"][3]
+    eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
+    pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup)
+    r = row[pick]
+    con.execute(
+        "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
+        "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            RUN_ID,
+            corpus.name,
+            budget,
+            prefix + name,
+            trained[pick].n_train,
+            t_acc,
+            corpus.test.height,
+            r[1],
+            r[2],
+            r[3],
+            trained[pick].seconds + (trained["ensemble"].seconds if pick.startswith("distilled") else 0.0),
+            r[5],
+            os.getloadavg()[0],
+            json.dumps({"champion": pick}),
+        ],
+    )
+    log(f"{corpus.name}-{budget} {prefix}{name} = champion rule picks {pick}: test acc {r[1]:.4f}")
 
 
 def pick_champion(rows: dict[str, tuple], tolerance: float, speedup: float) -> str:
@@ -270,12 +346,20 @@ def stage_students(args) -> None:
     torch.set_num_threads(2)
     con = connect()
     con.execute(RESULTS_DDL)
+    distill_at = set(getattr(args, "distill_at", None) or [])
+    sd = getattr(args, "self_distill", 0)
     for name, budgets in PLAN.items():
         corpus = load_corpus(name)
         usable = [b for b in budgets if b <= (args.max_budget if name == "imdb" else b)]
         for b in usable:
             at = getattr(args, "variants_at", None) or max(usable)
-            run_budget(con, corpus, b, largest=(name == "imdb" and b == at))
+            run_budget(
+                con,
+                corpus,
+                b,
+                largest=(name == "imdb" and b == at),
+                self_distill=sd if name == "imdb" and str(b) in distill_at else 0,
+            )
     # sample.strategy uncertainty on IMDb, at the budgets the label stage paid for.
     from benchmarks.quality import UNCERTAINTY_BUDGETS
     from benchmarks.quality_data import saved_selection, uncertainty_selection
@@ -297,7 +381,15 @@ def stage_students(args) -> None:
         sel = saved_selection(imdb, b)  # what the label stage paid for; re-derived only if it was not saved
         if sel is None:
             sel = uncertainty_selection(imdb, b, label_of)
-        run_budget(con, imdb, b, largest=False, selection=sel, prefix="uncertainty:")
+        run_budget(
+            con,
+            imdb,
+            b,
+            largest=False,
+            selection=sel,
+            prefix="uncertainty:",
+            self_distill=sd if f"uncertainty:{b}" in distill_at else 0,
+        )
 
 
 def stage_report(args) -> None:

@@ -17,6 +17,7 @@ TRAIN_STEP = dg.AssetSelection.assets(
     ["students", "training_examples"],
     ["students", "checkpoints"],
     ["students", "training_log"],
+    ["students", "distill_labels"],
     ["students", "candidates"],
     ["students", "champion"],
 )

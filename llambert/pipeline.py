@@ -20,11 +20,13 @@ import polars as pl
 from llambert.config import ConfigError, CorpusSource, Settings
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
 from llambert.hardware import resolve_bf16
+from llambert.progress import emit
 from llambert.results import IngestResult, ParseResult, PredictResult, SampleResult, TeacherResult, TrainResult
 from llambert.tasks import Task, load_task
 from llambert.warehouse import (
     Warehouse,
     count,
+    model_sql,
     record_stage,
     run_model,
     sessions,
@@ -419,6 +421,7 @@ _TRAINING_LOG = {
 }
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {
+    "self_distill",  # a distilled checkpoint's fingerprint has it through its pool documents
     "infer_batch_size",
     "infer_max_length",
     "chunk_rows",
@@ -611,7 +614,16 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     Returns the figures of the main member (the encoder, or the floor for ``kind: linear``) with every
     candidate under ``candidates`` and the champion's id and reason.
     """
-    from llambert.student.family import KINDS_FOR, Trained, build_ensemble, split_phases, train_linear
+    from llambert.student.family import (
+        Trained,
+        build_ensemble,
+        distill_source,
+        kinds_for,
+        pseudo_phase,
+        split_phases,
+        train_linear,
+        with_pseudo,
+    )
     from llambert.student.train import train_student
 
     t0 = time.perf_counter()
@@ -619,7 +631,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     cfg = settings.student
     phases, label_source, sizes = training_phases(con, settings)
     probe = ensure_gold_probe(con, settings)
-    kinds = KINDS_FOR[cfg.kind]
+    kinds = kinds_for(cfg)
     base_identity, base_path = "tfidf-logreg", None
     if "encoder" in kinds:
         from llambert.models import resolve_model
@@ -630,8 +642,17 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     members: dict[str, Trained] = {}
     rows: dict[str, dict] = {}
+    fingerprints: dict[str, str] = {}
+    distill_pool = None
     for kind in kinds:
         fingerprint = training_fingerprint(base_identity, task, settings, phases, kind)
+        if kind.startswith("distilled"):  # taught by a first-generation member on these pool documents
+            if distill_pool is None:
+                distill_pool = distill_pool_docs(con, cfg.self_distill)
+            fingerprint = _distill_fingerprint(
+                fingerprint, fingerprints[distill_source(kinds)], distill_pool["doc_id"].to_list()
+            )
+        fingerprints[kind] = fingerprint
         prior = con.execute(
             "SELECT checkpoint_id, path, n_train, n_val, metrics, probe_set, train_seconds FROM students.checkpoints "
             "WHERE fingerprint = ? ORDER BY created_at DESC",
@@ -658,9 +679,23 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
             continue
         checkpoint_id = f"{stamp}-{kind}"
         out = settings.checkpoints_dir / checkpoint_id
+        pseudo = None
         if kind == "linear":
             trained = train_linear(train_phases, val, task.label_ids, cfg, out)
-        elif kind == "encoder":
+        elif kind in ("encoder", "distilled"):
+            fit_on = train_phases
+            if kind == "distilled":
+                source = distill_source(kinds)
+                emit(
+                    f"self-distillation: the {source} labels {distill_pool.height:,} pool documents the teacher never saw"
+                )
+                pseudo = pseudo_phase(
+                    _open_predictor(settings, members[source].path),
+                    distill_pool["doc_id"].to_list(),
+                    distill_pool["text"].to_list(),
+                    task.label_ids,
+                )
+                fit_on = with_pseudo(train_phases, pseudo)
             card = {
                 "title": f"llambert student for {task.name}",
                 "task": task.name,
@@ -672,11 +707,16 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                 "checkpoint": checkpoint_id,
                 "fingerprint": fingerprint,
             }
+            if pseudo is not None:
+                card["self-distillation"] = (
+                    f"plus {len(pseudo.texts)} pool documents soft-labeled by checkpoint "
+                    f"{rows[distill_source(kinds)]['checkpoint_id']} (students.distill_labels)"
+                )
             r = train_student(
                 str(base_path),
                 task.label_names,
                 task.label_ids,
-                train_phases,
+                fit_on,
                 cfg,
                 out,
                 val=val,
@@ -684,7 +724,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                 threads=settings.threads,
             )
             trained = Trained(
-                "encoder",
+                kind,
                 out,
                 r.n_train,
                 r.n_val,
@@ -695,15 +735,17 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                 r.best_epoch,
             )
         else:
+            encoder = "distilled" if kind == "distilled_ensemble" else "encoder"
             trained = build_ensemble(
-                [members["encoder"], members["linear"]], val, task.label_ids, cfg, out, threads=settings.threads
+                [members[encoder], members["linear"]], val, task.label_ids, cfg, out, threads=settings.threads
             )
+            trained.kind = kind
         members[kind] = trained
         m = dict(trained.metrics)
         scored = judge_candidate(con, settings, out, val)
         if scored:
             m |= scored
-            if kind == "encoder" and "probe_n" in scored:
+            if kind in ("encoder", "distilled") and "probe_n" in scored:
                 from llambert.student.train import append_to_model_card
 
                 append_to_model_card(
@@ -715,6 +757,8 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     },
                 )
         data_sizes = sizes | {"train": trained.n_train, "val": trained.n_val, "probe": probe["n"]}
+        if kind.startswith("distilled"):
+            data_sizes["distilled"] = distill_pool.height
         on_probe = bool(scored and "probe_n" in scored)
         row = {
             "checkpoint_id": checkpoint_id,
@@ -746,6 +790,9 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
             frames={"staged_checkpoints": pl.DataFrame([row], schema=_CHECKPOINT)},
             atomic=False,
         )
+        if pseudo is not None:
+            source_id = rows[distill_source(kinds)]["checkpoint_id"]
+            _store_distill_labels(con, task, checkpoint_id, source_id, distill_pool, pseudo)
         if trained.history:
             log = pl.DataFrame(
                 [
@@ -820,6 +867,48 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     return stats
 
 
+def distill_pool_docs(con: duckdb.DuckDBPyConnection, n: int) -> pl.DataFrame:
+    """The first ``n`` pool documents (seeded order) that are neither sampled nor in the gold probe
+    (sql/students/distill_labels.sql, section pool): doc_id, pool_rank, text."""
+    set_variables(con, {"distill_n": n})
+    return con.execute(model_sql("students.distill_labels", "pool")).pl()
+
+
+def _distill_fingerprint(own: str, source: str, doc_ids: list[str]) -> str:
+    """A distilled student is the same only with the same teacher checkpoint and the same pool documents."""
+    import hashlib
+
+    h = hashlib.sha256(f"{own}\x1d{source}".encode())
+    for d in doc_ids:
+        h.update(f"\x1f{d}".encode())
+    return h.hexdigest()
+
+
+def _store_distill_labels(
+    con: duckdb.DuckDBPyConnection, task: Task, checkpoint_id: str, source_id: str, pool: pl.DataFrame, pseudo
+) -> None:
+    """What the distilled student learned from besides the teacher: one row per pseudo-labeled document."""
+    frame = pl.DataFrame(
+        {
+            "checkpoint_id": [checkpoint_id] * pool.height,
+            "source_checkpoint_id": [source_id] * pool.height,
+            "doc_id": pool["doc_id"],
+            "pool_rank": pool["pool_rank"],
+            "label": pseudo.labels,
+            "label_probs_json": [json.dumps({task.label_by_id(k).name: v for k, v in p.items()}) for p in pseudo.probs],
+        },
+        schema={
+            "checkpoint_id": pl.Utf8,
+            "source_checkpoint_id": pl.Utf8,
+            "doc_id": pl.Utf8,
+            "pool_rank": pl.Int64,
+            "label": pl.Int32,
+            "label_probs_json": pl.Utf8,
+        },
+    )
+    run_model(con, "students.distill_labels", frames={"staged_distill_labels": frame}, atomic=False)
+
+
 def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
     if scored:
         frame = pl.DataFrame(
@@ -862,7 +951,8 @@ def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         "CASE WHEN k.probe_n IS NOT NULL THEN format('the gold probe ({} documents)', k.probe_n) "
         "ELSE 'held-out teacher labels (no gold probe)' END AS judge "
         "FROM newest n JOIN students.checkpoints k USING (checkpoint_id) "
-        "ORDER BY CASE n.kind WHEN 'ensemble' THEN 1 WHEN 'encoder' THEN 2 ELSE 3 END"
+        "ORDER BY CASE n.kind WHEN 'distilled_ensemble' THEN 1 WHEN 'distilled' THEN 2 WHEN 'ensemble' THEN 3 "
+        "WHEN 'encoder' THEN 4 ELSE 5 END"
     ).pl()
 
 

@@ -138,3 +138,47 @@ def test_a_teacher_that_says_one_label_never_reaches_predictions(tmp_path, small
         with pytest.raises(pipeline.NoEligibleStudent, match="collapsed"):
             pipeline.predict_batch(con, settings)
         assert con.execute("SELECT count(*) FROM predictions.labels").fetchone()[0] == 0
+
+
+def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_judges(
+    tmp_path, small_corpus, tiny_models
+):
+    """student.self_distill: the ensemble soft-labels unsampled pool documents (never the probe, never
+    test), a fresh encoder trains on the teacher's labels plus those, and both it and its ensemble with the
+    floor compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
+    from llambert import pipeline
+    from llambert.config import ConfigError, load_settings
+    from llambert.warehouse import open_warehouse
+    from tests.conftest import tiny_settings_dict
+
+    over = tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, student={"epochs": 1, "self_distill": 30})
+    settings = load_settings(overrides=over)
+    with open_warehouse(settings.warehouse_path) as con:
+        pipeline.ingest_batch(con, settings)
+        pipeline.build_sample(con, settings)
+        pipeline.label_sample(con, settings)
+        pipeline.parse_labels(con, settings)
+        stats = pipeline.train_checkpoint(con, settings)
+        by_kind = {c["kind"]: c for c in stats["candidates"]}
+        assert set(by_kind) == {"linear", "encoder", "ensemble", "distilled", "distilled_ensemble"}
+        assert by_kind["distilled"]["n_train"] == by_kind["encoder"]["n_train"] + 30
+        rows = con.execute(
+            "SELECT d.doc_id, d.source_checkpoint_id, k.kind, d.label, d.label_probs "
+            "FROM students.distill_labels d JOIN students.checkpoints k USING (checkpoint_id)"
+        ).fetchall()
+        assert len(rows) == 30 and {r[2] for r in rows} == {"distilled"}
+        assert {r[1] for r in rows} == {by_kind["ensemble"]["checkpoint_id"]}
+        for _, _, _, label, probs in rows:
+            assert sum(probs.values()) == pytest.approx(1.0)
+            assert label == (1 if probs["positive"] > probs["negative"] else 0)
+        leaked = con.execute(
+            "SELECT count(*) FROM students.distill_labels WHERE doc_id IN (SELECT doc_id FROM labeling.sample) "
+            "OR doc_id IN (SELECT doc_id FROM students.gold_probe) "
+            "OR doc_id IN (SELECT doc_id FROM raw.occurrences WHERE split = 'test')"
+        ).fetchone()[0]
+        assert leaked == 0
+        assert con.execute("SELECT count(*) FROM students.candidates WHERE kind LIKE 'distilled%'").fetchone()[0] == 2
+        again = pipeline.train_checkpoint(con, settings)
+        assert again["reused"] and con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] == 30
+    with pytest.raises(ConfigError, match="self_distill"):
+        load_settings(overrides=over | {"student": over["student"] | {"kind": "linear"}})

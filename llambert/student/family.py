@@ -17,6 +17,18 @@ from llambert.metrics import classification_metrics
 from llambert.student.train import Phase, split_validation
 
 KINDS_FOR = {"linear": ["linear"], "encoder": ["linear", "encoder"], "ensemble": ["linear", "encoder", "ensemble"]}
+# student.self_distill: the second generation, trained after (and taught by) the first.
+DISTILLED_FOR = {"linear": [], "encoder": ["distilled"], "ensemble": ["distilled", "distilled_ensemble"]}
+
+
+def kinds_for(cfg: StudentConfig) -> list[str]:
+    """The candidates one training step produces, in training order (each may need the ones before it)."""
+    return KINDS_FOR[cfg.kind] + (DISTILLED_FOR[cfg.kind] if cfg.self_distill else [])
+
+
+def distill_source(kinds: list[str]) -> str:
+    """Which first-generation member teaches the distilled encoder: the ensemble where there is one."""
+    return "ensemble" if "ensemble" in kinds else "encoder"
 
 
 @dataclass
@@ -141,3 +153,34 @@ def build_ensemble(
         "members": [m.kind for m in members],
     }
     return Trained("ensemble", out, members[0].n_train, len(val.texts), metrics, time.perf_counter() - t0)
+
+
+def pseudo_phase(predictor, doc_ids: list[str], texts: list[str], label_ids: list[int]) -> Phase:
+    """A trained student's soft labels for unlabeled documents (self-distillation): its argmax as the label,
+    its probabilities as the distribution (soft targets under ``soft_labels``, confidence for the weights)."""
+    lp = predictor.log_probs(texts) if texts else np.zeros((0, len(label_ids)))
+    p = np.exp(lp)
+    p = p / p.sum(axis=1, keepdims=True) if len(p) else p
+    return Phase(
+        "distilled",
+        list(texts),
+        [label_ids[i] for i in p.argmax(axis=1)] if len(p) else [],
+        list(doc_ids),
+        probs=[{lid: float(v) for lid, v in zip(label_ids, row)} for row in p],
+    )
+
+
+def with_pseudo(train_phases: list[Phase], pseudo: Phase) -> list[Phase]:
+    """The pseudo-labeled documents join the first (LLM) phase: one stretch of training, shuffled together,
+    as measured (benchmarks/quality_distill.py); a 'combined' recipe still ends on its gold phase."""
+    first = train_phases[0]
+    n = len(first.texts)
+    merged = Phase(
+        first.name,
+        first.texts + pseudo.texts,
+        first.labels + pseudo.labels,
+        first.doc_ids + pseudo.doc_ids,
+        (first.probs or [None] * n) + pseudo.probs,
+        (first.weights + [1.0] * len(pseudo.texts)) if first.weights else None,
+    )
+    return [merged, *train_phases[1:]]
