@@ -54,7 +54,7 @@ def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> No
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="*", default=["label", "students", "report"])
+    ap.add_argument("stages", nargs="*", default=["label", "students", "routing", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
     ap.add_argument(
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=["1000", "uncertainty:1000"],
         help="IMDb budgets where --self-distill runs (uncertainty:N for sample.strategy uncertainty)",
+    )
+    ap.add_argument(
+        "--ratio-strategy",
+        default="default",
+        help="ratio stage: the bench row whose champion is the new default (e.g. uncertainty:default+distill)",
     )
     ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
     ap.add_argument(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -200,6 +201,8 @@ def run_budget(
         record("linear", cfg_linear, trained["linear"], load_predictor(trained["linear"].path))
     for strategy, cfg in configs.items():
         out = CKPT / tag / strategy
+        if strategy in done and strategy != "encoder" and not (out / "config.json").exists():
+            continue  # measured before and its folder is gone: nothing to record, nothing needs it
         tr_ph, va = split_phases([phase], cfg)
         if (out / "config.json").exists() and (out / "llambert_training.json").exists():
             meta = json.loads((out / "llambert_training.json").read_text())
@@ -325,7 +328,7 @@ def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, train
             trained[pick].seconds + (trained["ensemble"].seconds if pick.startswith("distilled") else 0.0),
             r[5],
             os.getloadavg()[0],
-            json.dumps({"champion": pick}),
+            json.dumps({"champion": pick, "path": str(trained[pick].path)}),
         ],
     )
     log(f"{corpus.name}-{budget} {prefix}{name} = champion rule picks {pick}: test acc {r[1]:.4f}")
@@ -462,6 +465,30 @@ def stage_report(args) -> None:
             f"two timed runs).",
             "",
         ]
+    con.execute(ROUTING_DDL)
+    routing = con.execute(
+        "SELECT DISTINCT ON (tag, ensemble) * FROM bench.quality_routing ORDER BY tag, ensemble, measured_at DESC"
+    ).pl()
+    if routing.height:
+        lines += [
+            "## Routing: the floor labels what it is sure of (`student.floor_confidence`)",
+            "",
+            "The routing stage (`python -m benchmarks.quality routing`): each ensemble of the students stage on its "
+            "test slice without routing, then with it (the floor's top probability >= the threshold: the floor alone; "
+            "else the ensemble), twice, interleaved; the faster pass of each counts.",
+            "",
+            "| checkpoint | ensemble | threshold | to the floor | test acc. unrouted → routed | macro-F1 unrouted → "
+            "routed | docs/s unrouted → routed | load |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in routing.iter_rows(named=True):
+            lines.append(
+                f"| {r['tag']} | {r['ensemble']} | {r['threshold']} | {r['routed_share']:.1%} | "
+                f"{r['acc_unrouted']:.2%} → {r['acc_routed']:.2%} | {r['f1_unrouted']:.2%} → {r['f1_routed']:.2%} | "
+                f"{r['docs_per_s_unrouted']:.0f} → {r['docs_per_s_routed']:.0f} "
+                f"({r['docs_per_s_routed'] / r['docs_per_s_unrouted']:.2f}x) | {r['load_1m']:.1f} |"
+            )
+        lines.append("")
     DOC.write_text("\n".join(lines) + "\n")
     log(f"wrote {DOC}")
     _plot(df)
@@ -491,6 +518,74 @@ def _plot(df: pl.DataFrame) -> None:
     log(f"wrote {PLOT}")
 
 
+ROUTING_DDL = """
+CREATE TABLE IF NOT EXISTS bench.quality_routing (
+    run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, corpus VARCHAR, tag VARCHAR, ensemble VARCHAR,
+    threshold DOUBLE, test_n INTEGER, routed_share DOUBLE, acc_unrouted DOUBLE, acc_routed DOUBLE, f1_unrouted DOUBLE,
+    f1_routed DOUBLE, docs_per_s_unrouted DOUBLE, docs_per_s_routed DOUBLE, load_1m DOUBLE);
+"""
+
+
+def stage_routing(args) -> None:
+    """student.floor_confidence: every trained ensemble of the students stage, on its corpus's test slice, with
+    and without routing (the same loaded members; unrouted first, then routed, then both again: the faster
+    pass of each counts). Writes ``bench.quality_routing``."""
+    import torch
+
+    from llambert.config import StudentConfig
+    from llambert.metrics import classification_metrics
+    from llambert.student.predict import load_predictor
+
+    torch.set_num_threads(2)
+    con = connect()
+    con.execute(ROUTING_DDL)
+    cfg = StudentConfig()
+    t = getattr(args, "floor_confidence", None) or cfg.floor_confidence
+    corpora = {}
+    for tag in sorted(p for p in CKPT.iterdir() if p.is_dir()):
+        name = tag.name.rsplit("-", 1)[0] if "uncertainty" not in tag.name else tag.name.split("-")[0]
+        for ens_name in ("ensemble", "distilled_ensemble"):
+            if not (tag / ens_name / "ensemble.json").exists():
+                continue
+            corpus = corpora.setdefault(name, load_corpus(name))
+            texts, gold = corpus.test["text"].to_list(), corpus.test["gold"].to_list()
+            ens = load_predictor(tag / ens_name, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
+            if ens.route_member is None:
+                log(f"routing: {tag.name}/{ens_name} has no linear member; skipped")
+                continue
+            res: dict[float, dict] = {}
+            for threshold in (0.0, t, 0.0, t):
+                ens.route_threshold, ens.routed, ens.seen = threshold, 0, 0
+                t0 = time.perf_counter()
+                labels, _ = ens.predict(texts)
+                secs = time.perf_counter() - t0
+                m = classification_metrics(gold, labels, [0, 1])
+                r = res.setdefault(threshold, {"secs": secs})
+                r |= {"acc": m["accuracy"], "f1": m["macro_f1"], "share": ens.routed / max(ens.seen, 1)}
+                r["secs"] = min(r["secs"], secs)
+            row = [
+                RUN_ID,
+                name,
+                tag.name,
+                ens_name,
+                t,
+                len(texts),
+                res[t]["share"],
+                res[0.0]["acc"],
+                res[t]["acc"],
+                res[0.0]["f1"],
+                res[t]["f1"],
+                len(texts) / res[0.0]["secs"],
+                len(texts) / res[t]["secs"],
+                os.getloadavg()[0],
+            ]
+            con.execute("INSERT INTO bench.quality_routing VALUES (?, DEFAULT, ?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            log(
+                f"routing {tag.name}/{ens_name} at {t}: {res[t]['share']:.1%} to the floor; acc {res[0.0]['acc']:.4f} -> "
+                f"{res[t]['acc']:.4f}; {row[11]:.0f} -> {row[12]:.0f} docs/s (load {row[13]:.1f})"
+            )
+
+
 def stage_ratio(args) -> None:
     """`make run`'s wall time, new default vs the paper's recipe, from costs measured in this run.
 
@@ -506,6 +601,7 @@ def stage_ratio(args) -> None:
     torch.set_num_threads(2)
     con = connect()
     budget = getattr(args, "ratio_at", None) or 1000
+    strategy = getattr(args, "ratio_strategy", None) or "default"  # e.g. uncertainty:default+distill
     row = {
         r[0]: r[1:]
         for r in con.execute(
@@ -514,17 +610,20 @@ def stage_ratio(args) -> None:
             [budget],
         ).fetchall()
     }
-    if "default" not in row or "paper" not in row:
-        log(f"ratio: run the students stage at IMDb {budget} first")
+    if strategy not in row or "paper" not in row:
+        log(f"ratio: run the students stage at IMDb {budget} first (no {strategy} or paper row)")
         return
-    champion = json.loads(row["default"][1])["champion"]
+    if row[strategy][0] is None or row[strategy][0] != row[strategy][0]:  # NaN: a reused checkpoint's seconds
+        log(f"ratio: {strategy} at {budget} has no measured training seconds; retrain it to measure the ratio")
+        return
+    champion = json.loads(row[strategy][1])["champion"]
     new, paper = StudentConfig(), StudentConfig(truncation="head")
     tag = CKPT / f"imdb-{budget}"
+    champ_dir = json.loads(row[strategy][1]).get("path")  # rows written before it was stored: the tag's folder
+    champ_dir = Path(champ_dir) if champ_dir else tag / champion
     preds = {
         "paper": load_predictor(tag / "paper", paper.infer_max_length, paper.infer_batch_size, "head", threads=2),
-        "default": load_predictor(
-            tag / champion, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2
-        ),
+        "default": load_predictor(champ_dir, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
     }
     texts = load_corpus("imdb").test["text"].to_list()[: getattr(args, "ratio_docs", 1000)]
     secs = {"paper": [], "default": []}
@@ -536,7 +635,7 @@ def stage_ratio(args) -> None:
             secs[name].append(time.perf_counter() - t0)
             loads.append(os.getloadavg()[0])
     dps = {k: len(texts) / min(v) for k, v in secs.items()}
-    train = {"paper": row["paper"][0], "default": row["default"][0]}
+    train = {"paper": row["paper"][0], "default": row[strategy][0]}
     # The same teacher stage in both: the default teacher (1.5B, generate, batch 1) on 2 quiet cores,
     # docs/bench_teacher.md (`make bench-teacher`): 0.57 prompts/s.
     teacher_s = budget / getattr(args, "teacher_prompts_per_s", 0.57)
@@ -544,6 +643,7 @@ def stage_ratio(args) -> None:
     total = {k: teacher_s + train[k] + n_docs / dps[k] for k in dps}
     out = {
         "budget": budget,
+        "strategy": strategy,
         "champion": champion,
         "docs_per_s": dps,
         "train_seconds": train,

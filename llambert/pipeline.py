@@ -421,6 +421,7 @@ _TRAINING_LOG = {
 }
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {
+    "floor_confidence",  # an ensemble's fingerprint has it (training_fingerprint); nothing else depends on it
     "self_distill",  # a distilled checkpoint's fingerprint has it through its pool documents
     "infer_batch_size",
     "infer_max_length",
@@ -541,6 +542,8 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
     )
     if kind != "encoder":  # encoder fingerprints stay those of the checkpoints made before the family existed
         h.update(f"\x1dkind={kind}".encode())
+    if kind.endswith("ensemble") and settings.student.floor_confidence:  # the routing is saved in the ensemble
+        h.update(f"\x1dfloor_confidence={settings.student.floor_confidence}".encode())
     for p in phases:
         h.update(f"\x1e{p.name}\x1f".encode())
         for d, y in zip(p.doc_ids, p.labels):
@@ -1062,7 +1065,7 @@ def predict_batch(
         done = extra.pop("predicted_now")
     else:
         extra = {"engine": "local"}
-        done = _predict_local(session, settings, batch, cid, champ["path"])
+        done = _predict_local(session, settings, batch, cid, champ["path"], stats=extra)
     seconds = time.perf_counter() - t0
     engine = extra.pop("engine")
     with session() as c:
@@ -1084,9 +1087,10 @@ def predict_batch(
     return stats
 
 
-def _predict_local(session, settings: Settings, batch: str, cid: str, path: str) -> int:
+def _predict_local(session, settings: Settings, batch: str, cid: str, path: str, stats: dict | None = None) -> int:
     """inference.engine local: chunks of ``student.chunk_rows`` documents, each committed with the next
-    chunk's texts read in the same short session (no connection open while the student predicts)."""
+    chunk's texts read in the same short session (no connection open while the student predicts).
+    ``stats`` gets ``routed_to_floor``: documents a routed ensemble left to its linear floor."""
     from llambert import predictions_store
     from llambert.progress import progress
 
@@ -1130,6 +1134,9 @@ def _predict_local(session, settings: Settings, batch: str, cid: str, path: str)
                 chunk = read_chunk(c, starts[i + 1]) if i + 1 < len(starts) else None
             done += out.height
             bar.update(out.height)
+    if stats is not None and getattr(predictor, "route_threshold", 0):
+        stats["routed_to_floor"] = predictor.routed
+        stats["routed_share"] = round(predictor.routed / max(predictor.seen, 1), 4)
     return done
 
 

@@ -109,6 +109,64 @@ def test_ensemble_calibrates_and_leans_on_the_better_member(tmp_path):
     assert np.allclose(ens.log_probs(texts), expect)
 
 
+class _Recording:
+    """A real student that remembers which texts it was asked about (the routing's observable effect)."""
+
+    def __init__(self, inner):
+        self.inner, self.asked = inner, []
+        self.label_ids = inner.label_ids
+
+    def log_probs(self, texts):
+        self.asked += list(texts)
+        return self.inner.log_probs(texts)
+
+
+def test_routing_leaves_the_floors_sure_documents_to_the_floor(tmp_path):
+    """student.floor_confidence: the floor runs on every document, the expensive member only where the floor's
+    top probability is below the threshold; routed documents get the floor's calibrated distribution, the
+    rest the usual mix; the route survives save/load, and an ensemble saved before routing existed has none."""
+    import json
+
+    from llambert.student.ensemble import MANIFEST, EnsembleStudent, _log_softmax, mix
+    from llambert.student.linear import LinearStudent
+    from llambert.student.predict import load_predictor
+
+    texts = POS + NEG
+    lab = np.array([1] * len(POS) + [0] * len(NEG))
+    floor = LinearStudent(label_ids=[0, 1]).fit(texts, lab)
+    floor.save(tmp_path / "floor")
+    other = LinearStudent(label_ids=[0, 1]).fit(texts[::-1], lab[::-1])
+    other.save(tmp_path / "other")
+    queries = texts + ["an odd film", "it was a film", "loved it, great, wonderful, superb", "awful, boring, hated it"]
+    top = np.exp(floor.log_probs(queries)).max(1)
+    threshold = float(np.median(top))
+    sure = top >= threshold
+    assert 0 < sure.sum() < len(queries)  # the test needs both kinds of document
+
+    expensive = _Recording(other)
+    temps, weights = [1.5, 1.0], [0.4, 0.6]
+    ens = EnsembleStudent([0, 1], ["floor", "other"], temps, weights, [floor, expensive], None, 0, threshold)
+    out = ens.log_probs(queries)
+    assert expensive.asked == [q for q, s in zip(queries, sure) if not s]  # never a sure document
+    assert ens.routed == int(sure.sum()) and ens.seen == len(queries)
+    assert np.allclose(out[sure], _log_softmax(floor.log_probs(queries)[sure] / 1.5))
+    full = mix([floor.log_probs(queries), other.log_probs(queries)], temps, weights)
+    assert np.allclose(out[~sure], full[~sure])
+
+    unrouted = EnsembleStudent([0, 1], ["floor", "other"], temps, weights, [floor, _Recording(other)])
+    assert np.allclose(unrouted.log_probs(queries), full) and len(unrouted.members[1].asked) == len(queries)
+
+    members = [str(tmp_path / "floor"), str(tmp_path / "other")]
+    EnsembleStudent([0, 1], members, temps, weights, route_member=0, route_threshold=threshold).save(tmp_path / "e")
+    again = load_predictor(tmp_path / "e")
+    assert (again.route_member, again.route_threshold) == (0, threshold)
+    assert np.allclose(again.log_probs(queries), out)
+    meta = json.loads((tmp_path / "e" / MANIFEST).read_text())
+    del meta["route"]  # as saved before routing existed
+    (tmp_path / "e" / MANIFEST).write_text(json.dumps(meta))
+    assert np.allclose(load_predictor(tmp_path / "e").log_probs(queries), full)
+
+
 def test_a_teacher_that_says_one_label_never_reaches_predictions(tmp_path, small_corpus, tiny_models):
     """The gate that blocks: every candidate trained on one-class labels collapses on the gold probe, so
     there is no champion, the champion contract fails with each verdict, and nothing is predicted."""

@@ -71,6 +71,7 @@ def test_every_table_a_step_writes_is_an_asset_and_predictions_read_the_champion
         "students.champion",
         "students.gold_probe",
         "students.training_examples",
+        "students.distill_labels",
     ):
         assert key(table) in graph.get_all_asset_keys(), table
     # One step writes several tables: they are specs of one multi-asset.

@@ -5,6 +5,11 @@ the linear model counts every word of a long review), so their average beats bot
 labels: docs/bench_quality.md). Temperatures and weights are fitted on the validation split (the
 held-out teacher labels), never on test or on the gold probe, which stays the judge.
 The folder holds only ``ensemble.json``: its members are the sibling checkpoint folders.
+
+**Routing** (``student.floor_confidence``): the floor is thousands of times cheaper than the encoder and,
+where it is sure, as right as the ensemble (IMDb, 1,000 LLM labels: on the 48% of test reviews where its
+top probability is >= 0.7 it is right on 95.9%, the ensemble on 95.7%). So the floor runs first on every
+document and the encoder only on the rest; a routed document gets the floor's calibrated distribution.
 """
 
 from __future__ import annotations
@@ -74,9 +79,29 @@ class EnsembleStudent(Predicts):
     weights: list[float]
     members: list = field(default_factory=list)
     val_nll: float | None = None
+    # Routing: documents on which member ``route_member`` (the linear floor) has a top probability of at
+    # least ``route_threshold`` are labeled by it alone; 0 or no route member: every member on every document.
+    route_member: int | None = None
+    route_threshold: float = 0.0
+    routed: int = 0  # documents labeled by the floor alone so far (for progress and stage details)
+    seen: int = 0
 
     def log_probs(self, texts: list[str]) -> np.ndarray:
-        return mix([m.log_probs(texts) for m in self.members], self.temperatures, self.weights)
+        r = self.route_member
+        self.seen += len(texts)
+        if r is None or not self.route_threshold or not texts:
+            return mix([m.log_probs(texts) for m in self.members], self.temperatures, self.weights)
+        first = self.members[r].log_probs(texts)
+        sure = np.exp(first).max(axis=1) >= self.route_threshold
+        self.routed += int(sure.sum())
+        out = np.empty_like(first)
+        out[sure] = _log_softmax(first[sure] / self.temperatures[r])
+        rest = np.flatnonzero(~sure)
+        if len(rest):
+            sub = [texts[i] for i in rest]
+            lps = [first[rest] if j == r else m.log_probs(sub) for j, m in enumerate(self.members)]
+            out[rest] = mix(lps, self.temperatures, self.weights)
+        return out
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -89,6 +114,7 @@ class EnsembleStudent(Predicts):
                     "temperatures": self.temperatures,
                     "weights": self.weights,
                     "val_nll": self.val_nll,
+                    "route": {"member": self.route_member, "threshold": self.route_threshold},
                 },
                 indent=1,
             )
@@ -119,6 +145,7 @@ class EnsembleStudent(Predicts):
         for p, m in zip(meta["members"], members):
             if list(m.label_ids) != list(meta["label_ids"]):
                 raise ValueError(f"ensemble member {p} predicts labels {m.label_ids}, the ensemble {meta['label_ids']}")
+        route = meta.get("route") or {}  # ensembles saved before routing existed: no routing
         return cls(
             list(meta["label_ids"]),
             list(meta["members"]),
@@ -126,4 +153,6 @@ class EnsembleStudent(Predicts):
             list(meta["weights"]),
             members,
             meta.get("val_nll"),
+            route.get("member"),
+            float(route.get("threshold") or 0.0),
         )

@@ -138,6 +138,7 @@ def build_ensemble(
     y = np.array([to_index[v] for v in val.labels], dtype=int)
     val_lp = [p.log_probs(val.texts) for p in preds]
     temps, weights = fit_ensemble(val_lp, y)
+    floor = next((i for i, m in enumerate(members) if m.kind == "linear"), None)
     ens = EnsembleStudent(
         list(label_ids),
         [str(m.path) for m in members],
@@ -145,12 +146,15 @@ def build_ensemble(
         weights,
         preds,
         val_nll=nll(mix(val_lp, temps, weights), y) if len(y) else None,
+        route_member=floor if cfg.floor_confidence else None,
+        route_threshold=cfg.floor_confidence,
     )
     ens.save(out)
     metrics = val_metrics(ens, val, label_ids) | {
         "temperatures": temps,
         "weights": weights,
         "members": [m.kind for m in members],
+        "floor_confidence": cfg.floor_confidence,
     }
     return Trained("ensemble", out, members[0].n_train, len(val.texts), metrics, time.perf_counter() - t0)
 
