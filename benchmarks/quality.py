@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         default=["1000", "uncertainty:1000"],
         help="IMDb budgets where --self-distill runs (uncertainty:N for sample.strategy uncertainty)",
     )
+    ap.add_argument("--routing-rounds", type=int, default=2, help="routing stage: unrouted/routed pass pairs")
     ap.add_argument(
         "--ratio-strategy",
         default="default",

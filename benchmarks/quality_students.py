@@ -475,7 +475,7 @@ def stage_report(args) -> None:
             "",
             "The routing stage (`python -m benchmarks.quality routing`): each ensemble of the students stage on its "
             "test slice without routing, then with it (the floor's top probability >= the threshold: the floor alone; "
-            "else the ensemble), twice, interleaved; the faster pass of each counts.",
+            "else the ensemble), `--routing-rounds` pairs of passes, interleaved; the faster pass of each counts.",
             "",
             "| checkpoint | ensemble | threshold | to the floor | test acc. unrouted → routed | macro-F1 unrouted → "
             "routed | docs/s unrouted → routed | load |",
@@ -528,8 +528,8 @@ CREATE TABLE IF NOT EXISTS bench.quality_routing (
 
 def stage_routing(args) -> None:
     """student.floor_confidence: every trained ensemble of the students stage, on its corpus's test slice, with
-    and without routing (the same loaded members; unrouted first, then routed, then both again: the faster
-    pass of each counts). Writes ``bench.quality_routing``."""
+    and without routing (the same loaded members; unrouted first, then routed, ``--routing-rounds`` times: the
+    faster pass of each counts). Writes ``bench.quality_routing``."""
     import torch
 
     from llambert.config import StudentConfig
@@ -554,7 +554,8 @@ def stage_routing(args) -> None:
                 log(f"routing: {tag.name}/{ens_name} has no linear member; skipped")
                 continue
             res: dict[float, dict] = {}
-            for threshold in (0.0, t, 0.0, t):
+            rounds = getattr(args, "routing_rounds", 2)
+            for threshold in (0.0, t) * rounds:
                 ens.route_threshold, ens.routed, ens.seen = threshold, 0, 0
                 t0 = time.perf_counter()
                 labels, _ = ens.predict(texts)
@@ -619,8 +620,11 @@ def stage_ratio(args) -> None:
     champion = json.loads(row[strategy][1])["champion"]
     new, paper = StudentConfig(), StudentConfig(truncation="head")
     tag = CKPT / f"imdb-{budget}"
-    champ_dir = json.loads(row[strategy][1]).get("path")  # rows written before it was stored: the tag's folder
-    champ_dir = Path(champ_dir) if champ_dir else tag / champion
+    champ_dir = json.loads(row[strategy][1]).get("path")
+    if not champ_dir:  # rows written before the path was stored: the strategy's own folder
+        home = CKPT / (f"imdb-{budget}-{strategy.split(':')[0]}" if ":" in strategy else f"imdb-{budget}")
+        champ_dir = next(iter(sorted(home.glob("distilled_*"))), None) if champion == "distilled" else home / champion
+    champ_dir = Path(champ_dir)
     preds = {
         "paper": load_predictor(tag / "paper", paper.infer_max_length, paper.infer_batch_size, "head", threads=2),
         "default": load_predictor(champ_dir, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
