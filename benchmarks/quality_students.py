@@ -223,7 +223,18 @@ def run_budget(
                 load_predictor(out, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2),
                 {"best_epoch": trained[strategy].metrics.get("best_epoch")},
             )
-    ens = build_ensemble([trained["encoder"], trained["linear"]], val, ids, new, CKPT / tag / "ensemble", threads=2)
+    # Routing is fitted on unlabeled pool documents, as the product does (pipeline.distill_pool_docs).
+    unlabeled = corpus.pool.filter(~pl.col("doc_key").is_in(pool["doc_key"].implode()))
+    route_texts = unlabeled.head(new.route_docs)["text"].to_list()
+    ens = build_ensemble(
+        [trained["encoder"], trained["linear"]],
+        val,
+        ids,
+        new,
+        CKPT / tag / "ensemble",
+        threads=2,
+        route_texts=route_texts,
+    )
     ens.seconds += trained["encoder"].seconds + trained["linear"].seconds
     trained["ensemble"] = ens
     if "ensemble" not in done:
@@ -249,7 +260,7 @@ def run_budget(
                 meta.get("seconds", float("nan")),
             )
         else:
-            extra = corpus.pool.filter(~pl.col("doc_key").is_in(pool["doc_key"].implode())).head(self_distill)
+            extra = unlabeled.head(self_distill)
             teacher = load_predictor(ens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2)
             t0 = time.perf_counter()
             pseudo = pseudo_phase(teacher, extra["doc_key"].to_list(), extra["text"].to_list(), ids)
@@ -271,7 +282,13 @@ def run_budget(
                 {"best_epoch": trained["distilled"].metrics.get("best_epoch"), "pool": self_distill},
             )
         dens = build_ensemble(
-            [trained["distilled"], trained["linear"]], val, ids, new, CKPT / tag / "distilled_ensemble", threads=2
+            [trained["distilled"], trained["linear"]],
+            val,
+            ids,
+            new,
+            CKPT / tag / "distilled_ensemble",
+            threads=2,
+            route_texts=route_texts,
         )
         dens.seconds += trained["distilled"].seconds
         trained["distilled_ensemble"] = dens
@@ -471,7 +488,7 @@ def stage_report(args) -> None:
     ).pl()
     if routing.height:
         lines += [
-            "## Routing: the floor labels what it is sure of (`student.floor_confidence`)",
+            "## Routing: the floor labels what it is sure of (`student.route_agreement`)",
             "",
             "The routing stage (`python -m benchmarks.quality routing`): each ensemble of the students stage on its "
             "test slice without routing, then with it (the floor's top probability >= the threshold: the floor alone; "
@@ -482,6 +499,9 @@ def stage_report(args) -> None:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in routing.iter_rows(named=True):
+            if not r["threshold"]:
+                lines.append(f"| {r['tag']} | {r['ensemble']} | none qualified | 0% | – | – | – | {r['load_1m']:.1f} |")
+                continue
             lines.append(
                 f"| {r['tag']} | {r['ensemble']} | {r['threshold']} | {r['routed_share']:.1%} | "
                 f"{r['acc_unrouted']:.2%} → {r['acc_routed']:.2%} | {r['f1_unrouted']:.2%} → {r['f1_routed']:.2%} | "
@@ -527,7 +547,7 @@ CREATE TABLE IF NOT EXISTS bench.quality_routing (
 
 
 def stage_routing(args) -> None:
-    """student.floor_confidence: every trained ensemble of the students stage, on its corpus's test slice, with
+    """student.route_agreement: every trained ensemble of the students stage, on its corpus's test slice, with
     and without routing (the same loaded members; unrouted first, then routed, ``--routing-rounds`` times: the
     faster pass of each counts). Writes ``bench.quality_routing``."""
     import torch
@@ -540,7 +560,6 @@ def stage_routing(args) -> None:
     con = connect()
     con.execute(ROUTING_DDL)
     cfg = StudentConfig()
-    t = getattr(args, "floor_confidence", None) or cfg.floor_confidence
     corpora = {}
     for tag in sorted(p for p in CKPT.iterdir() if p.is_dir()):
         name = tag.name.rsplit("-", 1)[0] if "uncertainty" not in tag.name else tag.name.split("-")[0]
@@ -550,8 +569,11 @@ def stage_routing(args) -> None:
             corpus = corpora.setdefault(name, load_corpus(name))
             texts, gold = corpus.test["text"].to_list(), corpus.test["gold"].to_list()
             ens = load_predictor(tag / ens_name, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
-            if ens.route_member is None:
-                log(f"routing: {tag.name}/{ens_name} has no linear member; skipped")
+            t = ens.route_threshold  # fitted when the ensemble was built (student.route_agreement)
+            if not t:
+                log(f"routing: {tag.name}/{ens_name}: no threshold qualified (the floor never agrees enough); skipped")
+                row = [RUN_ID, name, tag.name, ens_name, 0.0, len(texts), 0.0] + [None] * 6 + [os.getloadavg()[0]]
+                con.execute("INSERT INTO bench.quality_routing VALUES (?, DEFAULT, ?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
                 continue
             res: dict[float, dict] = {}
             rounds = getattr(args, "routing_rounds", 2)

@@ -10,7 +10,8 @@
    prompt length (measured on up to 500 pool documents' rendered prompts).
 4. The student's base model is timed on the same documents: inference (docs/s at ``infer_max_length``)
    and training steps (forward + backward + optimizer step at ``max_length``, examples/s). Training time
-   = epochs (with the ``min_train_steps`` rule) x labels / rate; corpus labeling = documents / docs/s.
+   = epochs (with the ``min_train_steps`` rule) x labels / rate, plus self-distillation's second training on
+   labels + ``self_distill`` pool documents; corpus labeling = documents / docs/s.
 
 Every assumption is printed with the figures.
 """
@@ -206,10 +207,19 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
     n_train = max(1, int(round(s.size * (1 - settings.student.val_fraction))))
     epochs = _training_epochs(settings, n_train)
     train_s = infer_s = None
+    # student.self_distill: a second encoder on the teacher's labels plus up to N unsampled pool documents,
+    # which the first ensemble labels first (skipped under kind: linear or with no pool left).
+    cfg = settings.student
+    n_distill = min(cfg.self_distill, max(0, pool.height - s.size)) if cfg.kind != "linear" else 0
     if student.get("train_examples_per_s"):
         train_s = epochs * n_train / student["train_examples_per_s"]
+        if n_distill:
+            both = n_train + n_distill
+            train_s += _training_epochs(settings, both) * both / student["train_examples_per_s"]
     if student.get("infer_docs_per_s"):
         infer_s = corpus.height / student["infer_docs_per_s"]
+        if n_distill and train_s is not None:
+            train_s += n_distill / student["infer_docs_per_s"]
     return {
         "corpus_from": corpus_from,
         "corpus_docs": corpus.height,
@@ -238,6 +248,7 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
             "teacher_seconds": teacher_s,
             "train_examples": n_train,
             "train_epochs": epochs,
+            "distill_examples": n_distill,
             "train_early_stopping": settings.student.early_stopping_patience > 0,
             "train_seconds": train_s,
             "corpus_seconds": infer_s,

@@ -421,7 +421,8 @@ _TRAINING_LOG = {
 }
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {
-    "floor_confidence",  # an ensemble's fingerprint has it (training_fingerprint); nothing else depends on it
+    "route_agreement",  # routing is fitted into an ensemble: its fingerprint has them (training_fingerprint)
+    "route_docs",
     "self_distill",  # a distilled checkpoint's fingerprint has it through its pool documents
     "infer_batch_size",
     "infer_max_length",
@@ -542,8 +543,8 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
     )
     if kind != "encoder":  # encoder fingerprints stay those of the checkpoints made before the family existed
         h.update(f"\x1dkind={kind}".encode())
-    if kind.endswith("ensemble") and settings.student.floor_confidence:  # the routing is saved in the ensemble
-        h.update(f"\x1dfloor_confidence={settings.student.floor_confidence}".encode())
+    if kind.endswith("ensemble") and settings.student.route_agreement:  # the routing is saved in the ensemble
+        h.update(f"\x1droute={settings.student.route_agreement}/{settings.student.route_docs}".encode())
     for p in phases:
         h.update(f"\x1e{p.name}\x1f".encode())
         for d, y in zip(p.doc_ids, p.labels):
@@ -652,6 +653,13 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         if kind.startswith("distilled"):  # taught by a first-generation member on these pool documents
             if distill_pool is None:
                 distill_pool = distill_pool_docs(con, cfg.self_distill)
+                if distill_pool.is_empty():
+                    emit(
+                        "self-distillation skipped: every pool document was sampled or is in the gold probe "
+                        "(student.self_distill needs unlabeled pool documents: a larger corpus or a smaller sample)"
+                    )
+            if distill_pool.is_empty():
+                continue
             fingerprint = _distill_fingerprint(
                 fingerprint, fingerprints[distill_source(kinds)], distill_pool["doc_id"].to_list()
             )
@@ -739,8 +747,17 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
             )
         else:
             encoder = "distilled" if kind == "distilled_ensemble" else "encoder"
+            route_texts = None
+            if cfg.route_agreement and cfg.route_docs:  # unlabeled pool documents to fit the routing on
+                route_texts = distill_pool_docs(con, cfg.route_docs)["text"].to_list()
             trained = build_ensemble(
-                [members[encoder], members["linear"]], val, task.label_ids, cfg, out, threads=settings.threads
+                [members[encoder], members["linear"]],
+                val,
+                task.label_ids,
+                cfg,
+                out,
+                threads=settings.threads,
+                route_texts=route_texts,
             )
             trained.kind = kind
         members[kind] = trained
@@ -872,7 +889,8 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
 
 def distill_pool_docs(con: duckdb.DuckDBPyConnection, n: int) -> pl.DataFrame:
     """The first ``n`` pool documents (seeded order) that are neither sampled nor in the gold probe
-    (sql/students/distill_labels.sql, section pool): doc_id, pool_rank, text."""
+    (sql/students/distill_labels.sql, section pool): doc_id, pool_rank, text. Self-distillation labels
+    them; routing fits its threshold on them."""
     set_variables(con, {"distill_n": n})
     return con.execute(model_sql("students.distill_labels", "pool")).pl()
 

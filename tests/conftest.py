@@ -79,6 +79,8 @@ def tiny_settings_dict(home: Path, data_dir: Path, tiny_models: dict[str, Path],
             "infer_max_length": 64,
             "batch_size": 8,
             "min_train_steps": 0,
+            # self-distillation trains a second encoder: its own test (test_student_family.py) turns it on
+            "self_distill": 0,
         },
         # The tiny random teacher answers almost one label: the quality gates (collapse, agreement) have their
         # own violation cases (tests/test_contracts.py) and a real-model test (tests/test_real_models.py).

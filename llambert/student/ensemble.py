@@ -6,10 +6,12 @@ labels: docs/bench_quality.md). Temperatures and weights are fitted on the valid
 held-out teacher labels), never on test or on the gold probe, which stays the judge.
 The folder holds only ``ensemble.json``: its members are the sibling checkpoint folders.
 
-**Routing** (``student.floor_confidence``): the floor is thousands of times cheaper than the encoder and,
+**Routing** (``student.route_agreement``): the floor is thousands of times cheaper than the encoder and,
 where it is sure, as right as the ensemble (IMDb, 1,000 LLM labels: on the 48% of test reviews where its
 top probability is >= 0.7 it is right on 95.9%, the ensemble on 95.7%). So the floor runs first on every
 document and the encoder only on the rest; a routed document gets the floor's calibrated distribution.
+How sure is sure depends on the floor's training (trained on uncertainty-sampled documents it is far less
+confident on ordinary ones), so the threshold is fitted per ensemble on unlabeled documents: :func:`fit_route`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,29 @@ def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[lis
     best = min(WEIGHTS, key=lambda w: (round(nll(mix(member_log_probs, temps, [w, 1 - w]), y), 6), abs(w - 0.5)))
     w = round(0.5 + (best - 0.5) * len(y) / (len(y) + SHRINK_N), 4)
     return temps, [w, 1.0 - w]
+
+
+ROUTE_GRID = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def fit_route(floor_log_probs: np.ndarray, full_log_probs: np.ndarray, min_agreement: float) -> tuple[float, dict]:
+    """The lowest threshold on the floor's top probability at which the floor's label agrees with the full
+    ensemble's on at least ``min_agreement`` of the documents it would take (at least 20 of them, and 2%).
+    No labels needed: the ensemble is the reference. Returns (threshold, figures); 0.0 when none qualifies."""
+    top = np.exp(floor_log_probs).max(axis=1)
+    same = floor_log_probs.argmax(axis=1) == full_log_probs.argmax(axis=1)
+    n = len(top)
+    for t in ROUTE_GRID:
+        take = top >= t
+        k = int(take.sum())
+        if k >= max(20, 0.02 * n) and float(same[take].mean()) >= min_agreement:
+            return t, {
+                "route_threshold": t,
+                "route_share": k / n,
+                "route_agreement": float(same[take].mean()),
+                "route_n": n,
+            }
+    return 0.0, {"route_threshold": 0.0, "route_share": 0.0, "route_agreement": None, "route_n": n}
 
 
 @dataclass

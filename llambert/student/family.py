@@ -115,11 +115,18 @@ def train_linear(phases: list[Phase], val: Phase, label_ids: list[int], cfg: Stu
 
 
 def build_ensemble(
-    members: list[Trained], val: Phase, label_ids: list[int], cfg: StudentConfig, out: Path, threads: int | None = None
+    members: list[Trained],
+    val: Phase,
+    label_ids: list[int],
+    cfg: StudentConfig,
+    out: Path,
+    threads: int | None = None,
+    route_texts: list[str] | None = None,
 ) -> Trained:
-    """Calibrate each member's temperature and the mixing weight on the validation split."""
+    """Calibrate each member's temperature and the mixing weight on the validation split; with
+    ``route_agreement`` and unlabeled ``route_texts``, fit the floor's routing threshold on those."""
     from llambert.hardware import resolve_bf16
-    from llambert.student.ensemble import EnsembleStudent, fit_ensemble, mix, nll
+    from llambert.student.ensemble import EnsembleStudent, fit_ensemble, fit_route, mix, nll
     from llambert.student.predict import load_predictor
 
     t0 = time.perf_counter()
@@ -139,6 +146,10 @@ def build_ensemble(
     val_lp = [p.log_probs(val.texts) for p in preds]
     temps, weights = fit_ensemble(val_lp, y)
     floor = next((i for i, m in enumerate(members) if m.kind == "linear"), None)
+    threshold, route = 0.0, {}
+    if floor is not None and cfg.route_agreement and route_texts:
+        lps = [p.log_probs(route_texts) for p in preds]
+        threshold, route = fit_route(lps[floor], mix(lps, temps, weights), cfg.route_agreement)
     ens = EnsembleStudent(
         list(label_ids),
         [str(m.path) for m in members],
@@ -146,16 +157,19 @@ def build_ensemble(
         weights,
         preds,
         val_nll=nll(mix(val_lp, temps, weights), y) if len(y) else None,
-        route_member=floor if cfg.floor_confidence else None,
-        route_threshold=cfg.floor_confidence,
+        route_member=floor if threshold else None,
+        route_threshold=threshold,
     )
     ens.save(out)
-    metrics = val_metrics(ens, val, label_ids) | {
-        "temperatures": temps,
-        "weights": weights,
-        "members": [m.kind for m in members],
-        "floor_confidence": cfg.floor_confidence,
-    }
+    metrics = (
+        val_metrics(ens, val, label_ids)
+        | {
+            "temperatures": temps,
+            "weights": weights,
+            "members": [m.kind for m in members],
+        }
+        | route
+    )
     return Trained("ensemble", out, members[0].n_train, len(val.texts), metrics, time.perf_counter() - t0)
 
 
