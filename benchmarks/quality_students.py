@@ -488,7 +488,7 @@ def stage_report(args) -> None:
     ).pl()
     if routing.height:
         lines += [
-            "## Routing: the floor labels what it is sure of (`student.route_agreement`)",
+            "## Routing: the floor labels what it is sure of (`student.route_max_changed`)",
             "",
             "The routing stage (`python -m benchmarks.quality routing`): each ensemble of the students stage on its "
             "test slice without routing, then with it (the floor's top probability >= the threshold: the floor alone; "
@@ -547,7 +547,7 @@ CREATE TABLE IF NOT EXISTS bench.quality_routing (
 
 
 def stage_routing(args) -> None:
-    """student.route_agreement: every trained ensemble of the students stage, on its corpus's test slice, with
+    """student.route_max_changed: every trained ensemble of the students stage, on its corpus's test slice, with
     and without routing (the same loaded members; unrouted first, then routed, ``--routing-rounds`` times: the
     faster pass of each counts). Writes ``bench.quality_routing``."""
     import torch
@@ -569,7 +569,7 @@ def stage_routing(args) -> None:
             corpus = corpora.setdefault(name, load_corpus(name))
             texts, gold = corpus.test["text"].to_list(), corpus.test["gold"].to_list()
             ens = load_predictor(tag / ens_name, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
-            t = ens.route_threshold  # fitted when the ensemble was built (student.route_agreement)
+            t = ens.route_threshold  # fitted when the ensemble was built (student.route_max_changed)
             if not t:
                 log(f"routing: {tag.name}/{ens_name}: no threshold qualified (the floor never agrees enough); skipped")
                 row = [RUN_ID, name, tag.name, ens_name, 0.0, len(texts), 0.0] + [None] * 6 + [os.getloadavg()[0]]

@@ -258,16 +258,15 @@ class StudentConfig(_Strict):
         "measured docs/s count as fast, and the best-scoring fast one wins. 1.0: the fastest as-good candidate "
         "always wins; 1.5 keeps a 2-3% docs/s difference (noise on shared cores) from outvoting a better score.",
     )
-    route_agreement: float = Field(
-        0.99,
+    route_max_changed: float = Field(
+        0.003,
         ge=0.0,
         le=1.0,
         description="Routing in ensembles (0: off): the linear floor alone labels the documents it is sure of, and "
         "the encoder runs only on the rest. How sure is fitted per ensemble on `route_docs` unlabeled pool documents: "
-        "the lowest top-probability threshold at which the floor agrees with the full ensemble on at least this "
-        "share of the documents it would take. On IMDb test reviews 0.99 picked 0.7 at 1,000 random LLM labels "
-        "(48% to the floor, +0.05 points) and 0.65 at 1,000 uncertainty labels (27%, +0.0); 0.97 let through "
-        "thresholds that cost 0.4-0.7 points (docs/bench_quality.md).",
+        "the lowest top-probability threshold at which routing changes at most this share of all labels against "
+        "the full ensemble (accuracy cannot move by more). A fixed threshold does not work: a floor trained on "
+        "uncertainty-sampled documents is far less confident (docs/bench_quality.md).",
     )
     route_docs: int = Field(
         1000,

@@ -421,7 +421,7 @@ _TRAINING_LOG = {
 }
 # Settings that change only how a checkpoint is used or compared, never its weights.
 _NOT_TRAINING = {
-    "route_agreement",  # routing is fitted into an ensemble: its fingerprint has them (training_fingerprint)
+    "route_max_changed",  # routing is fitted into an ensemble: its fingerprint has them (training_fingerprint)
     "route_docs",
     "self_distill",  # a distilled checkpoint's fingerprint has it through its pool documents
     "infer_batch_size",
@@ -543,8 +543,8 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
     )
     if kind != "encoder":  # encoder fingerprints stay those of the checkpoints made before the family existed
         h.update(f"\x1dkind={kind}".encode())
-    if kind.endswith("ensemble") and settings.student.route_agreement:  # the routing is saved in the ensemble
-        h.update(f"\x1droute={settings.student.route_agreement}/{settings.student.route_docs}".encode())
+    if kind.endswith("ensemble") and settings.student.route_max_changed:  # the routing is saved in the ensemble
+        h.update(f"\x1droute={settings.student.route_max_changed}/{settings.student.route_docs}".encode())
     for p in phases:
         h.update(f"\x1e{p.name}\x1f".encode())
         for d, y in zip(p.doc_ids, p.labels):
@@ -748,7 +748,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         else:
             encoder = "distilled" if kind == "distilled_ensemble" else "encoder"
             route_texts = None
-            if cfg.route_agreement and cfg.route_docs:  # unlabeled pool documents to fit the routing on
+            if cfg.route_max_changed and cfg.route_docs:  # unlabeled pool documents to fit the routing on
                 route_texts = distill_pool_docs(con, cfg.route_docs)["text"].to_list()
             trained = build_ensemble(
                 [members[encoder], members["linear"]],

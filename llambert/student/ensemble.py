@@ -6,7 +6,7 @@ labels: docs/bench_quality.md). Temperatures and weights are fitted on the valid
 held-out teacher labels), never on test or on the gold probe, which stays the judge.
 The folder holds only ``ensemble.json``: its members are the sibling checkpoint folders.
 
-**Routing** (``student.route_agreement``): the floor is thousands of times cheaper than the encoder and,
+**Routing** (``student.route_max_changed``): the floor is thousands of times cheaper than the encoder and,
 where it is sure, as right as the ensemble (IMDb, 1,000 LLM labels: on the 48% of test reviews where its
 top probability is >= 0.7 it is right on 95.9%, the ensemble on 95.7%). So the floor runs first on every
 document and the encoder only on the rest; a routed document gets the floor's calibrated distribution.
@@ -74,24 +74,21 @@ def fit_ensemble(member_log_probs: list[np.ndarray], y: np.ndarray) -> tuple[lis
 ROUTE_GRID = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
-def fit_route(floor_log_probs: np.ndarray, full_log_probs: np.ndarray, min_agreement: float) -> tuple[float, dict]:
-    """The lowest threshold on the floor's top probability at which the floor's label agrees with the full
-    ensemble's on at least ``min_agreement`` of the documents it would take (at least 20 of them, and 2%).
-    No labels needed: the ensemble is the reference. Returns (threshold, figures); 0.0 when none qualifies."""
+def fit_route(floor_log_probs: np.ndarray, full_log_probs: np.ndarray, max_changed: float) -> tuple[float, dict]:
+    """The lowest threshold on the floor's top probability at which routing changes at most ``max_changed`` of
+    all labels against the full ensemble (documents routed to the floor where the two disagree), with at least
+    20 documents and 2% routed. Accuracy cannot move by more than the labels it changes. No labels needed: the
+    ensemble is the reference. Returns (threshold, figures); 0.0 when no threshold qualifies."""
     top = np.exp(floor_log_probs).max(axis=1)
     same = floor_log_probs.argmax(axis=1) == full_log_probs.argmax(axis=1)
     n = len(top)
     for t in ROUTE_GRID:
         take = top >= t
         k = int(take.sum())
-        if k >= max(20, 0.02 * n) and float(same[take].mean()) >= min_agreement:
-            return t, {
-                "route_threshold": t,
-                "route_share": k / n,
-                "route_agreement": float(same[take].mean()),
-                "route_n": n,
-            }
-    return 0.0, {"route_threshold": 0.0, "route_share": 0.0, "route_agreement": None, "route_n": n}
+        changed = float((take & ~same).mean()) if n else 1.0
+        if k >= max(20, 0.02 * n) and changed <= max_changed:
+            return t, {"route_threshold": t, "route_share": k / n, "route_changed": changed, "route_n": n}
+    return 0.0, {"route_threshold": 0.0, "route_share": 0.0, "route_changed": None, "route_n": n}
 
 
 @dataclass

@@ -124,7 +124,7 @@ def build_ensemble(
     route_texts: list[str] | None = None,
 ) -> Trained:
     """Calibrate each member's temperature and the mixing weight on the validation split; with
-    ``route_agreement`` and unlabeled ``route_texts``, fit the floor's routing threshold on those."""
+    ``route_max_changed`` and unlabeled ``route_texts``, fit the floor's routing threshold on those."""
     from llambert.hardware import resolve_bf16
     from llambert.student.ensemble import EnsembleStudent, fit_ensemble, fit_route, mix, nll
     from llambert.student.predict import load_predictor
@@ -147,9 +147,9 @@ def build_ensemble(
     temps, weights = fit_ensemble(val_lp, y)
     floor = next((i for i, m in enumerate(members) if m.kind == "linear"), None)
     threshold, route = 0.0, {}
-    if floor is not None and cfg.route_agreement and route_texts:
+    if floor is not None and cfg.route_max_changed and route_texts:
         lps = [p.log_probs(route_texts) for p in preds]
-        threshold, route = fit_route(lps[floor], mix(lps, temps, weights), cfg.route_agreement)
+        threshold, route = fit_route(lps[floor], mix(lps, temps, weights), cfg.route_max_changed)
     ens = EnsembleStudent(
         list(label_ids),
         [str(m.path) for m in members],
