@@ -225,7 +225,8 @@ def run_budget(
             )
     # Routing is fitted on unlabeled pool documents, as the product does (pipeline.distill_pool_docs).
     unlabeled = corpus.pool.filter(~pl.col("doc_key").is_in(pool["doc_key"].implode()))
-    route_texts = unlabeled.head(new.route_docs)["text"].to_list()
+    # After self-distillation's documents: the distilled encoder trained on those and agrees too well there.
+    route_texts = unlabeled.slice(new.self_distill).head(new.route_docs)["text"].to_list()
     ens = build_ensemble(
         [trained["encoder"], trained["linear"]],
         val,

@@ -748,8 +748,10 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         else:
             encoder = "distilled" if kind == "distilled_ensemble" else "encoder"
             route_texts = None
-            if cfg.route_max_changed and cfg.route_docs:  # unlabeled pool documents to fit the routing on
-                route_texts = distill_pool_docs(con, cfg.route_docs)["text"].to_list()
+            if cfg.route_max_changed and cfg.route_docs:  # unlabeled pool documents to fit the routing on:
+                # after self-distillation's, which the distilled encoder trained on (it agrees too well there)
+                skip = cfg.self_distill if "distilled" in kinds else 0
+                route_texts = distill_pool_docs(con, skip + cfg.route_docs)["text"].to_list()[skip:]
             trained = build_ensemble(
                 [members[encoder], members["linear"]],
                 val,
