@@ -167,27 +167,11 @@ def run_budget(
         ev = _evaluate(pred, corpus.test, ids)
         pr = _evaluate(pred, corpus.probe, ids)
         extra = (extra or {}) | {"probe_f1": pr["f1"]}
-        con.execute(RESULTS_DDL)
-        con.execute(
-            "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
-            "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                RUN_ID,
-                corpus.name,
-                budget,
-                prefix + strategy,
-                tr.n_train,
-                t_acc,
-                corpus.test.height,
-                ev["accuracy"],
-                ev["f1"],
-                pr["accuracy"],
-                tr.seconds,
-                ev["docs_per_s"],
-                os.getloadavg()[0],
-                json.dumps({"shares": ev["shares"], "metrics": tr.metrics, **(extra or {})}, default=str),
-            ],
+        _insert_result(
+            con,
+            [RUN_ID, corpus.name, budget, prefix + strategy, tr.n_train, t_acc, corpus.test.height, ev["accuracy"]],
+            [ev["f1"], pr["accuracy"], tr.seconds, ev["docs_per_s"]],
+            {"shares": ev["shares"], "metrics": tr.metrics, **(extra or {})},
         )
         log(
             f"{tag} {prefix}{strategy}: test acc {ev['accuracy']:.4f} F1 {ev['f1']:.4f} (probe {pr['accuracy']:.4f}), "
@@ -311,6 +295,18 @@ def run_budget(
         _champion_row(con, corpus, budget, prefix, name, kinds, trained, t_acc, new)
 
 
+def _insert_result(con, head: list, figures: list, details: dict) -> None:
+    """One bench.quality_results row: (run_id .. test_accuracy), (test_f1, probe_accuracy, train_seconds,
+    docs_per_s), then the load average now and ``details`` as JSON."""
+    con.execute(RESULTS_DDL)
+    con.execute(
+        "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
+        "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [*head, *figures, os.getloadavg()[0], json.dumps(details, default=str)],
+    )
+
+
 def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, trained: dict, t_acc, new) -> None:
     """sql/students/champion.sql's pick among ``kinds`` (its twin, pick_champion), stored as strategy ``name``."""
     # The product's default champion_metric: macro-F1 on the gold probe.
@@ -328,26 +324,12 @@ def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, train
     eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
     pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup)
     r = row[pick]
-    con.execute(
-        "INSERT INTO bench.quality_results (run_id, corpus, budget, strategy, n_train, teacher_label_accuracy, "
-        "test_n, test_accuracy, test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            RUN_ID,
-            corpus.name,
-            budget,
-            prefix + name,
-            trained[pick].n_train,
-            t_acc,
-            corpus.test.height,
-            r[1],
-            r[2],
-            r[3],
-            trained[pick].seconds + (trained["ensemble"].seconds if pick.startswith("distilled") else 0.0),
-            r[5],
-            os.getloadavg()[0],
-            json.dumps({"champion": pick, "path": str(trained[pick].path)}),
-        ],
+    seconds = trained[pick].seconds + (trained["ensemble"].seconds if pick.startswith("distilled") else 0.0)
+    _insert_result(
+        con,
+        [RUN_ID, corpus.name, budget, prefix + name, trained[pick].n_train, t_acc, corpus.test.height, r[1]],
+        [r[2], r[3], seconds, r[5]],
+        {"champion": pick, "path": str(trained[pick].path)},
     )
     log(f"{corpus.name}-{budget} {prefix}{name} = champion rule picks {pick}: test acc {r[1]:.4f}")
 

@@ -60,7 +60,7 @@ class LlambertResource(dg.ConfigurableResource):
     student_self_distill: int | None = Field(
         None,
         description="student.self_distill: pool documents the first students label for a second, distilled "
-        "encoder (0: off; 2000 gave +0.4-0.9 points on IMDb at 1,000 LLM labels, for a longer training).",
+        'encoder (default 2000; 0: off, saving a second training at some accuracy: README "Students").',
     )
     # The run built from these fields once per run (setup_for_execution), or handed in by the caller (of).
     _run: Run | None = PrivateAttr(None)

@@ -647,7 +647,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     members: dict[str, Trained] = {}
     rows: dict[str, dict] = {}
     fingerprints: dict[str, str] = {}
-    distill_pool = None
+    distill_pool = route_texts = None
     for kind in kinds:
         fingerprint = training_fingerprint(base_identity, task, settings, phases, kind)
         if kind.startswith("distilled"):  # taught by a first-generation member on these pool documents
@@ -747,9 +747,8 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
             )
         else:
             encoder = "distilled" if kind == "distilled_ensemble" else "encoder"
-            route_texts = None
-            if cfg.route_max_changed and cfg.route_docs:  # unlabeled pool documents to fit the routing on:
-                # after self-distillation's, which the distilled encoder trained on (it agrees too well there)
+            if route_texts is None and cfg.route_max_changed and cfg.route_docs:  # unlabeled pool documents
+                # to fit the routing on, after self-distillation's: the distilled encoder trained on those
                 skip = cfg.self_distill if "distilled" in kinds else 0
                 route_texts = distill_pool_docs(con, skip + cfg.route_docs)["text"].to_list()[skip:]
             trained = build_ensemble(

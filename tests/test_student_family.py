@@ -223,6 +223,8 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
     """student.self_distill: the ensemble soft-labels unsampled pool documents (never the probe, never
     test), a fresh encoder trains on the teacher's labels plus those, and both it and its ensemble with the
     floor compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
+    import json
+
     from llambert import pipeline
     from llambert.config import load_settings
     from llambert.student.family import kinds_for
@@ -256,6 +258,14 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
         ).fetchone()[0]
         assert leaked == 0
         assert con.execute("SELECT count(*) FROM students.candidates WHERE kind LIKE 'distilled%'").fetchone()[0] == 2
+        # Routing is fitted on the unlabeled pool documents after the 30 the distilled encoder trained on.
+        after = pipeline.distill_pool_docs(con, 30 + settings.student.route_docs).height - 30
+        assert after > 0
+        for kind in ("ensemble", "distilled_ensemble"):
+            metrics = con.execute(
+                "SELECT metrics FROM students.checkpoints WHERE checkpoint_id = ?", [by_kind[kind]["checkpoint_id"]]
+            ).fetchone()[0]
+            assert json.loads(metrics)["route_n"] == after, kind
         again = pipeline.train_checkpoint(con, settings)
         assert again["reused"] and con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] == 30
     linear = load_settings(overrides=over | {"student": over["student"] | {"kind": "linear"}})
