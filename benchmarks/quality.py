@@ -81,6 +81,26 @@ def main(argv: list[str] | None = None) -> None:
         default=["1000", "uncertainty:1000"],
         help="IMDb budgets where --self-distill runs (uncertainty:N for sample.strategy uncertainty)",
     )
+    ap.add_argument(
+        "--distill-from",
+        choices=["base", "encoder"],
+        default=None,
+        help="students stage: student.distill_from for the distilled encoder (default: the product's); "
+        "encoder's rows are named distilled_cont, distilled_cont_ensemble, default+distill_cont",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="students stage: only these corpus-budget tags (imdb-1000, imdb-1000-uncertainty, short-300, ...)",
+    )
+    ap.add_argument(
+        "--encoders",
+        nargs="+",
+        default=None,
+        help="students stage: only these encoder recipes at random budgets (paper, encoder, ...); without "
+        "encoder, the ensemble and self-distillation are skipped",
+    )
     ap.add_argument("--routing-rounds", type=int, default=2, help="routing stage: unrouted/routed pass pairs")
     ap.add_argument(
         "--ratio-strategy",

@@ -103,6 +103,8 @@ def run_budget(
     selection: pl.DataFrame | None = None,
     prefix: str = "",
     self_distill: int = 0,
+    distill_from: str | None = None,
+    encoders: list[str] | None = None,
 ) -> None:
     """Train and score every strategy on the teacher's labels of ``budget`` documents.
 
@@ -114,6 +116,7 @@ def run_budget(
     from llambert.student.family import (
         Trained,
         build_ensemble,
+        distill_start,
         pseudo_phase,
         split_phases,
         train_linear,
@@ -153,13 +156,17 @@ def run_budget(
         epochs=3,
         learning_rate=5e-5,
     )
-    new = StudentConfig()
+    new = StudentConfig(**({"distill_from": distill_from} if distill_from else {}))
+    # student.distill_from: encoder (continued) gets its own rows beside the fresh ones.
+    dsfx = "_cont" if new.distill_from == "encoder" else ""
     configs = {"paper": paper, "encoder": new} if not prefix else {"encoder": new}
     if largest and not prefix:
         configs |= {
             "encoder_hard": new.model_copy(update={"soft_labels": False}),
             "encoder_512": new.model_copy(update={"max_length": 512, "infer_max_length": 512}),
         }
+    if encoders:
+        configs = {k: v for k, v in configs.items() if k in encoders}
     trained: dict[str, Trained] = {}
     tag = f"{corpus.name}-{budget}" + (f"-{prefix.rstrip(':')}" if prefix else "")
 
@@ -207,6 +214,8 @@ def run_budget(
                 load_predictor(out, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2),
                 {"best_epoch": trained[strategy].metrics.get("best_epoch")},
             )
+    if "encoder" not in trained:  # --encoders without encoder: nothing to ensemble or distill
+        return
     # Routing is fitted on unlabeled pool documents, as the product does (pipeline.distill_pool_docs).
     unlabeled = corpus.pool.filter(~pl.col("doc_key").is_in(pool["doc_key"].implode()))
     # After self-distillation's documents: the distilled encoder trained on those and agrees too well there.
@@ -231,13 +240,14 @@ def run_budget(
             {"weights": ens.metrics.get("weights")},
         )
     if self_distill:
+        D = "distilled" + dsfx
         # student.self_distill: the ensemble labels the first N pool documents the teacher never saw.
-        out = CKPT / tag / f"distilled_{self_distill}"
+        out = CKPT / tag / (f"distilled_{self_distill}" + (f"_cont{new.distill_epochs}" if dsfx else ""))
         tr_ph, va = split_phases([phase], new)
         if (out / "config.json").exists() and (out / "llambert_training.json").exists():
             meta = json.loads((out / "llambert_training.json").read_text())
-            trained["distilled"] = Trained(
-                "distilled",
+            trained[D] = Trained(
+                D,
                 out,
                 len(tr_ph[0].texts) + self_distill,
                 len(va.texts),
@@ -253,33 +263,34 @@ def run_budget(
             log(
                 f"{tag} distilled: the ensemble labeled {len(pseudo.texts)} pool documents in {label_s:.0f} s; training"
             )
-            r = train_student(str(base), names, ids, with_pseudo(tr_ph, pseudo), new, out, val=va, threads=2)
+            start, train_cfg = distill_start(new, str(base), trained["encoder"].path)
+            r = train_student(start, names, ids, with_pseudo(tr_ph, pseudo), train_cfg, out, val=va, threads=2)
             meta = json.loads((out / "llambert_training.json").read_text())
             secs = r.seconds + label_s
             (out / "llambert_training.json").write_text(json.dumps(meta | {"seconds": secs}, default=str))
-            trained["distilled"] = Trained("distilled", out, r.n_train, r.n_val, dict(r.metrics), secs, r.history)
-        if "distilled" not in done:
+            trained[D] = Trained(D, out, r.n_train, r.n_val, dict(r.metrics), secs, r.history)
+        if D not in done:
             record(
-                "distilled",
+                D,
                 new,
-                trained["distilled"],
+                trained[D],
                 load_predictor(out, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
-                {"best_epoch": trained["distilled"].metrics.get("best_epoch"), "pool": self_distill},
+                {"best_epoch": trained[D].metrics.get("best_epoch"), "pool": self_distill},
             )
         dens = build_ensemble(
-            [trained["distilled"], trained["linear"]],
+            [trained[D], trained["linear"]],
             val,
             ids,
             new,
-            CKPT / tag / "distilled_ensemble",
+            CKPT / tag / (D + "_ensemble"),
             threads=2,
             route_texts=route_texts,
         )
-        dens.seconds += trained["distilled"].seconds
-        trained["distilled_ensemble"] = dens
-        if "distilled_ensemble" not in done:
+        dens.seconds += trained[D].seconds
+        trained[D + "_ensemble"] = dens
+        if D + "_ensemble" not in done:
             record(
-                "distilled_ensemble",
+                D + "_ensemble",
                 new,
                 dens,
                 load_predictor(dens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
@@ -288,7 +299,7 @@ def run_budget(
     # The champion rule (sql/students/champion.sql) among the product's default candidates, on the probe.
     for kinds, name in (
         (("linear", "encoder", "ensemble"), "default"),
-        (("linear", "encoder", "ensemble", "distilled", "distilled_ensemble"), "default+distill"),
+        (("linear", "encoder", "ensemble", f"distilled{dsfx}", f"distilled{dsfx}_ensemble"), f"default+distill{dsfx}"),
     ):
         if name in done or (name != "default" and not self_distill):
             continue
@@ -351,10 +362,15 @@ def stage_students(args) -> None:
     con.execute(RESULTS_DDL)
     distill_at = set(getattr(args, "distill_at", None) or [])
     sd = getattr(args, "self_distill", 0)
+    only = set(getattr(args, "only", None) or [])
+    dfrom = getattr(args, "distill_from", None)
+    encoders = getattr(args, "encoders", None)
     for name, budgets in PLAN.items():
         corpus = load_corpus(name)
         usable = [b for b in budgets if b <= (args.max_budget if name == "imdb" else b)]
         for b in usable:
+            if only and f"{name}-{b}" not in only:
+                continue
             at = getattr(args, "variants_at", None) or max(usable)
             run_budget(
                 con,
@@ -362,6 +378,8 @@ def stage_students(args) -> None:
                 b,
                 largest=(name == "imdb" and b == at),
                 self_distill=sd if name == "imdb" and str(b) in distill_at else 0,
+                distill_from=dfrom,
+                encoders=encoders,
             )
     # sample.strategy uncertainty on IMDb, at the budgets the label stage paid for.
     from benchmarks.quality import UNCERTAINTY_BUDGETS
@@ -369,7 +387,7 @@ def stage_students(args) -> None:
 
     imdb = load_corpus("imdb")
     for b in UNCERTAINTY_BUDGETS:
-        if b > getattr(args, "max_uncertainty", 500):
+        if b > getattr(args, "max_uncertainty", 500) or (only and f"imdb-{b}-uncertainty" not in only):
             continue
         cached = teacher_labels(con, "imdb", imdb.pool["doc_key"].to_list())
         names = ["negative", "positive"]
@@ -392,6 +410,7 @@ def stage_students(args) -> None:
             selection=sel,
             prefix="uncertainty:",
             self_distill=sd if f"uncertainty:{b}" in distill_at else 0,
+            distill_from=dfrom,
         )
 
 

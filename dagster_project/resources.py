@@ -62,6 +62,11 @@ class LlambertResource(dg.ConfigurableResource):
         description="student.self_distill: pool documents the first students label for a second, distilled "
         'encoder (default 2000; 0: off, saving a second training at some accuracy: README "Students").',
     )
+    student_distill_from: str | None = Field(
+        None,
+        description="student.distill_from: 'base' (the distilled encoder trains fresh) or 'encoder' (it continues "
+        "the first encoder for student.distill_epochs epochs, about a third of the cost).",
+    )
     # The run built from these fields once per run (setup_for_execution), or handed in by the caller (of).
     _run: Run | None = PrivateAttr(None)
 
@@ -75,6 +80,7 @@ class LlambertResource(dg.ConfigurableResource):
             "student_epochs": ("student", "epochs"),
             "student_recipe": ("student", "recipe"),
             "student_self_distill": ("student", "self_distill"),
+            "student_distill_from": ("student", "distill_from"),
         }
         out: dict = {}
         for attr, (section, key) in fields.items():

@@ -283,6 +283,15 @@ class StudentConfig(_Strict):
         "champion goes from 87.95% to 89.60% on test (the teacher: 90.0%) for a second training of ~15 min on 2 "
         "cores (docs/bench_quality.md). Skipped when no unsampled pool document is left, and under kind: linear.",
     )
+    distill_from: Literal["base", "encoder"] = Field(
+        "base",
+        description="Self-distillation's starting weights. base: a fresh `model`, trained with the usual epochs rule "
+        "on the teacher's labels plus the pseudo-labels; encoder: continue the first generation's fine-tuned encoder "
+        "for `distill_epochs` epochs on the same examples (about a third of the second training's cost).",
+    )
+    distill_epochs: int = Field(
+        1, ge=1, description="distill_from: encoder: epochs of the continued training (no min_train_steps rule)."
+    )
     infer_batch_size: int = Field(
         16,
         ge=1,

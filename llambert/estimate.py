@@ -215,7 +215,8 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
         train_s = epochs * n_train / student["train_examples_per_s"]
         if n_distill:
             both = n_train + n_distill
-            train_s += _training_epochs(settings, both) * both / student["train_examples_per_s"]
+            again = cfg.distill_epochs if cfg.distill_from == "encoder" else _training_epochs(settings, both)
+            train_s += again * both / student["train_examples_per_s"]
     if student.get("infer_docs_per_s"):
         infer_s = corpus.height / student["infer_docs_per_s"]
         if n_distill and train_s is not None:

@@ -424,6 +424,8 @@ _NOT_TRAINING = {
     "route_max_changed",  # routing is fitted into an ensemble: its fingerprint has them (training_fingerprint)
     "route_docs",
     "self_distill",  # a distilled checkpoint's fingerprint has it through its pool documents
+    "distill_from",  # ... and these two through _distill_fingerprint
+    "distill_epochs",
     "infer_batch_size",
     "infer_max_length",
     "chunk_rows",
@@ -622,6 +624,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         Trained,
         build_ensemble,
         distill_source,
+        distill_start,
         kinds_for,
         pseudo_phase,
         split_phases,
@@ -660,8 +663,13 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     )
             if distill_pool.is_empty():
                 continue
+            start = (
+                [cfg.distill_from, str(cfg.distill_epochs), fingerprints["encoder"]]
+                if cfg.distill_from == "encoder"
+                else []
+            )
             fingerprint = _distill_fingerprint(
-                fingerprint, fingerprints[distill_source(kinds)], distill_pool["doc_id"].to_list()
+                fingerprint, fingerprints[distill_source(kinds)], distill_pool["doc_id"].to_list(), start
             )
         fingerprints[kind] = fingerprint
         prior = con.execute(
@@ -707,6 +715,11 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     task.label_ids,
                 )
                 fit_on = with_pseudo(train_phases, pseudo)
+            start_path, train_cfg = (
+                distill_start(cfg, str(base_path), members["encoder"].path)
+                if kind == "distilled"
+                else (str(base_path), cfg)
+            )
             card = {
                 "title": f"llambert student for {task.name}",
                 "task": task.name,
@@ -723,12 +736,16 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     f"plus {len(pseudo.texts)} pool documents soft-labeled by checkpoint "
                     f"{rows[distill_source(kinds)]['checkpoint_id']} (students.distill_labels)"
                 )
+                if cfg.distill_from == "encoder":
+                    card["self-distillation"] += (
+                        f"; continued from checkpoint {rows['encoder']['checkpoint_id']} for {cfg.distill_epochs} epoch(s)"
+                    )
             r = train_student(
-                str(base_path),
+                start_path,
                 task.label_names,
                 task.label_ids,
                 fit_on,
-                cfg,
+                train_cfg,
                 out,
                 val=val,
                 model_card=card,
@@ -896,11 +913,12 @@ def distill_pool_docs(con: duckdb.DuckDBPyConnection, n: int) -> pl.DataFrame:
     return con.execute(model_sql("students.distill_labels", "pool")).pl()
 
 
-def _distill_fingerprint(own: str, source: str, doc_ids: list[str]) -> str:
-    """A distilled student is the same only with the same teacher checkpoint and the same pool documents."""
+def _distill_fingerprint(own: str, source: str, doc_ids: list[str], start: list[str] | None = None) -> str:
+    """A distilled student is the same only with the same teacher checkpoint and the same pool documents
+    (and, continued from the first encoder, the same encoder and epochs: ``start``)."""
     import hashlib
 
-    h = hashlib.sha256(f"{own}\x1d{source}".encode())
+    h = hashlib.sha256("\x1d".join([own, source, *(start or [])]).encode())
     for d in doc_ids:
         h.update(f"\x1f{d}".encode())
     return h.hexdigest()

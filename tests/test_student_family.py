@@ -4,6 +4,8 @@ collapsed student away from predictions.labels."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -270,3 +272,51 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
         assert again["reused"] and con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] == 30
     linear = load_settings(overrides=over | {"student": over["student"] | {"kind": "linear"}})
     assert kinds_for(linear.student) == ["linear"]  # nothing to distill into: the setting is moot, not an error
+
+
+def test_distill_from_encoder_continues_the_first_encoder_for_distill_epochs(tmp_path, small_corpus, tiny_models):
+    """student.distill_from: encoder: the distilled encoder starts from the first generation's fine-tuned weights
+    and trains ``distill_epochs`` epochs (no step floor); switching it retrains only the distilled pair."""
+    from llambert import pipeline
+    from llambert.config import StudentConfig, load_settings
+    from llambert.student.family import distill_start
+    from llambert.warehouse import open_warehouse
+    from tests.conftest import tiny_settings_dict
+
+    cont = StudentConfig(distill_from="encoder", distill_epochs=2, min_train_steps=500)
+    path, cfg = distill_start(cont, "/base", "/ckpt/encoder")
+    assert path == "/ckpt/encoder" and (cfg.epochs, cfg.max_epochs, cfg.min_train_steps) == (2, 2, 0)
+    assert distill_start(StudentConfig(), "/base", "/ckpt/encoder") == ("/base", StudentConfig())
+
+    student = {"epochs": 2, "self_distill": 30, "early_stopping_patience": 0}
+    over = tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, student=student)
+    with open_warehouse(load_settings(overrides=over).warehouse_path) as con:
+        settings = load_settings(overrides=over)
+        pipeline.ingest_batch(con, settings)
+        pipeline.build_sample(con, settings)
+        pipeline.label_sample(con, settings)
+        pipeline.parse_labels(con, settings)
+        fresh = {c["kind"]: c for c in pipeline.train_checkpoint(con, settings)["candidates"]}
+        settings = load_settings(
+            overrides=over | {"student": over["student"] | {"distill_from": "encoder", "distill_epochs": 1}}
+        )
+        stats = pipeline.train_checkpoint(con, settings)
+        cont = {c["kind"]: c for c in stats["candidates"]}
+        for kind in ("linear", "encoder", "ensemble"):  # the first generation's fingerprints do not move
+            assert cont[kind]["checkpoint_id"] == fresh[kind]["checkpoint_id"], kind
+        for kind in ("distilled", "distilled_ensemble"):
+            assert cont[kind]["checkpoint_id"] != fresh[kind]["checkpoint_id"], kind
+
+        def epochs(cid: str) -> int:
+            return con.execute("SELECT count(*) FROM students.training_log WHERE checkpoint_id = ?", [cid]).fetchone()[
+                0
+            ]
+
+        assert epochs(fresh["distilled"]["checkpoint_id"]) == 2
+        assert epochs(cont["distilled"]["checkpoint_id"]) == 1
+        path = con.execute(
+            "SELECT path FROM students.checkpoints WHERE checkpoint_id = ?", [cont["distilled"]["checkpoint_id"]]
+        ).fetchone()[0]
+        card = (Path(path) / "README.md").read_text()
+        assert f"continued from checkpoint {fresh['encoder']['checkpoint_id']} for 1 epoch" in card
+        assert pipeline.train_checkpoint(con, settings)["reused"]

@@ -39,11 +39,19 @@ def test_jobs_people_run_exist_and_are_described():
 
 def test_launchpad_fields_explain_themselves_and_override_settings(tmp_path):
     fields = LlambertResource.model_fields
-    for name in ("sample_size", "teacher_model", "teacher_mode", "student_model", "student_epochs", "student_recipe"):
+    names = ("sample_size", "teacher_model", "teacher_mode", "student_model", "student_epochs", "student_recipe")
+    for name in (*names, "student_self_distill", "student_distill_from"):
         assert fields[name].description and len(fields[name].description) > 30, name
-    r = LlambertResource(overrides_yaml="sample: {seed: 5}", sample_size=12, teacher_mode="choice", student_epochs=1)
+    r = LlambertResource(
+        overrides_yaml="sample: {seed: 5}",
+        sample_size=12,
+        teacher_mode="choice",
+        student_epochs=1,
+        student_distill_from="encoder",
+    )
     s = r.settings()
     assert (s.sample.size, s.sample.seed, s.teacher.mode, s.student.epochs) == (12, 5, "choice", 1)
+    assert s.student.distill_from == "encoder"
 
     seen = {}
 

@@ -31,6 +31,16 @@ def distill_source(kinds: list[str]) -> str:
     return "ensemble" if "ensemble" in kinds else "encoder"
 
 
+def distill_start(cfg: StudentConfig, base_path: str, encoder_path: str | Path) -> tuple[str, StudentConfig]:
+    """Where the distilled encoder starts and how long it trains: a fresh ``base_path`` under the usual rules, or
+    (``distill_from: encoder``) the first generation's encoder for ``distill_epochs`` epochs, no step floor."""
+    if cfg.distill_from == "encoder":
+        return str(encoder_path), cfg.model_copy(
+            update={"epochs": cfg.distill_epochs, "max_epochs": cfg.distill_epochs, "min_train_steps": 0}
+        )
+    return str(base_path), cfg
+
+
 @dataclass
 class Trained:
     """What one member's training produced (the encoder also has per-epoch history)."""

@@ -59,7 +59,8 @@ class TrainResult:
 
 
 def load_classifier(base_path: str, label_names: list[str], label_ids: list[int]):
-    """Tokenizer + a sequence classifier with a fresh head; attention dropout off (see below)."""
+    """Tokenizer + a sequence classifier (a fresh head on a base model; a fine-tuned llambert checkpoint, which
+    self-distillation may continue, keeps its own); attention dropout off (see below)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base_path)
