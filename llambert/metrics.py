@@ -34,3 +34,17 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
         "per_label_f1": dict(zip(labels, f1s)),
         "confusion": cm,
     }
+
+
+def min_share_ratio(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]) -> float:
+    """The smallest (predicted share / true share) over the classes the truth holds: near 0 when a model
+    (almost) never predicts one of them, i.e. it collapsed.
+
+    Counts are add-one smoothed, (predicted + 1) / (true + 1): on a large judge set this is the plain
+    share ratio, but on a 10-document probe one missed document no longer reads as a collapse (1 of 5
+    predicted scores 0.33, not 0.20), while never predicting a class still scores 1 / (true + 1).
+    """
+    ratios = [(list(y_pred).count(l) + 1) / (list(y_true).count(l) + 1) for l in labels if l in y_true]
+    if not ratios:
+        raise ValueError("min_share_ratio needs at least one true label among the classes")
+    return min(ratios)

@@ -571,11 +571,12 @@ def _open_predictor(settings: Settings, path: str | Path):
 def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: str | Path, val=None) -> dict | None:
     """Score a student folder on students.gold_probe: accuracy, macro-F1, docs/s, predicted shares.
 
-    ``min_share_ratio`` is the smallest (predicted share / true share) over the classes: near 0 when the
-    student (almost) never predicts a class that the probe holds, i.e. it collapsed. Without a gold
+    ``min_share_ratio`` is the smallest (predicted share / true share) over the classes, add-one smoothed
+    so a tiny judge set cannot call a student collapsed on one document: near 0 when the student (almost)
+    never predicts a class that the probe holds, i.e. it collapsed. Without a gold
     probe the held-out teacher labels ``val`` (a Phase) are the judge; None when neither exists.
     """
-    from llambert.metrics import classification_metrics
+    from llambert.metrics import classification_metrics, min_share_ratio
 
     probe = con.execute(
         "SELECT g.doc_id, g.gold_label, c.text FROM students.gold_probe g JOIN raw.corpus c USING (doc_id) ORDER BY g.doc_id"
@@ -592,9 +593,8 @@ def judge_candidate(con: duckdb.DuckDBPyConnection, settings: Settings, path: st
     labels, _ = pred.predict(texts)
     seconds = time.perf_counter() - t0
     m = classification_metrics(truth, labels, task.label_ids)
-    true_share = {lid: truth.count(lid) / len(truth) for lid in task.label_ids}
     pred_share = {lid: labels.count(lid) / len(labels) for lid in task.label_ids}
-    ratio = min(pred_share[lid] / true_share[lid] for lid in task.label_ids if true_share[lid] > 0)
+    ratio = min_share_ratio(truth, labels, task.label_ids)
     out = {
         f"{prefix}accuracy": m["accuracy"],
         f"{prefix}f1": m["macro_f1"],

@@ -3,7 +3,8 @@
 -- (champion_speedup is read by students.champion).
 --   score       the champion metric: probe_* on the current gold probe (only checkpoints scored on it
 --               compete), or val_* on each checkpoint's own held-out teacher labels (no gold in the corpus)
---   collapsed   its smallest (predicted share / true share) over the classes is below collapse_ratio:
+--   collapsed   its smallest (predicted share / true share) over the classes (add-one smoothed counts)
+--               is below collapse_ratio:
 --               it (almost) never predicts a class the judge set holds
 --   below_floor an encoder or ensemble scoring below the best linear (TF-IDF) checkpoint: it does not
 --               earn its cost
