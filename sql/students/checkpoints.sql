@@ -42,7 +42,8 @@ ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_n INTEGER;
 ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_accuracy DOUBLE;
 ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS probe_f1 DOUBLE;
 -- Added by the students issue: the family (linear floor, encoder, ensemble), judged by speed and balance too.
--- docs_per_s: measured labeling the judge set; min_share_ratio: min over classes of (predicted + 1) / (true + 1) counts.
+-- docs_per_s: measured labeling the judge set;
+-- min_share_ratio: min over classes of (predicted + 1) / (true + 1) counts.
 ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS kind VARCHAR;
 ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS docs_per_s DOUBLE;
 ALTER TABLE students.checkpoints ADD COLUMN IF NOT EXISTS min_share_ratio DOUBLE;
