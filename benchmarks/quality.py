@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> None:
         help="students stage: only these encoder recipes at random budgets (paper, encoder, ...); without "
         "encoder, the ensemble and self-distillation are skipped",
     )
+    ap.add_argument(
+        "--force-report",
+        action="store_true",
+        help="report stage: write docs/bench_quality.md even when some corpus has no rows in the results table",
+    )
     ap.add_argument("--routing-rounds", type=int, default=2, help="routing stage: unrouted/routed pass pairs")
     ap.add_argument(
         "--ratio-strategy",
@@ -108,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
         help="ratio stage: the bench row whose champion is the new default (e.g. uncertainty:default+distill)",
     )
     ap.add_argument("--ratio-at", type=int, default=None, help="ratio stage: the IMDb budget (default 1000)")
+    ap.add_argument(
+        "--ratio-paper-at",
+        type=int,
+        default=None,
+        help="ratio stage: the paper recipe's budget, i.e. today's default sample.size (default: --ratio-at)",
+    )
     ap.add_argument(
         "--teacher-prompts-per-s",
         type=float,

@@ -51,3 +51,20 @@ def resolve_bf16(setting: bool | str) -> bool:
     if setting == "auto":
         return native_bf16()
     return bool(setting)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cpu``/``cuda`` pass through (make_teacher
+    refuses ``cuda`` without a GPU)."""
+    if setting != "auto":
+        return setting
+    return "cuda" if cuda_available() else "cpu"

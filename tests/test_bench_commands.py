@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-BENCHMARKS = ("teacher", "student", "quality", "scale", "teacher_prefix")
+BENCHMARKS = ("teacher", "student", "quality", "scale", "teacher_prefix", "teacher_gpu")
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

@@ -26,3 +26,35 @@ def test_auto_follows_the_cpu_flags(monkeypatch):
 def test_defaults_are_auto():
     s = Settings()
     assert s.teacher.dtype == "auto" and s.student.bf16 == "auto"
+
+
+def test_device_auto_is_the_gpu_only_when_torch_sees_one(monkeypatch):
+    """teacher.device: auto -> cuda with a GPU, else cpu; and the batch default follows (batching pays on a GPU:
+    benchmarks/data/teacher_gpu_h200.json, not on a CPU)."""
+    import torch
+
+    from llambert.config import GPU_TEACHER_BATCH, TeacherConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.resolve_device("auto") == "cpu" and hardware.resolve_device("cuda") == "cuda"
+    assert TeacherConfig().resolved_batch_size() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.resolve_device("auto") == "cuda" and hardware.resolve_device("cpu") == "cpu"
+    assert TeacherConfig().resolved_batch_size() == GPU_TEACHER_BATCH
+    assert TeacherConfig(device="cpu").resolved_batch_size() == 1
+    assert TeacherConfig(batch_size=4).resolved_batch_size() == 4
+
+
+def test_teacher_device_cuda_without_a_gpu_is_a_config_error_naming_the_setting(tiny_settings, monkeypatch):
+    import pytest
+    import torch
+
+    from llambert.config import ConfigError
+    from llambert.tasks import load_task
+    from llambert.teacher import make_teacher
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = tiny_settings.model_copy(deep=True)
+    s.teacher.device = "cuda"
+    with pytest.raises(ConfigError, match="teacher.device.*cuda.*no CUDA GPU"):
+        make_teacher(s, load_task("imdb_sentiment"))

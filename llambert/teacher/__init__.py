@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llambert.config import ConfigError, Settings
-from llambert.hardware import resolve_dtype
+from llambert.hardware import cuda_available, resolve_device, resolve_dtype
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams, TeacherBackend
 
@@ -97,6 +97,11 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
         )  # vLLM-CPU: unchanged
     from llambert.teacher.hf_backend import TransformersTeacher
 
+    if t.device == "cuda" and not cuda_available():
+        raise ConfigError(
+            "setting 'teacher.device' is cuda but torch sees no CUDA GPU on this machine: set teacher.device: auto "
+            "(the GPU when there is one, else the CPU) or cpu, or install a CUDA build of torch"
+        )
     return TransformersTeacher(
         str(resolved.path),
         resolved.identity,
@@ -105,6 +110,7 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
         dtype=resolve_dtype(t.dtype),
         threads=settings.threads,
         prefix_cache=t.prefix_cache,  # same answers either way: not part of the decoding key
+        device=resolve_device(t.device),  # same answers up to float rounding: not part of the key either
     )
 
 

@@ -44,8 +44,8 @@ class _Variant:
     ids: tuple[int, ...]
 
 
-def load_causal_lm(path: str, dtype: str = "bfloat16"):
-    """Tokenizer (left padding, a pad token) and an eval-mode causal LM."""
+def load_causal_lm(path: str, dtype: str = "bfloat16", device: str = "cpu"):
+    """Tokenizer (left padding, a pad token) and an eval-mode causal LM on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -54,6 +54,7 @@ def load_causal_lm(path: str, dtype: str = "bfloat16"):
         tok.pad_token = tok.eos_token
     # A base model (no chat template) gets a plain few-shot transcript: see prompts.apply_template.
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model.to(device)
     model.eval()
     return tok, model
 
@@ -70,13 +71,16 @@ class TransformersTeacher:
         dtype: str = "bfloat16",
         threads: int | None = None,
         prefix_cache: bool = True,
+        device: str = "cpu",
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.task = task
         self.decoding = decoding
         self.model_identity = model_identity
-        self.tokenizer, self.model = load_causal_lm(model_path, dtype)
+        # Every tensor the backend builds (ids, masks, the prefix, spelling continuations) is made on this device.
+        self.device = torch.device(device)
+        self.tokenizer, self.model = load_causal_lm(model_path, dtype, device)
         self._variants: list[_Variant] | None = None
         self._head32: torch.Tensor | None = None
         # Answers are the same with and without the prefix cache (same tokens read), so it is not part of
@@ -129,7 +133,7 @@ class TransformersTeacher:
 
         kv = self._prefix_kv.get(prefix)
         if kv is None:
-            out = self.model.model(input_ids=torch.tensor([prefix]), use_cache=True)
+            out = self.model.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
             kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             self._prefix_kv[prefix] = kv
             self.tokens_read += len(prefix)
@@ -170,8 +174,11 @@ class TransformersTeacher:
         between the cached prefix and each tail, masked out; positions count real tokens only."""
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tails], dtype=torch.long)
-        mask = torch.tensor([[1] * prefix_len + [0] * (width - len(t)) + [1] * len(t) for t in tails], dtype=torch.long)
+        dev = self.device
+        ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tails], dtype=torch.long, device=dev)
+        mask = torch.tensor(
+            [[1] * prefix_len + [0] * (width - len(t)) + [1] * len(t) for t in tails], dtype=torch.long, device=dev
+        )
         return ids, mask
 
     def _generate(self, ids: torch.Tensor, mask: torch.Tensor, prefix: tuple[int, ...] = ()) -> list[Answer]:
@@ -184,7 +191,7 @@ class TransformersTeacher:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if prefix:  # generate reads only what the cache does not hold; positions follow the mask
             kwargs["past_key_values"] = self._prefix_cache_for(prefix, ids.shape[0])
-            ids = torch.cat([torch.tensor([prefix]).expand(ids.shape[0], -1), ids], dim=1)
+            ids = torch.cat([torch.tensor([prefix], device=self.device).expand(ids.shape[0], -1), ids], dim=1)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :]
         answers = []
@@ -290,18 +297,21 @@ class TransformersTeacher:
             pad = self.tokenizer.pad_token_id or 0
             # Row r * m + i: prompt r continued by spelling multi[i] (right-padded to the longest).
             cont = torch.tensor(
-                [list(variants[j].ids[:-1]) + [pad] * (width + 1 - len(variants[j].ids)) for j in multi]
+                [list(variants[j].ids[:-1]) + [pad] * (width + 1 - len(variants[j].ids)) for j in multi],
+                device=self.device,
             ).repeat(b, 1)
             cont_mask = torch.tensor(
-                [[1] * (len(variants[j].ids) - 1) + [0] * (width + 1 - len(variants[j].ids)) for j in multi]
+                [[1] * (len(variants[j].ids) - 1) + [0] * (width + 1 - len(variants[j].ids)) for j in multi],
+                device=self.device,
             ).repeat(b, 1)
             full_mask = torch.cat([mask.repeat_interleave(m, dim=0), cont_mask], dim=1)
             past.batch_repeat_interleave(m)  # the prompt's cache is not needed again: extended in place
             offset = lengths.repeat_interleave(m)  # positions go on from each row's real length
-            h, _ = self._hidden(cont, full_mask, offset.unsqueeze(1) + torch.arange(width).unsqueeze(0), past=past)
+            steps = torch.arange(width, device=self.device).unsqueeze(0)
+            h, _ = self._hidden(cont, full_mask, offset.unsqueeze(1) + steps, past=past)
             logp = torch.log_softmax(h.float() @ self._head_fp32().T, dim=-1)  # (b*m, width, vocab)
             for i, j in enumerate(multi):
-                rows = torch.arange(b) * m + i
+                rows = torch.arange(b, device=self.device) * m + i
                 for pos, tid in enumerate(variants[j].ids[1:]):
                     cols[j] = cols[j] + logp[rows, pos, tid]
         scores = torch.stack(cols, dim=1)
