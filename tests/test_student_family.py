@@ -223,8 +223,8 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
     tmp_path, small_corpus, tiny_models
 ):
     """student.self_distill: the ensemble soft-labels unsampled pool documents (never the probe, never
-    test), a fresh encoder trains on the teacher's labels plus those, and both it and its ensemble with the
-    floor compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
+    test), the encoder (continued, the default distill_from) trains on the teacher's labels plus those, and both
+    it and its ensemble with the floor compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
     import json
 
     from llambert import pipeline
@@ -275,8 +275,9 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
 
 
 def test_distill_from_encoder_continues_the_first_encoder_for_distill_epochs(tmp_path, small_corpus, tiny_models):
-    """student.distill_from: encoder: the distilled encoder starts from the first generation's fine-tuned weights
-    and trains ``distill_epochs`` epochs (no step floor); switching it retrains only the distilled pair."""
+    """student.distill_from: encoder (the default): the distilled encoder starts from the first generation's
+    fine-tuned weights and trains ``distill_epochs`` epochs (no step floor); switching from base retrains only the
+    distilled pair."""
     from llambert import pipeline
     from llambert.config import StudentConfig, load_settings
     from llambert.student.family import distill_start
@@ -286,9 +287,11 @@ def test_distill_from_encoder_continues_the_first_encoder_for_distill_epochs(tmp
     cont = StudentConfig(distill_from="encoder", distill_epochs=2, min_train_steps=500)
     path, cfg = distill_start(cont, "/base", "/ckpt/encoder")
     assert path == "/ckpt/encoder" and (cfg.epochs, cfg.max_epochs, cfg.min_train_steps) == (2, 2, 0)
-    assert distill_start(StudentConfig(), "/base", "/ckpt/encoder") == ("/base", StudentConfig())
+    fresh_cfg = StudentConfig(distill_from="base")
+    assert distill_start(fresh_cfg, "/base", "/ckpt/encoder") == ("/base", fresh_cfg)
+    assert StudentConfig().distill_from == "encoder"  # the default since the 2026-12-04 ratio measurement
 
-    student = {"epochs": 2, "self_distill": 30, "early_stopping_patience": 0}
+    student = {"epochs": 2, "self_distill": 30, "early_stopping_patience": 0, "distill_from": "base"}
     over = tiny_settings_dict(tmp_path / "home", small_corpus, tiny_models, student=student)
     with open_warehouse(load_settings(overrides=over).warehouse_path) as con:
         settings = load_settings(overrides=over)
