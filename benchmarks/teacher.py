@@ -297,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         "the pipeline's default teacher only",
     )
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    product = TeacherConfig().resolved_batch_size()  # time what the pipeline runs by default
+    from llambert.hardware import resolve_device
+
+    product = TeacherConfig().resolved_batch_size(resolve_device("auto"))  # time what the pipeline runs by default
     ap.add_argument(
         "--batch", type=int, default=product, help=f"batch size of generate (default {product}: the pipeline's)"
     )

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from llambert.config import Settings
+from llambert.hardware import resolve_device
 from llambert.pipeline import INITIAL_BATCH, current_champion
 from llambert.results import AuditResult
 from llambert.tasks import load_task
@@ -81,7 +82,7 @@ def audit_batch(con: duckdb.DuckDBPyConnection, settings: Settings, batch: str, 
             backend,
             docs.select("doc_id", "text"),
             task.version,
-            batch_size=settings.teacher.resolved_batch_size(),
+            batch_size=settings.teacher.resolved_batch_size(resolve_device(settings.teacher.device)),
             commit_every=settings.teacher.commit_every,
         )
         variables = teacher_variables(backend, task)

@@ -170,15 +170,14 @@ class TeacherConfig(_Strict):
             )
         return self
 
-    def resolved_batch_size(self) -> int:
-        """``batch_size``, or the backend's default when it is not set."""
+    def resolved_batch_size(self, device: str = "cpu") -> int:
+        """``batch_size``, or the backend's default when it is not set. ``device`` is where the transformers
+        backend runs (``llambert.hardware.resolve_device(teacher.device)``; config imports nothing of the project)."""
         if self.batch_size is not None:
             return self.batch_size
         if self.backend != "transformers":
             return 8
-        from llambert.hardware import resolve_device
-
-        return GPU_TEACHER_BATCH if resolve_device(self.device) == "cuda" else 1
+        return GPU_TEACHER_BATCH if device == "cuda" else 1
 
 
 class StudentConfig(_Strict):

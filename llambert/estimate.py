@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from llambert.config import Settings
+from llambert.hardware import resolve_device
 
 
 def corpus_frame(settings: Settings) -> tuple[pl.DataFrame, str]:
@@ -178,7 +179,7 @@ def estimate(settings: Settings, n: int = 20, seed: int = 0) -> dict:
             backend,
             docs,
             task.version,
-            batch_size=settings.teacher.resolved_batch_size(),
+            batch_size=settings.teacher.resolved_batch_size(resolve_device(settings.teacher.device)),
             commit_every=settings.teacher.commit_every,
         )
         prepared = backend.prepare(docs["text"].to_list())

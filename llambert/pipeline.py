@@ -19,7 +19,7 @@ import polars as pl
 
 from llambert.config import ConfigError, CorpusSource, Settings
 from llambert.corpus.readers import CORPUS_SCHEMA, REJECTED_SCHEMA, read_source
-from llambert.hardware import resolve_bf16
+from llambert.hardware import resolve_bf16, resolve_device
 from llambert.progress import emit
 from llambert.results import IngestResult, ParseResult, PredictResult, SampleResult, TeacherResult, TrainResult
 from llambert.tasks import Task, load_task
@@ -211,7 +211,7 @@ def _label_round(
     from llambert.teacher.runner import label_documents
 
     t = settings.teacher
-    kw = {"batch_size": t.resolved_batch_size(), "commit_every": t.commit_every}
+    kw = {"batch_size": t.resolved_batch_size(resolve_device(t.device)), "commit_every": t.commit_every}
     if small is None:
         return [label_documents(con, backend, docs, task.version, **kw)]
     threshold = t.cascade.threshold

@@ -37,12 +37,15 @@ def test_device_auto_is_the_gpu_only_when_torch_sees_one(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.resolve_device("auto") == "cpu" and hardware.resolve_device("cuda") == "cuda"
-    assert TeacherConfig().resolved_batch_size() == 1
+    t = TeacherConfig()
+    assert t.resolved_batch_size(hardware.resolve_device(t.device)) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert hardware.resolve_device("auto") == "cuda" and hardware.resolve_device("cpu") == "cpu"
-    assert TeacherConfig().resolved_batch_size() == GPU_TEACHER_BATCH
-    assert TeacherConfig(device="cpu").resolved_batch_size() == 1
-    assert TeacherConfig(batch_size=4).resolved_batch_size() == 4
+    assert t.resolved_batch_size(hardware.resolve_device(t.device)) == GPU_TEACHER_BATCH
+    cpu = TeacherConfig(device="cpu")
+    assert cpu.resolved_batch_size(hardware.resolve_device(cpu.device)) == 1
+    assert TeacherConfig(batch_size=4).resolved_batch_size("cuda") == 4
+    assert TeacherConfig(backend="vllm").resolved_batch_size("cuda") == 8
 
 
 def test_teacher_device_cuda_without_a_gpu_is_a_config_error_naming_the_setting(tiny_settings, monkeypatch):
