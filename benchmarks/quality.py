@@ -106,6 +106,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="report stage: write docs/bench_quality.md even when some corpus has no rows in the results table",
     )
+    ap.add_argument("--full-at", type=int, default=None, help="fulltest stage: the IMDb budget (default 1000)")
+    ap.add_argument(
+        "--full-strategies",
+        nargs="+",
+        default=None,
+        help="fulltest stage: bench strategies to score on all 25,000 IMDb test reviews "
+        "(default: uncertainty:default+distill_cont uncertainty:linear paper)",
+    )
     ap.add_argument("--routing-rounds", type=int, default=2, help="routing stage: unrouted/routed pass pairs")
     ap.add_argument(
         "--ratio-strategy",

@@ -70,6 +70,12 @@ def connect() -> duckdb.DuckDBPyConnection:
             "WHERE q.run_id = p.run_id AND q.measured_at = p.measured_at AND q.corpus = p.corpus "
             "AND q.budget = p.budget AND q.strategy = p.strategy)"
         )
+    if FULLTEST_EXPORT.exists():
+        con.execute(FULLTEST_DDL)
+        con.execute(
+            f"INSERT INTO bench.quality_full_test SELECT * FROM read_parquet('{FULLTEST_EXPORT}') AS p WHERE NOT EXISTS "
+            "(SELECT 1 FROM bench.quality_full_test AS q WHERE q.run_id = p.run_id AND q.strategy = p.strategy)"
+        )
     return con
 
 
@@ -548,6 +554,28 @@ def stage_report(args) -> None:
             f"two timed runs).",
             "",
         ]
+    con.execute(FULLTEST_DDL)
+    full = con.execute(
+        "SELECT DISTINCT ON (budget, strategy) * FROM bench.quality_full_test ORDER BY budget, strategy, measured_at DESC"
+    ).pl()
+    if full.height:
+        lines += [
+            "## The whole IMDb test split (25,000 reviews): the default, its floor and the paper's recipe",
+            "",
+            "The fulltest stage (`python -m benchmarks.quality fulltest`): the students stage's checkpoints, unchanged, "
+            "on every IMDb test review (the tables above use a fixed 2,000).",
+            "",
+            "| LLM labels | strategy | checkpoint | test acc. | test macro-F1 | share positive | routed to the floor | "
+            "docs/s | load |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in full.iter_rows(named=True):
+            routed = f"{r['routed_share']:.1%}" if r["routed_share"] is not None else "–"
+            lines.append(
+                f"| {r['budget']} | {r['strategy']} | {Path(r['checkpoint']).name} | {r['test_accuracy']:.2%} | "
+                f"{r['test_f1']:.2%} | {r['share_positive']:.1%} | {routed} | {r['docs_per_s']:.1f} | {r['load_1m']:.1f} |"
+            )
+        lines.append("")
     con.execute(ROUTING_DDL)
     routing = con.execute(
         "SELECT DISTINCT ON (tag, ensemble) * FROM bench.quality_routing ORDER BY tag, ensemble, measured_at DESC"
@@ -675,6 +703,84 @@ def stage_routing(args) -> None:
                 f"routing {tag.name}/{ens_name} at {t}: {res[t]['share']:.1%} to the floor; acc {res[0.0]['acc']:.4f} -> "
                 f"{res[t]['acc']:.4f}; {row[11]:.0f} -> {row[12]:.0f} docs/s (load {row[13]:.1f})"
             )
+
+
+FULLTEST_DDL = """
+CREATE TABLE IF NOT EXISTS bench.quality_full_test (
+    run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, budget INTEGER, strategy VARCHAR,
+    checkpoint VARCHAR, test_n INTEGER, test_accuracy DOUBLE, test_f1 DOUBLE, share_positive DOUBLE,
+    routed_share DOUBLE, docs_per_s DOUBLE, load_1m DOUBLE);
+"""
+FULLTEST_EXPORT = PROJECT_ROOT / "benchmarks" / "data" / "quality_full_test.parquet"
+FULLTEST_STRATEGIES = ["uncertainty:default+distill_cont", "uncertainty:linear", "paper"]
+
+
+def _fulltest_checkpoint(con, budget: int, strategy: str) -> Path | None:
+    """The folder a bench row's strategy trained: a champion row names it, the others are CKPT/tag/kind."""
+    got = con.execute(
+        "SELECT arg_max(details, measured_at) FROM bench.quality_results WHERE corpus = 'imdb' AND budget = ? "
+        "AND strategy = ?",
+        [budget, strategy],
+    ).fetchone()
+    if not got or got[0] is None:
+        return None
+    details = json.loads(got[0])
+    prefix, _, kind = strategy.rpartition(":")
+    path = (
+        Path(details["path"])
+        if "path" in details
+        else CKPT / (f"imdb-{budget}" + (f"-{prefix}" if prefix else "")) / kind
+    )
+    return path if path.is_dir() else None
+
+
+def stage_fulltest(args) -> None:
+    """The final default, its floor and the paper's recipe on all 25,000 IMDb test reviews (the students stage
+    scores every strategy on a fixed 2,000; this is the issue's "final default also on all 25,000"). The
+    checkpoints are the students stage's, at ``--full-at`` labels; nothing is retrained. Writes
+    ``bench.quality_full_test`` (exported to benchmarks/data/quality_full_test.parquet)."""
+    import torch
+
+    from benchmarks.common import imdb_dir
+    from benchmarks.quality_data import _frame
+    from llambert.config import StudentConfig
+    from llambert.metrics import classification_metrics
+    from llambert.student.predict import load_predictor
+
+    torch.set_num_threads(2)
+    con = connect()
+    con.execute(FULLTEST_DDL)
+    budget = getattr(args, "full_at", None) or 1000
+    test = _frame(pl.read_parquet(imdb_dir() / "test.parquet"), "test", False)
+    texts, gold = test["text"].to_list(), test["gold"].to_list()
+    for strategy in getattr(args, "full_strategies", None) or FULLTEST_STRATEGIES:
+        path = _fulltest_checkpoint(con, budget, strategy)
+        if path is None:
+            log(f"fulltest: no checkpoint for {strategy} at IMDb {budget}: run the students stage first; skipped")
+            continue
+        cfg = StudentConfig(truncation="head") if strategy == "paper" else StudentConfig()
+        pred = load_predictor(path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
+        labels: list[int] = []
+        t0 = time.perf_counter()
+        step = 2500
+        for start in range(0, len(texts), step):
+            labels += pred.predict(texts[start : start + step])[0]
+            done = len(labels)
+            log(f"fulltest {strategy}: {done:,}/{len(texts):,} reviews, {done / (time.perf_counter() - t0):.1f} docs/s")
+        secs = time.perf_counter() - t0
+        m = classification_metrics(gold, labels, [0, 1])
+        routed = getattr(pred, "routed", 0) / max(getattr(pred, "seen", 0), 1) if hasattr(pred, "routed") else None
+        row = [RUN_ID, budget, strategy, str(path), len(texts), m["accuracy"], m["macro_f1"]]
+        row += [sum(labels) / len(labels), routed, len(texts) / secs, os.getloadavg()[0]]
+        con.execute("INSERT INTO bench.quality_full_test VALUES (?, DEFAULT, ?,?,?,?,?,?,?,?,?,?)", row)
+        con.execute(
+            f"COPY (SELECT * FROM bench.quality_full_test ORDER BY measured_at) TO '{FULLTEST_EXPORT}' "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        log(
+            f"fulltest {strategy} ({path.name}): acc {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on "
+            f"{len(texts):,} reviews, {len(texts) / secs:.1f} docs/s (load {row[-1]:.1f})"
+        )
 
 
 def stage_ratio(args) -> None:

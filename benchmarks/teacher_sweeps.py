@@ -12,7 +12,7 @@ with like.
 
 - ``truncation``: review-token budgets (128/256/384) x ``head``/``head_tail`` against the untruncated
   reference (today's ``max_prompt_tokens`` 640), on the benchmark's balanced IMDb test reviews.
-- ``injection``: choice and generate x the ``paper`` and ``hardened`` prompt on the injection set
+- ``injection``: choice and generate x the ``paper``, ``hardened`` and ``spotlight`` prompts on the injection set
   (benchmarks/injection.py) and on the benchmark's reviews (hardened must not cost accuracy).
 - ``cascade``: choice mode of a small and a large model on the same reviews; the offline
   threshold sweep ("the small one answers when its top probability is at least t, else the large
@@ -188,7 +188,7 @@ def truncation_sweep(con, args, settings, data_dir: Path, models: list[str]) -> 
 
 
 def injection(con, args, settings, data_dir: Path, models: list[str]) -> None:
-    """choice/generate x paper/hardened on the injection set and on the benchmark's reviews."""
+    """choice/generate x paper/hardened/spotlight on the injection set and on the benchmark's reviews."""
     from benchmarks.injection import injection_set
 
     attacked = injection_set(args.injection_reviews, args.seed, data_dir)
@@ -199,8 +199,8 @@ def injection(con, args, settings, data_dir: Path, models: list[str]) -> None:
         teacher = load(model, settings, decoding("choice", few_shot))
         arms = [
             Arm(f"{mode}/{style}", model, teacher.model_identity, teacher, decoding(mode, few_shot, prompt_style=style))
-            for mode in ("choice", "generate")
-            for style in ("paper", "hardened")
+            for mode in getattr(args, "injection_modes", None) or ("choice", "generate")
+            for style in getattr(args, "injection_styles", None) or ("paper", "hardened", "spotlight")
         ]
         log(f"injection {model}: {len(arms)} arms x {docs.height} documents")
         run_arms(con, "injection", arms, docs, args.chunk, run_id)
@@ -319,7 +319,12 @@ def injection_section(con: duckdb.DuckDBPyConnection) -> list[str]:
     normal = (
         rows.filter(pl.col("attack") == "normal")
         .group_by("model", "config")
-        .agg(n_normal=pl.len(), normal_acc=(pl.col("label") == pl.col("gold")).fill_null(False).mean())
+        .agg(
+            n_normal=pl.len(),
+            normal_acc=(pl.col("label") == pl.col("gold")).fill_null(False).mean(),
+            tokens=pl.col("prompt_tokens").mean(),
+            cpu_s=pl.col("cpu_s").mean(),
+        )
     )
     table = overall.join(clean, on=["model", "config"], how="full", coalesce=True).join(
         normal, on=["model", "config"], how="full", coalesce=True
@@ -328,18 +333,19 @@ def injection_section(con: duckdb.DuckDBPyConnection) -> list[str]:
     kinds = list(ATTACKS)
     lines = [
         "",
-        "## Prompt injection: the paper's prompt vs the hardened one",
+        "## Prompt injection: the paper's prompt vs the hardened and spotlight ones",
         "",
         "`python -m benchmarks.teacher --injection` (rows: `bench.teacher_docs`, experiment `injection`). "
         "The injection set (benchmarks/injection.py) is short negative IMDb test reviews, each clean and "
         "with every attack. A flip is any answer but `negative` (a discard counts). `hardened`: the review "
-        "between `<document>` tags as data, the instruction after it (`teacher.prompt_style`). Normal-review "
-        "accuracy is on the benchmark's balanced reviews: hardened must not lose it.",
+        "between `<document>` tags as data, the instruction after it (`teacher.prompt_style`); `spotlight`: hardened "
+        "with the review's words joined by `^` (datamarking). Normal-review accuracy, prompt tokens and CPU-seconds "
+        "per prompt are on the benchmark's balanced reviews: a defence must not lose accuracy, and its cost shows.",
         "",
         "| model | mode/prompt | attacked n | flip rate | answered positive | "
         + " | ".join(kinds)
-        + " | clean accuracy (n) | normal accuracy (n) |",
-        "|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|",
+        + " | clean accuracy (n) | normal accuracy (n) | prompt tokens | CPU-s/prompt |",
+        "|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|",
     ]
     for r in table.iter_rows(named=True):
         cells = []
@@ -351,7 +357,8 @@ def injection_section(con: duckdb.DuckDBPyConnection) -> list[str]:
         lines.append(
             f"| {r['model']} | {r['config']} | {r['n_attacked'] or 0} | {_f(r['flip'])} | {_f(r['positive'])} | "
             + " | ".join(cells)
-            + f" | {_f(r['clean_acc'])} ({r['n_clean'] or 0}) | {_f(r['normal_acc'])} ({r['n_normal'] or 0}) |"
+            + f" | {_f(r['clean_acc'])} ({r['n_clean'] or 0}) | {_f(r['normal_acc'])} ({r['n_normal'] or 0}) | "
+            f"{_f(r['tokens'], 0)} | {_f(r['cpu_s'], 2)} |"
         )
     return lines
 

@@ -119,11 +119,12 @@ class TeacherConfig(_Strict):
         "at its end; the student's head_tail). Part of the answer cache key; measure with "
         "`python -m benchmarks.teacher --truncation-sweep`.",
     )
-    prompt_style: Literal["paper", "hardened"] = Field(
+    prompt_style: Literal["paper", "hardened", "spotlight"] = Field(
         "paper",
         description="paper: the task file's prompt as written (the LlamBERT paper's, the faithful default); "
         "hardened: the document delimited as data (<document>...</document>, tags inside it neutralised) with "
-        "the instruction after it, against prompt injection in documents. Part of the answer cache key; "
+        "the instruction after it, against prompt injection in documents; spotlight: hardened with the document's "
+        "words joined by ^ (datamarking; more tokens). Part of the answer cache key; "
         "measure with `python -m benchmarks.teacher --injection`.",
     )
     commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-prompt-tokens", type=int, default=640)
     ap.add_argument("--max-new-tokens", type=int, default=4)
     ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
-    ap.add_argument("--prompt-style", choices=["paper", "hardened"], default="paper")
+    ap.add_argument("--prompt-style", choices=["paper", "hardened", "spotlight"], default="paper")
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     ap.add_argument("--texts", required=True, help="JSON list of texts")
     ap.add_argument("--out", required=True, help="where to write a JSON list of answers")
