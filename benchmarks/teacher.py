@@ -152,7 +152,9 @@ def run_method(model: str, few_shot: int, method: str, docs: pl.DataFrame, batch
         dec = DecodingParams("generate", 4, 0.0, 0, few_shot, 640)
     else:
         dec = DecodingParams("choice", 4, 0.0, 0, few_shot, 640)
-    teacher = TransformersTeacher(str(resolved.path), resolved.identity, task, dec, threads=settings.threads)
+    teacher = TransformersTeacher(
+        str(resolved.path), resolved.identity, task, dec, threads=settings.threads, dtype=settings.teacher.dtype
+    )
     if method == "baseline":
         import torch
 
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     x.add_argument("--injection-modes", nargs="+", choices=["choice", "generate"], default=None)
     x.add_argument("--injection-styles", nargs="+", choices=["paper", "hardened", "spotlight"], default=None)
+    x.add_argument("--quantize-ab", action="store_true", help="float vs int8 linears (teacher.quantize), choice")
     x.add_argument("--cascade", action="store_true", help="small then large teacher, choice mode, threshold sweep")
     x.add_argument("--sweep-mode", choices=["generate", "choice"], default="generate", help="truncation sweep mode")
     x.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384], help="review-token budgets")
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--cascade-small", default="qwen2.5-coder-0.5b-instruct")
     x.add_argument("--cascade-large", default="qwen2.5-coder-1.5b-instruct")
     args = ap.parse_args(argv)
-    experiments = args.truncation_sweep or args.injection or args.cascade
+    experiments = args.truncation_sweep or args.injection or args.cascade or args.quantize_ab
     if args.models is None:
         args.models = [TeacherConfig().model] if experiments else list(TEACHERS)
     if args.report_only:
@@ -367,6 +370,9 @@ def run_experiments(args) -> None:
         report(con, Path(args.md))
     if args.cascade:
         sw.cascade(con, args, settings, data_dir)
+        report(con, Path(args.md))
+    if args.quantize_ab:
+        sw.quantize_ab(con, args, settings, data_dir, args.models)
         report(con, Path(args.md))
 
 

@@ -62,7 +62,7 @@ def decoding(mode: str, few_shot: int, max_prompt_tokens: int = REFERENCE_TOKENS
     return DecodingParams(mode, 4, 0.0, 0, few_shot, max_prompt_tokens, **kw)
 
 
-def load(model: str, settings, dec):
+def load(model: str, settings, dec, quantize: bool = False):
     """A loaded transformers teacher for the IMDb task (the load is never timed)."""
     from llambert.models import resolve_model
     from llambert.tasks import load_task
@@ -70,7 +70,17 @@ def load(model: str, settings, dec):
 
     resolved = resolve_model(model, settings.models_dir, role="teacher")
     task = load_task("imdb_sentiment")
-    return TransformersTeacher(str(resolved.path), resolved.identity, task, dec, threads=settings.threads)
+    identity = resolved.identity + ("+int8" if quantize else "")
+    # dtype auto: bf16 only where the CPU has it (emulated bf16 on an AVX2 CPU is ~5-8x slower than fp32).
+    return TransformersTeacher(
+        str(resolved.path),
+        identity,
+        task,
+        dec,
+        threads=settings.threads,
+        quantize=quantize,
+        dtype=settings.teacher.dtype,
+    )
 
 
 def _stored(con: duckdb.DuckDBPyConnection, experiment: str, arm: Arm) -> set[str]:
@@ -205,6 +215,69 @@ def injection(con, args, settings, data_dir: Path, models: list[str]) -> None:
         log(f"injection {model}: {len(arms)} arms x {docs.height} documents")
         run_arms(con, "injection", arms, docs, args.chunk, run_id)
         teacher.close()
+
+
+def quantize_ab(con, args, settings, data_dir: Path, models: list[str]) -> None:
+    """teacher.quantize: the float model (the machine's dtype) against int8 linears, both loaded, in choice mode
+    on the same reviews, interleaved by chunk."""
+    from llambert.hardware import resolve_dtype
+
+    docs = _normal(data_dir, args.n, args.seed)
+    run_id = uuid.uuid4().hex[:10]
+    for model in models:
+        dec = decoding("choice", TEACHERS.get(model, 0))
+        arms = []
+        for quantize, name in ((False, resolve_dtype(settings.teacher.dtype)), (True, "int8")):
+            teacher = load(model, settings, dec, quantize=quantize)
+            arms.append(Arm(f"choice/{name}", model, teacher.model_identity, teacher, dec))
+        log(f"quantize {model}: {[a.config for a in arms]} x {docs.height} reviews")
+        run_arms(con, "quantize", arms, docs, args.chunk, run_id)
+        for arm in arms:
+            arm.teacher.close()
+
+
+def quantize_section(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = _common(con, "quantize")
+    if rows.is_empty():
+        return []
+    per = rows.group_by("model", "config").agg(
+        n=pl.len(),
+        acc=(pl.col("label") == pl.col("gold")).fill_null(False).mean(),
+        positive=(pl.col("label") == 1).fill_null(False).mean(),
+        tokens=pl.col("tokens_read").sum(),
+        wall=pl.col("wall_s").sum(),
+        cpu=pl.col("cpu_s").sum(),
+        load=pl.col("load_1m").mean(),
+    )
+    lines = [
+        "",
+        "## int8 linears (`teacher.quantize: int8`) against the float model",
+        "",
+        "`python -m benchmarks.teacher --quantize-ab` (rows: `bench.teacher_docs`, experiment `quantize`): the same "
+        "model loaded twice, the machine's float dtype and int8 dynamic quantization of every linear but the head, "
+        "choice mode, one prompt at a time, interleaved by chunk on the same reviews. Agreement: the share of "
+        "reviews where both arms give the same label.",
+        "",
+        "| model | arm | n | accuracy | share positive | tokens read | prompts/s | prompts per CPU-s | "
+        "vs float (per CPU-s) | agreement | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in per["model"].unique(maintain_order=True).to_list():
+        part = per.filter(pl.col("model") == model).sort("config")
+        base = part.filter(pl.col("config") != "choice/int8")
+        if base.is_empty():
+            continue
+        b = base.row(0, named=True)
+        labels = rows.filter(pl.col("model") == model).pivot("config", index="doc_key", values="label")
+        for r in part.iter_rows(named=True):
+            agree = (labels[r["config"]] == labels[b["config"]]).mean() if r["config"] in labels.columns else None
+            ratio = (r["n"] / r["cpu"]) / (b["n"] / b["cpu"])
+            lines.append(
+                f"| {model} | {r['config']} | {r['n']} | {_f(r['acc'])} | {_f(r['positive'])} | {r['tokens']:,} | "
+                f"{_f(r['n'] / r['wall'], 2)} | {_f(r['n'] / r['cpu'], 3)} | {ratio:.2f}x | {_f(agree)} | "
+                f"{_f(r['load'], 1)} |"
+            )
+    return lines
 
 
 def cascade(con, args, settings, data_dir: Path) -> None:
@@ -458,4 +531,4 @@ def cascade_section(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def sections(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The report's sections for the experiments that have rows (none: nothing)."""
-    return truncation_section(con) + injection_section(con) + cascade_section(con)
+    return truncation_section(con) + injection_section(con) + cascade_section(con) + quantize_section(con)

@@ -146,6 +146,14 @@ class TeacherConfig(_Strict):
         description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512_BF16/AMX), else float32 "
         "(emulated bf16 is ~100x slower than fp32 on an AVX2-only CPU; llambert/hardware.py).",
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="transformers backend on a CPU: int8 dynamic quantization of every linear layer but the output "
+        "head (per-channel int8 weights, activations quantized per batch; torch.ao quantize_dynamic), computed in "
+        "float32 around it. Reads the same tokens at about 2x fp32's matrix rate on an AVX2 CPU; answers can differ "
+        "slightly, so the model identity gets '+int8' (a separate answer cache). Measure with "
+        "`python -m benchmarks.teacher --quantize-ab`.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="transformers backend: where the model runs. auto: the first CUDA GPU when torch sees one, "
@@ -161,6 +169,18 @@ class TeacherConfig(_Strict):
         description="Optional: a small model answers first (choice mode) and only documents it is unsure of go "
         "to `model`; labeling.llm_responses.answered_by says which one answered. None (default): off.",
     )
+
+    @model_validator(mode="after")
+    def _quantize_on_cpu(self) -> TeacherConfig:
+        if self.quantize == "int8" and (
+            self.backend != "transformers" or self.device == "cuda" or self.dtype == "bfloat16"
+        ):
+            raise ValueError(
+                "teacher.quantize int8 is for the transformers backend on a CPU in float32 (got backend "
+                f"{self.backend!r}, device {self.device!r}, dtype {self.dtype!r}): set teacher.quantize: none, or "
+                "backend transformers with device cpu/auto and dtype auto/float32"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cascade_differs(self) -> TeacherConfig:

@@ -187,3 +187,42 @@ def test_real_teacher_same_answers_with_prefix_cache(imdb_dir):
         assert on.raw_text == off.raw_text
         for name in off.label_probs:
             assert on.label_probs[name] == pytest.approx(off.label_probs[name], abs=1e-4)
+
+
+# -- int8 dynamic quantization (teacher.quantize) ---------------------------------------------------
+
+
+def test_int8_teacher_quantizes_every_linear_but_the_head_and_keeps_its_answers_close(tiny_models, reviews):
+    """int8 reads the same prompts through int8 linears; the output head stays fp32 (choice reads its rows)."""
+    from llambert.teacher.hf_backend import TransformersTeacher
+
+    dec = DecodingParams(mode="choice", max_new_tokens=6, temperature=0.0, top_k=0, few_shot=0, max_prompt_tokens=256)
+    task = load_task("imdb_sentiment")
+    fp32 = TransformersTeacher(str(tiny_models["teacher"]), "tiny", task, dec, dtype="float32")
+    int8 = TransformersTeacher(str(tiny_models["teacher"]), "tiny+int8", task, dec, quantize=True)
+    linears = [m for m in int8.model.modules() if "quantized" in type(m).__module__]
+    assert len(linears) >= 4 * len(int8.model.model.layers)  # q/k/v/o (+ mlp) of every layer
+    assert type(int8.model.get_output_embeddings()).__module__.startswith("torch.nn.modules")  # the head: fp32
+    prompts = fp32.prepare(reviews)
+    assert prompts == int8.prepare(reviews)
+    want, got = fp32.answer(prompts), [a for p in prompts for a in int8.answer([p])]
+    assert [a.prompt_tokens for a in got] == [a.prompt_tokens for a in want]
+    diffs = [abs(g.label_probs[n] - w.label_probs[n]) for g, w in zip(got, want) for n in w.label_probs]
+    assert max(diffs) < 0.05, diffs  # quantization noise, not another model
+    assert sum(g.raw_text == w.raw_text for g, w in zip(got, want)) >= len(want) - 2
+
+
+def test_int8_setting_gets_its_own_answer_cache_and_refuses_other_paths(tiny_settings):
+    from pydantic import ValidationError
+
+    from llambert.config import TeacherConfig
+    from llambert.teacher import make_teacher
+
+    s = tiny_settings.model_copy(deep=True)
+    s.teacher.quantize = "int8"
+    teacher = make_teacher(s, load_task("imdb_sentiment"))
+    assert teacher.model_identity.endswith("+int8")  # never mixed with the float model's cached answers
+    teacher.close()
+    for bad in ({"backend": "vllm"}, {"device": "cuda"}, {"dtype": "bfloat16"}):
+        with pytest.raises(ValidationError, match="teacher.quantize int8"):
+            TeacherConfig(quantize="int8", **bad)

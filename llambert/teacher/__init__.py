@@ -100,15 +100,23 @@ def make_teacher(settings: Settings, task: Task) -> TeacherBackend:
             "setting 'teacher.device' is cuda but torch sees no CUDA GPU on this machine: set teacher.device: auto "
             "(the GPU when there is one, else the CPU) or cpu, or install a CUDA build of torch"
         )
+    device = resolve_device(t.device)
+    quantize = t.quantize == "int8"
+    if quantize and device == "cuda":
+        raise ConfigError(
+            "setting 'teacher.quantize' is int8 but the teacher would run on the GPU (teacher.device auto found one): "
+            "int8 dynamic quantization is a CPU path; set teacher.quantize: none or teacher.device: cpu"
+        )
     return TransformersTeacher(
         str(resolved.path),
-        resolved.identity,
+        resolved.identity + ("+int8" if quantize else ""),  # int8 answers may differ: their own cache
         task,
         decoding,
-        dtype=resolve_dtype(t.dtype),
+        dtype="float32" if quantize else resolve_dtype(t.dtype),
+        quantize=quantize,
         threads=settings.threads,
         prefix_cache=t.prefix_cache,  # same answers either way: not part of the decoding key
-        device=resolve_device(t.device),  # same answers up to float rounding: not part of the key either
+        device=device,  # same answers up to float rounding: not part of the key either
     )
 
 
