@@ -325,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--injection-modes", nargs="+", choices=["choice", "generate"], default=None)
     x.add_argument("--injection-styles", nargs="+", choices=["paper", "hardened", "spotlight"], default=None)
     x.add_argument("--quantize-ab", action="store_true", help="float vs int8 linears (teacher.quantize), choice")
+    x.add_argument(
+        "--quantize-keep",
+        nargs="+",
+        default=None,
+        help="--quantize-ab: more int8 arms, each leaving these linears (comma-separated name suffixes) in float",
+    )
     x.add_argument("--cascade", action="store_true", help="small then large teacher, choice mode, threshold sweep")
     x.add_argument("--sweep-mode", choices=["generate", "choice"], default="generate", help="truncation sweep mode")
     x.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384], help="review-token budgets")

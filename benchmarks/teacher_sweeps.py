@@ -62,7 +62,7 @@ def decoding(mode: str, few_shot: int, max_prompt_tokens: int = REFERENCE_TOKENS
     return DecodingParams(mode, 4, 0.0, 0, few_shot, max_prompt_tokens, **kw)
 
 
-def load(model: str, settings, dec, quantize: bool = False):
+def load(model: str, settings, dec, quantize: bool = False, keep: tuple[str, ...] = ()):
     """A loaded transformers teacher for the IMDb task (the load is never timed)."""
     from llambert.models import resolve_model
     from llambert.tasks import load_task
@@ -70,7 +70,7 @@ def load(model: str, settings, dec, quantize: bool = False):
 
     resolved = resolve_model(model, settings.models_dir, role="teacher")
     task = load_task("imdb_sentiment")
-    identity = resolved.identity + ("+int8" if quantize else "")
+    identity = resolved.identity + ("+int8" if quantize else "") + "".join(f"-{k}" for k in keep)
     # dtype auto: bf16 only where the CPU has it (emulated bf16 on an AVX2 CPU is ~5-8x slower than fp32).
     return TransformersTeacher(
         str(resolved.path),
@@ -227,8 +227,11 @@ def quantize_ab(con, args, settings, data_dir: Path, models: list[str]) -> None:
     for model in models:
         dec = decoding("choice", TEACHERS.get(model, 0))
         arms = []
-        for quantize, name in ((False, resolve_dtype(settings.teacher.dtype)), (True, "int8")):
-            teacher = load(model, settings, dec, quantize=quantize)
+        variants = [(False, (), resolve_dtype(settings.teacher.dtype)), (True, (), "int8")]
+        for keep in getattr(args, "quantize_keep", None) or []:  # e.g. down_proj: those linears stay float
+            variants.append((True, tuple(keep.split(",")), f"int8-keep-{keep}"))
+        for quantize, keep, name in variants:
+            teacher = load(model, settings, dec, quantize=quantize, keep=keep)
             arms.append(Arm(f"choice/{name}", model, teacher.model_identity, teacher, dec))
         log(f"quantize {model}: {[a.config for a in arms]} x {docs.height} reviews")
         run_arms(con, "quantize", arms, docs, args.chunk, run_id)
@@ -264,7 +267,7 @@ def quantize_section(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
     for model in per["model"].unique(maintain_order=True).to_list():
         part = per.filter(pl.col("model") == model).sort("config")
-        base = part.filter(pl.col("config") != "choice/int8")
+        base = part.filter(~pl.col("config").str.starts_with("choice/int8"))
         if base.is_empty():
             continue
         b = base.row(0, named=True)

@@ -64,10 +64,11 @@ def load_causal_lm(path: str, dtype: str = "auto", device: str = "cpu"):
     return tok, model
 
 
-def quantize_int8(model):
+def quantize_int8(model, keep: tuple[str, ...] = ()):
     """Dynamic int8 for every linear layer but the output head, in place: per-channel int8 weights, activations
     quantized per batch (fbgemm/onednn int8 GEMM: ~2x fp32 on an AVX2 CPU). The head stays fp32 because choice
-    mode reads its label rows directly and generate projects the whole vocabulary through it."""
+    mode reads its label rows directly and generate projects the whole vocabulary through it. ``keep``: name
+    suffixes of further linears left in float (e.g. ``down_proj``, whose inputs carry the outlier activations)."""
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -76,7 +77,7 @@ def quantize_int8(model):
     spec = {
         name: per_channel_dynamic_qconfig
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and m is not head
+        if isinstance(m, torch.nn.Linear) and m is not head and not name.endswith(keep or ("\0",))
     }
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice (torchao is its successor)
         warnings.simplefilter("ignore")
@@ -97,6 +98,7 @@ class TransformersTeacher:
         prefix_cache: bool = True,
         device: str = "cpu",
         quantize: bool = False,
+        quantize_keep: tuple[str, ...] = (),
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -109,7 +111,7 @@ class TransformersTeacher:
         if quantize:
             if self.device.type != "cpu":
                 raise ValueError("int8 dynamic quantization runs on a CPU only")
-            quantize_int8(self.model)
+            quantize_int8(self.model, quantize_keep)
         self._variants: list[_Variant] | None = None
         self._head32: torch.Tensor | None = None
         # Answers are the same with and without the prefix cache (same tokens read), so it is not part of
