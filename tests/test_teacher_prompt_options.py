@@ -253,7 +253,8 @@ def test_injection_set_shape_and_determinism(imdb_dir):
 
 
 def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models, imdb_dir, monkeypatch):
-    """--truncation-sweep, --injection and --cascade at n=4: rows per answer, resumable, a report section each."""
+    """--truncation-sweep, --injection, --cascade and --quantize-ab at n=4: rows per answer, resumable, a report
+    section each."""
     import duckdb
 
     from benchmarks import teacher
@@ -265,11 +266,13 @@ def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models,
     common = ["--n", "4", "--data-dir", str(imdb_dir), "--db", str(db), "--md", str(md), "--threads", "1"]
     argv = common + ["--models", tiny, "--chunk", "2", "--budgets", "16", "--injection-reviews", "1"]
     argv += ["--truncation-sweep", "--injection", "--cascade", "--cascade-small", tiny, "--cascade-large", tiny]
+    argv += ["--quantize-ab"]
     assert teacher.main(argv) == 0
     con = duckdb.connect(str(db))
     counts = dict(con.execute("SELECT experiment, count(*) FROM bench.teacher_docs GROUP BY ALL").fetchall())
-    # truncation: reference + head/head_tail at one budget; injection: 4 arms x (6 attacked/clean + 4 normal)
-    assert counts == {"truncation": 3 * 4, "injection": 4 * (6 + 4), "cascade": 2 * 4}
+    # truncation: reference + head/head_tail at one budget; injection: 2 modes x 3 styles x (6 attacked/clean +
+    # 4 normal); quantize: float and int8
+    assert counts == {"truncation": 3 * 4, "injection": 6 * (6 + 4), "cascade": 2 * 4, "quantize": 2 * 4}
     assert con.execute("SELECT count(*) FROM bench.teacher_docs WHERE wall_s <= 0 OR cpu_s < 0").fetchone()[0] == 0
     tokens = dict(
         con.execute(
@@ -282,13 +285,13 @@ def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models,
     assert cascade["escalated"][0] == 1.0 and cascade["speedup_vs_large"][0] == pytest.approx(1.0)
     con.close()
     text = md.read_text()
-    for heading in ("## Truncation", "## Prompt injection", "## Cascade"):
+    for heading in ("## Truncation", "## Prompt injection", "## Cascade", "## int8 linears"):
         assert heading in text
     assert text.index("## Cascade") < text.index("## Notes")
     # resumable: a second run answers nothing new
     assert teacher.main(argv) == 0
     con = duckdb.connect(str(db))
-    assert con.execute("SELECT count(DISTINCT run_id) FROM bench.teacher_docs").fetchone()[0] == 3
+    assert con.execute("SELECT count(DISTINCT run_id) FROM bench.teacher_docs").fetchone()[0] == 4
     con.close()
 
 
