@@ -769,7 +769,7 @@ def stage_fulltest(args) -> None:
             log(f"fulltest {strategy}: {done:,}/{len(texts):,} reviews, {done / (time.perf_counter() - t0):.1f} docs/s")
         secs = time.perf_counter() - t0
         m = classification_metrics(gold, labels, [0, 1])
-        routed = getattr(pred, "routed", 0) / max(getattr(pred, "seen", 0), 1) if hasattr(pred, "routed") else None
+        routed = pred.routed / max(pred.seen, 1) if hasattr(pred, "routed") else None  # ensembles only
         row = [RUN_ID, budget, strategy, str(path), len(texts), m["accuracy"], m["macro_f1"]]
         row += [sum(labels) / len(labels), routed, len(texts) / secs, os.getloadavg()[0]]
         con.execute("INSERT INTO bench.quality_full_test VALUES (?, DEFAULT, ?,?,?,?,?,?,?,?,?,?)", row)

@@ -77,7 +77,7 @@ def quantize_int8(model, keep: tuple[str, ...] = ()):
     spec = {
         name: per_channel_dynamic_qconfig
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and m is not head and not name.endswith(keep or ("\0",))
+        if isinstance(m, torch.nn.Linear) and m is not head and not (keep and name.endswith(keep))
     }
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice (torchao is its successor)
         warnings.simplefilter("ignore")
