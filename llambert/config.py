@@ -515,6 +515,12 @@ class InferenceConfig(_Strict):
     gpus_per_worker: float = Field(0.0, ge=0, description="ray: GPUs per actor (0: CPU).")
     shard_rows: int = Field(10_000, ge=1, description="ray: documents per exported Parquet shard (a Ray block).")
     batch_rows: int = Field(1024, ge=1, description="ray: documents per map_batches call (sorted by length inside).")
+    actor_start_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="ray: how long the job waits for all inference.workers actors to load the champion before "
+        "any block is handed out (a cluster without room for them fails with a message, instead of waiting).",
+    )
     staging_dir: Path | None = Field(
         None,
         description="ray: where shards and staged predictions go; None: <home>/staging. On a cluster, a "

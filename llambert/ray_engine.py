@@ -28,6 +28,9 @@ from llambert.config import ConfigError, Settings
 from llambert.predictions_store import load_staged, remove_tree, safe
 
 COMPLETE = "_COMPLETE"
+# Ray remote args of the read and write steps: they are I/O and reserve no CPU, so actors that hold every
+# CPU (workers x cpus_per_worker = num_cpus) cannot starve them.
+IO = {"num_cpus": 0}
 
 
 def _log(msg: str) -> None:
@@ -56,7 +59,13 @@ class Labeler:
         self.predictor = load_predictor(path, max_length, batch_size, truncation, bf16=bf16, threads=threads)
         self.batch, self.checkpoint_id = batch, checkpoint_id
         self.progress = Path(progress_dir) / f"{os.getpid()}.json"  # the driver sums these for its progress lines
-        self.done = 0
+        self.done = self.calls = 0
+        self._write()  # a started actor is visible even if it never gets a block
+
+    def _write(self) -> None:
+        tmp = self.progress.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "done": self.done, "calls": self.calls, "at": time.time()}))
+        os.replace(tmp, self.progress)
 
     def __call__(self, block):
         frame = pl.from_arrow(block).select("doc_id", "text")
@@ -64,9 +73,8 @@ class Labeler:
             batch=pl.lit(self.batch), checkpoint_id=pl.lit(self.checkpoint_id)
         )
         self.done += out.height
-        tmp = self.progress.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "done": self.done, "at": time.time()}))
-        os.replace(tmp, self.progress)
+        self.calls += 1
+        self._write()
         return out.to_arrow()
 
 
@@ -176,6 +184,24 @@ def _write_shard(pq, batches, path: Path) -> None:
     pq.write_table(pa.Table.from_batches(batches), path)
 
 
+def read_shards(folder: Path, actor_start_timeout_s: float):
+    """The exported shards as a Ray dataset of one block per shard, in a Ray Data context that hands out
+    no block before every labeling actor has started."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    # A block is the unit one actor takes. Ray Data 2.60's default Parquet reader (datasource V2) packs
+    # small files into blocks of up to target_max_block_size (128 MiB) and ignores override_num_blocks: a
+    # 20,000-review batch became ONE block, so one actor labeled everything while the others idled. The V1
+    # reader keeps one block per shard (shard_size makes at least 4 per worker).
+    ctx.use_datasource_v2 = False
+    # Without this the first actor up takes blocks while the others are still importing torch; with a fast
+    # champion (the linear one labels a 500-row block in milliseconds) it could label the whole batch alone.
+    ctx.wait_for_min_actors_s = actor_start_timeout_s
+    blocks = len(list(folder.glob("*.parquet")))
+    return ray.data.read_parquet(str(folder), ray_remote_args=IO, override_num_blocks=blocks)
+
+
 def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, path: str) -> dict:
     """Label the batch's pending documents on Ray and load them; returns counts and the loader's figures."""
     cfg = settings.inference
@@ -207,17 +233,7 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
         + f", staging {run}"
     )
     t1 = time.perf_counter()
-    # Reading shards and writing the output are I/O: they reserve no CPU, so actors that hold every CPU
-    # (workers x cpus_per_worker = num_cpus) cannot starve them.
-    io = {"num_cpus": 0}
-    # A block is the unit one actor takes: at least a few per actor (Ray Data would otherwise read a few
-    # shards as one block and leave all but one actor idle), each at most one shard.
-    blocks = len(list((run / "in").glob("*.parquet")))  # one block per shard (see shard_size)
-    # Ray Data 2.60's default Parquet reader (datasource V2) packs small files into blocks of up to
-    # target_max_block_size (128 MiB) and ignores override_num_blocks: a 20,000-review batch became ONE
-    # block, so one actor labeled everything while the others idled. The V1 reader keeps one block per shard.
-    ray.data.DataContext.get_current().use_datasource_v2 = False
-    ds = ray.data.read_parquet(str(run / "in"), ray_remote_args=io, override_num_blocks=blocks).map_batches(
+    ds = read_shards(run / "in", cfg.actor_start_timeout_s).map_batches(
         Labeler,
         fn_constructor_kwargs=dict(
             path=str(path),
@@ -242,13 +258,21 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
     watcher = threading.Thread(target=_watch, args=(run / "progress", pending, stop), daemon=True)
     watcher.start()
     try:
-        ds.write_parquet(str(run / "out"), ray_remote_args=io)
+        ds.write_parquet(str(run / "out"), ray_remote_args=IO)
+    except ray.exceptions.GetTimeoutError as e:
+        raise ConfigError(
+            f"the Ray cluster did not start {cfg.workers} labeling actor(s) of {cfg.cpus_per_worker:g} CPU"
+            + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.gpus_per_worker else "")
+            + f" within inference.actor_start_timeout_s = {cfg.actor_start_timeout_s:g} s ({e}). Lower "
+            "inference.workers or inference.cpus_per_worker, add nodes, or raise the timeout if the "
+            "champion is slow to load; the batch's documents are still pending, nothing was lost."
+        ) from e
     finally:
         stop.set()
         watcher.join(timeout=5)
     label_s = time.perf_counter() - t1
-    actors = _actors_used(run / "progress")
-    _log(f"Ray job done in {label_s:.1f} s: {actors} actor(s) labeled documents")
+    started, actors = _actor_counts(run / "progress")
+    _log(f"Ray job done in {label_s:.1f} s: {started} actor(s) started, {actors} labeled documents")
     (run / COMPLETE).write_text(json.dumps({"documents": pending, "seconds": label_s}))
     remove_tree(run / "in")
     t2 = time.perf_counter()
@@ -264,19 +288,22 @@ def label_with_ray(session, settings: Settings, batch: str, checkpoint_id: str, 
         "load_s": round(load_s, 3),
         "load_rows_per_s": round(loaded / load_s) if load_s else None,
         "workers": cfg.workers,
+        "actors_started": started,
         "actors_used": actors,
     }
 
 
-def _actors_used(folder: Path) -> int:
-    """How many actor processes labeled at least one document (their progress files), to show idle workers."""
-    n = 0
+def _actor_counts(folder: Path) -> tuple[int, int]:
+    """Actor processes started, and those that labeled at least one document (their progress files):
+    fewer of the latter than inference.workers means idle workers."""
+    started = used = 0
     for f in folder.glob("*.json"):
         try:
-            n += json.loads(f.read_text())["done"] > 0
+            used += json.loads(f.read_text())["done"] > 0
+            started += 1
         except (OSError, ValueError, KeyError):
             pass
-    return n
+    return started, used
 
 
 def _watch(folder: Path, total: int, stop, every: float | None = None) -> None:
