@@ -26,7 +26,7 @@ TEACHER = "qwen2.5-coder-1.5b-instruct"
 LABEL_PLAN = [("imdb", 250), ("short", 300), ("short_skew", 300), ("imdb", 500), ("imdb", 1000), ("imdb", 2000)]
 # sample.strategy uncertainty on IMDb: its rounds' extra answers are paid at these budgets (the seed round
 # is the random prefix, already cached).
-UNCERTAINTY_BUDGETS = [500, 1000]
+UNCERTAINTY_BUDGETS = [500, 1000, 2000]
 
 
 log = logger("bench-quality")
