@@ -59,12 +59,12 @@ class Labeler:
         self.predictor = load_predictor(path, max_length, batch_size, truncation, bf16=bf16, threads=threads)
         self.batch, self.checkpoint_id = batch, checkpoint_id
         self.progress = Path(progress_dir) / f"{os.getpid()}.json"  # the driver sums these for its progress lines
-        self.done = self.calls = 0
+        self.done = 0
         self._write()  # a started actor is visible even if it never gets a block
 
     def _write(self) -> None:
         tmp = self.progress.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "done": self.done, "calls": self.calls, "at": time.time()}))
+        tmp.write_text(json.dumps({"pid": os.getpid(), "done": self.done, "at": time.time()}))
         os.replace(tmp, self.progress)
 
     def __call__(self, block):
@@ -73,7 +73,6 @@ class Labeler:
             batch=pl.lit(self.batch), checkpoint_id=pl.lit(self.checkpoint_id)
         )
         self.done += out.height
-        self.calls += 1
         self._write()
         return out.to_arrow()
 
