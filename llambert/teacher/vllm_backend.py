@@ -33,7 +33,7 @@ from dataclasses import asdict
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
 from llambert.teacher.openai_backend import _label_of_token, _logaddexp
-from llambert.teacher.prompts import render_for
+from llambert.teacher.prompts import PROMPT_STYLES, render_for
 
 # vLLM's defaults (300 s per step, 600 s to start) are GPU-sized; a 2-core CPU needs minutes.
 CPU_TIMEOUTS = {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": 3600, "VLLM_ENGINE_READY_TIMEOUT_S": 3600}
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-prompt-tokens", type=int, default=640)
     ap.add_argument("--max-new-tokens", type=int, default=4)
     ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
-    ap.add_argument("--prompt-style", choices=["paper", "hardened", "spotlight"], default="paper")
+    ap.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="paper")
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     ap.add_argument("--texts", required=True, help="JSON list of texts")
     ap.add_argument("--out", required=True, help="where to write a JSON list of answers")
