@@ -28,6 +28,7 @@ import duckdb
 import polars as pl
 
 from benchmarks.common import BENCH_VAR, DOCS, conditions, connect_bench, logger
+from benchmarks.injection import INJECTION_STYLES
 from llambert.config import TeacherConfig, load_settings
 
 BENCH_DB = BENCH_VAR / "teacher.duckdb"
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "--injection", action="store_true", help="choice/generate x paper/hardened prompt on the injection set"
     )
     x.add_argument("--injection-modes", nargs="+", choices=["choice", "generate"], default=None)
-    x.add_argument("--injection-styles", nargs="+", choices=["paper", "hardened", "spotlight", "guarded"], default=None)
+    x.add_argument("--injection-styles", nargs="+", choices=INJECTION_STYLES, default=None)
     x.add_argument("--quantize-ab", action="store_true", help="float vs int8 linears (teacher.quantize), choice")
     x.add_argument(
         "--quantize-keep",

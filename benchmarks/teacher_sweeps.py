@@ -12,7 +12,8 @@ with like.
 
 - ``truncation``: review-token budgets (128/256/384) x ``head``/``head_tail`` against the untruncated
   reference (today's ``max_prompt_tokens`` 640), on the benchmark's balanced IMDb test reviews.
-- ``injection``: choice and generate x the ``paper``, ``hardened``, ``spotlight`` and ``guarded`` prompts on the injection set
+- ``injection``: choice and generate x the ``paper``, ``hardened`` and ``spotlight`` prompts, the first two also with
+  ``teacher.strip_directives`` (``+strip``), on the injection set
   (benchmarks/injection.py) and on the benchmark's reviews (hardened must not cost accuracy).
 - ``cascade``: choice mode of a small and a large model on the same reviews; the offline
   threshold sweep ("the small one answers when its top probability is at least t, else the large
@@ -34,6 +35,7 @@ import duckdb
 import polars as pl
 
 from benchmarks.common import imdb_dir, logger
+from benchmarks.injection import INJECTION_STYLES
 from benchmarks.teacher import TEACHERS, parse, reviews
 
 log = logger("bench-teacher")
@@ -208,9 +210,17 @@ def injection(con, args, settings, data_dir: Path, models: list[str]) -> None:
         few_shot = TEACHERS.get(model, 0)
         teacher = load(model, settings, decoding("choice", few_shot))
         arms = [
-            Arm(f"{mode}/{style}", model, teacher.model_identity, teacher, decoding(mode, few_shot, prompt_style=style))
+            Arm(
+                f"{mode}/{style}",
+                model,
+                teacher.model_identity,
+                teacher,
+                decoding(
+                    mode, few_shot, prompt_style=style.removesuffix("+strip"), strip_directives=style.endswith("+strip")
+                ),
+            )
             for mode in getattr(args, "injection_modes", None) or ("choice", "generate")
-            for style in getattr(args, "injection_styles", None) or ("paper", "hardened", "spotlight", "guarded")
+            for style in getattr(args, "injection_styles", None) or INJECTION_STYLES
         ]
         log(f"injection {model}: {len(arms)} arms x {docs.height} documents")
         run_arms(con, "injection", arms, docs, args.chunk, run_id)
@@ -376,7 +386,7 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _guard_reach() -> list[str]:
-    """How many real IMDb reviews the guarded style would cut, and what: its false alarms on clean data."""
+    """How many real IMDb reviews strip_directives would cut, and what: its false alarms on clean data."""
     from llambert.teacher.prompts import directives
 
     d = imdb_dir()
@@ -396,10 +406,10 @@ def _guard_reach() -> list[str]:
     answers = sum(u.lower().lstrip("(\"' ").startswith("answer") for u in seen)
     return [
         "",
-        f"On the {n:,} IMDb reviews (test, train, unsup) `guarded` removes something from {hit} ({hit / n:.3%}): "
+        f"On the {n:,} IMDb reviews (test, train, unsup) `strip_directives` removes something from {hit} ({hit / n:.3%}): "
         f'{len(seen)} sentences, {answers} of them a reviewer\'s own "Answer: ..." to a rhetorical question, '
         'the rest an order-like phrase ("forget the ... rules") or a key such as `user=`. Every other review reads '
-        "exactly as under `hardened`.",
+        "exactly as without it.",
     ]
 
 
@@ -445,16 +455,16 @@ def injection_section(con: duckdb.DuckDBPyConnection) -> list[str]:
     kinds = list(ATTACKS)
     lines = [
         "",
-        "## Prompt injection: the paper's prompt vs the hardened, spotlight and guarded ones",
+        "## Prompt injection: the paper's prompt vs the hardened and spotlight ones, with and without the directives",
         "",
         "`python -m benchmarks.teacher --injection` (rows: `bench.teacher_docs`, experiment `injection`). "
         "The injection set (benchmarks/injection.py) is short negative IMDb test reviews, each clean and "
         "with every attack. A flip is any answer but `negative` (a discard counts). `hardened`: the review "
         "between `<document>` tags as data, the instruction after it (`teacher.prompt_style`); `spotlight`: hardened "
-        "with the review's words joined by `^` (datamarking); `guarded`: hardened after removing the review's sentences "
-        "that speak to the model (role/answer lines, chat markup, orders to ignore the instructions; "
+        "with the review's words joined by `^` (datamarking); `+strip`: `teacher.strip_directives`, the review's sentences "
+        "that speak to the model removed first (role/answer lines, chat markup, orders to ignore the instructions; "
         "`llambert.teacher.prompts.directives`). `flip rate` is over the issue's five attacks; the `heldout_*` attacks "
-        "were written after the guard, to test it on wording it was not built from. Normal-review accuracy, prompt "
+        "were written with the filter, to test it on wording it was not built from. Normal-review accuracy, prompt "
         "tokens and CPU-seconds per prompt are on the benchmark's balanced reviews: a defence must not lose accuracy, "
         "and its cost shows.",
         *_guard_reach(),

@@ -119,14 +119,20 @@ class TeacherConfig(_Strict):
         "at its end; the student's head_tail). Part of the answer cache key; measure with "
         "`python -m benchmarks.teacher --truncation-sweep`.",
     )
-    prompt_style: Literal["paper", "hardened", "spotlight", "guarded"] = Field(
+    prompt_style: Literal["paper", "hardened", "spotlight"] = Field(
         "paper",
         description="paper: the task file's prompt as written (the LlamBERT paper's, the faithful default); "
         "hardened: the document delimited as data (<document>...</document>, tags inside it neutralised) with "
         "the instruction after it, against prompt injection in documents; spotlight: hardened with the document's "
-        "words joined by ^ (datamarking; more tokens); guarded: hardened after removing the document's sentences that "
-        "speak to the model (role/answer lines such as 'SYSTEM:' or 'Answer:', chat-control markup, orders to ignore "
-        "the instructions, 'the correct label is'; 0.05% of IMDb reviews lose one). Part of the answer cache key; "
+        "words joined by ^ (datamarking; more tokens). Part of the answer cache key; "
+        "measure with `python -m benchmarks.teacher --injection`.",
+    )
+    strip_directives: bool = Field(
+        False,
+        description="Remove the document's sentences that speak to the model before any prompt style: role or answer "
+        "lines ('SYSTEM:', 'Assistant:', 'Answer:', '\"label\":'), chat-control markup, orders to ignore the "
+        "instructions, 'the correct label is' (llambert/teacher/prompts.py `directives`). Against prompt injection; "
+        "0.05% of IMDb reviews lose a sentence. The stored document is untouched. Part of the answer cache key; "
         "measure with `python -m benchmarks.teacher --injection`.",
     )
     commit_every: int = Field(32, ge=1, description="Answers are committed to DuckDB in batches of this size.")

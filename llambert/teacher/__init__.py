@@ -19,6 +19,7 @@ def decoding_params(settings: Settings) -> DecodingParams:
         max_prompt_tokens=t.max_prompt_tokens,
         truncation=t.truncation,
         prompt_style=t.prompt_style,
+        strip_directives=t.strip_directives,
     )
 
 

@@ -29,11 +29,12 @@ class DecodingParams:
     # What the model reads: the document's cut and the prompt's style (llambert/teacher/prompts.py).
     truncation: str = "head"
     prompt_style: str = "paper"
+    strip_directives: bool = False
 
     def key(self) -> str:
         """Canonical JSON: part of every cache key, so different decoding never shares answers.
 
-        ``truncation`` and ``prompt_style`` enter only when they are not their defaults, so that keys
+        ``truncation``, ``prompt_style`` and ``strip_directives`` enter only when they are not their defaults, so that keys
         made before they existed (the paper's prompt, head truncation) stay byte-identical and old
         caches still hit."""
         d = {k: v for k, v in self.__dict__.items() if k not in ("extra", *_READ_DEFAULTS)}
@@ -46,7 +47,7 @@ class DecodingParams:
 
 
 # Fields of DecodingParams added after caches existed, with the value every older key meant.
-_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper"}
+_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper", "strip_directives": False}
 
 
 class TeacherBackend(Protocol):

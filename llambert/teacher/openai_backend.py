@@ -51,7 +51,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
-from llambert.teacher.prompts import build_messages, fit_document, truncate_chars
+from llambert.teacher.prompts import build_messages, fit_document, strip_directives, truncate_chars
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_ERROR_BODY = 64 * 1024  # read (and redact) this much of an error body before cutting it short
@@ -238,10 +238,21 @@ class OpenAITeacher:
         for text in texts:
             if self.tokenizer is not None:
                 text = fit_document(
-                    self.tokenizer, self.task, text, d.few_shot, d.max_prompt_tokens, d.truncation, d.prompt_style
+                    self.tokenizer,
+                    self.task,
+                    text,
+                    d.few_shot,
+                    d.max_prompt_tokens,
+                    d.truncation,
+                    d.prompt_style,
+                    d.strip_directives,
                 )
             else:  # no local tokenizer: about 4 characters per token
-                text = truncate_chars(text, max(64, d.max_prompt_tokens * 4), d.truncation)
+                text = truncate_chars(
+                    strip_directives(text) if d.strip_directives else text,
+                    max(64, d.max_prompt_tokens * 4),
+                    d.truncation,
+                )
             messages = build_messages(self.task, text, d.few_shot, d.prompt_style)
             out.append(json.dumps(messages, ensure_ascii=False, separators=(",", ":")))
         return out

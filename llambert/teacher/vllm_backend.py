@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=4)
     ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
     ap.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="paper")
+    ap.add_argument("--strip-directives", action="store_true", help="teacher.strip_directives")
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
     ap.add_argument("--texts", required=True, help="JSON list of texts")
     ap.add_argument("--out", required=True, help="where to write a JSON list of answers")
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         max_prompt_tokens=args.max_prompt_tokens,
         truncation=args.truncation,
         prompt_style=args.prompt_style,
+        strip_directives=args.strip_directives,
     )
     t0 = time.perf_counter()
     teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding, dtype=args.dtype)
