@@ -93,6 +93,7 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
         preview = con.execute(
             "SELECT doc_id, raw_text, prompt_tokens, round(latency_s, 3) AS latency_s FROM labeling.llm_responses LIMIT 8"
         ).pl()
+        stripped = pipeline.sample_directives(con) if settings.teacher.strip_directives else None
     context.log.info(f"teacher asked {stats.asked} prompts, {stats.from_cache} came from the cache")
     yield dg.MaterializeResult(
         asset_key=LLM_RESPONSES,
@@ -102,8 +103,18 @@ def llm_responses(context: dg.AssetExecutionContext, llambert: LlambertResource)
             "discard_rate": float(cost.get("discard_rate") or 0.0),
             "projection": dg.MetadataValue.md(projection_markdown(cost)),
             "preview": dg.MetadataValue.md(markdown_table(preview)),
+            **(
+                {
+                    "documents_with_directives_stripped": stripped.height,
+                    "directives_stripped": dg.MetadataValue.md(markdown_table(stripped.head(20))),
+                }
+                if stripped is not None
+                else {}
+            ),
         },
     )
+    if stripped is not None and stripped.height:
+        context.log.info(f"teacher.strip_directives: {stripped.height} sampled documents lost a directive sentence")
     for key, rows in counts.items():
         yield dg.MaterializeResult(
             asset_key=list(key), metadata={"dagster/row_count": rows, "run_id": str(stats.run_id or "")}

@@ -354,6 +354,18 @@ def label_sample(
 
 
 # -- 4. labeling.parsed_labels / labeling.discarded -------------------------------------------
+def sample_directives(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Sampled documents with sentences ``teacher.strip_directives`` keeps from the teacher (doc_id,
+    removed): what a reviewer checks when the option is on. The stored text is never changed."""
+    from llambert.teacher.prompts import directives
+
+    docs = con.execute(
+        "SELECT s.doc_id, c.text FROM labeling.sample AS s INNER JOIN raw.corpus AS c USING (doc_id) ORDER BY s.doc_id"
+    ).pl()
+    removed = [" | ".join(directives(t or "")) for t in docs["text"].to_list()]
+    return docs.select("doc_id").with_columns(removed=pl.Series(removed, dtype=pl.Utf8)).filter(pl.col("removed") != "")
+
+
 def parse_labels(con: duckdb.DuckDBPyConnection, settings: Settings) -> ParseResult:
     t0 = time.perf_counter()
     task = load_task(settings.task)
