@@ -456,7 +456,7 @@ def test_strip_directives_in_the_pipeline_reaches_the_teacher_and_loses_nothing(
                 text=pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("text") + injection).otherwise(pl.col("text"))
             )
         frame.write_parquet(data / f"{split}.parquet")
-    tokens = {}
+    tokens, asked = {}, {}
     for strip in (False, True):
         # a prompt budget that cuts nothing, so that token counts compare what the model was given
         over = {"sample": {"size": 24}, "teacher": {"strip_directives": strip, "max_prompt_tokens": 1024}}
@@ -465,7 +465,7 @@ def test_strip_directives_in_the_pipeline_reaches_the_teacher_and_loses_nothing(
             if not strip:
                 pipeline.ingest_batch(con, s)
                 pipeline.build_sample(con, s)
-            pipeline.label_sample(con, s)
+            asked[strip] = pipeline.label_sample(con, s)["asked"]
             rows = con.execute(
                 "SELECT r.doc_id, r.prompt_tokens, c.text FROM labeling.llm_responses r JOIN raw.corpus c USING (doc_id)"
             ).fetchall()
@@ -474,6 +474,7 @@ def test_strip_directives_in_the_pipeline_reaches_the_teacher_and_loses_nothing(
             injected = {d for d, _, text in rows if text.endswith(injection)}  # stored text untouched
             assert len(injected) == 6
             listed = pipeline.sample_directives(con)
+    assert asked == {False: 24, True: 24}  # a configuration of its own: its answers are cached apart
     assert set(listed["doc_id"]) == injected
     assert set(listed["removed"]) == {injection.strip()}
     for doc, n in tokens[True].items():
