@@ -94,26 +94,93 @@ def _stored(con: duckdb.DuckDBPyConnection, experiment: str, arm: Arm) -> set[st
     return {r[0] for r in rows}
 
 
+def _reuse_key(arm: Arm, prompt: str) -> tuple | None:
+    """What makes two answers the same answer: one model, one deterministic decoding, one rendered prompt.
+    None where the decoding samples (its answers are draws, not copies of each other)."""
+    d = arm.decoding
+    if d.mode != "choice" and d.temperature > 0:
+        return None
+    return (arm.identity, d.mode, d.max_new_tokens, json.dumps(d.extra, sort_keys=True, default=str), prompt)
+
+
+_COPIED = (  # the answer and its cost; the document's own columns (attack, gold) come from the document
+    "label, raw_text, label_probs, p_top, prompt_tokens, tokens_read, completion_tokens, wall_s, cpu_s, load_1m"
+)
+
+
 def run_arms(
     con: duckdb.DuckDBPyConnection, experiment: str, arms: list[Arm], docs: pl.DataFrame, chunk: int, run_id: str
 ) -> None:
     """Every arm on every document (columns doc_key, text, gold, attack), one prompt at a time (the
     pipeline's batch on a CPU), interleaved over chunks of ``chunk`` documents; rows are inserted per
-    arm and chunk, so a stopped run keeps what it measured and a re-run skips it."""
+    arm and chunk, so a stopped run keeps what it measured and a re-run skips it.
+
+    A prompt an arm renders exactly as another arm of the same model and deterministic decoding already
+    answered (a review shorter than a truncation budget, a review with nothing for ``strip_directives`` to
+    cut) is not run again: its row copies that answer, with its measured tokens and seconds (the same
+    prompt costs the same), and names the arm it came from in ``reused_from``. Only the prompts where
+    the arms differ are paid for."""
     import torch
 
+    con.execute("ALTER TABLE bench.teacher_docs ADD COLUMN IF NOT EXISTS reused_from VARCHAR")
     done = {id(a): _stored(con, experiment, a) for a in arms}
     n_chunks = -(-docs.height // chunk)
+    reused = 0
     for c in range(n_chunks):
         part = docs.slice(c * chunk, chunk)
-        for k in range(len(arms)):
-            arm = arms[(c + k) % len(arms)]  # A B C, then B C A: no arm always goes first
+        keys = part["doc_key"].to_list()
+        # Every arm's prompts for this chunk (cheap next to answering them), and who has answered which.
+        prompts, answered = {}, {}
+        for arm in arms:
+            arm.teacher.set_decoding(arm.decoding)
+            prompts[id(arm)] = dict(zip(keys, arm.teacher.prepare(part["text"].to_list())))
+            for k in keys:
+                rk = _reuse_key(arm, prompts[id(arm)][k])
+                if k in done[id(arm)] and rk is not None:
+                    answered.setdefault(rk, (arm, k))
+        for j in range(len(arms)):
+            arm = arms[(c + j) % len(arms)]  # A B C, then B C A: no arm always goes first
             todo = part.filter(~pl.col("doc_key").is_in(list(done[id(arm)])))
+            if todo.is_empty():
+                continue
+            copies = {
+                k: answered[rk]
+                for k in todo["doc_key"].to_list()
+                if (rk := _reuse_key(arm, prompts[id(arm)][k])) is not None and rk in answered
+            }
+            facts = dict(zip(todo["doc_key"].to_list(), zip(todo["attack"].to_list(), todo["gold"].to_list())))
+            for k, (src, src_key) in copies.items():
+                con.execute(
+                    f"INSERT INTO bench.teacher_docs BY NAME SELECT {_COPIED}, ? AS experiment, ? AS config, "
+                    "? AS model, ? AS model_identity, ? AS decoding, ? AS doc_key, ? AS attack, ? AS gold, ? AS chunk, threads, host, "
+                    "? AS run_id, ? AS reused_from FROM bench.teacher_docs WHERE experiment = ? AND config = ? "
+                    "AND model_identity = ? AND decoding = ? AND doc_key = ?",
+                    [
+                        experiment,
+                        arm.config,
+                        arm.model,
+                        arm.identity,
+                        arm.decoding.key(),
+                        k,
+                        *facts[k],
+                        c,
+                        run_id,
+                        src.config,
+                        experiment,
+                        src.config,
+                        src.identity,
+                        src.decoding.key(),
+                        src_key,
+                    ],
+                )
+            reused += len(copies)
+            done[id(arm)] |= set(copies)
+            todo = todo.filter(~pl.col("doc_key").is_in(list(copies)))
             if todo.is_empty():
                 continue
             teacher = arm.teacher
             teacher.set_decoding(arm.decoding)
-            prepared = teacher.prepare(todo["text"].to_list())
+            prepared = [prompts[id(arm)][k] for k in todo["doc_key"].to_list()]
             answers, stats = [], []
             for p in prepared:
                 read0 = teacher.tokens_read
@@ -161,7 +228,10 @@ def run_arms(
             con.execute("INSERT INTO bench.teacher_docs BY NAME SELECT * FROM staged_docs")
             con.unregister("staged_docs")
             done[id(arm)] |= set(todo["doc_key"].to_list())
-        log(f"{experiment}: chunk {c + 1}/{n_chunks} done ({len(arms)} arms)")
+            for k in todo["doc_key"].to_list():
+                if (rk := _reuse_key(arm, prompts[id(arm)][k])) is not None:
+                    answered.setdefault(rk, (arm, k))
+        log(f"{experiment}: chunk {c + 1}/{n_chunks} done ({len(arms)} arms; {reused} answers reused so far)")
 
 
 def _normal(data_dir: Path, n: int, seed: int) -> pl.DataFrame:
@@ -334,6 +404,10 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = _common(con, "truncation")
     if rows.is_empty():
         return []
+    ref_tokens = rows.filter(pl.col("config").str.ends_with(f"@{REFERENCE_TOKENS}p")).select(
+        "grp", "doc_key", ref_tokens="prompt_tokens"
+    )
+    rows = rows.join(ref_tokens, on=["grp", "doc_key"], how="left")
     agg = (
         rows.group_by("grp", "model", "config")
         .agg(
@@ -346,6 +420,8 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
             accuracy=(pl.col("label") == pl.col("gold")).fill_null(False).mean(),
             share_positive=(pl.col("label") == 1).fill_null(False).mean(),
             load=pl.col("load_1m").mean(),
+            cut=(pl.col("prompt_tokens") < pl.col("ref_tokens")).mean(),
+            copied=pl.col("reused_from").is_not_null().sum() if "reused_from" in rows.columns else pl.lit(0),
         )
         .with_columns(
             mode=pl.col("config").str.split(":").list.first(),
@@ -365,11 +441,14 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
         f"`head@{REFERENCE_TOKENS}p` is today's setting, the whole prompt capped at {REFERENCE_TOKENS} tokens "
         "(the reference). `head_tail` keeps the first quarter and the last three quarters of the budget. "
         "The arms ran interleaved over chunks of reviews, one prompt at a time; only reviews every arm "
-        "answered count. Ratios are against the reference.",
+        "answered count. Ratios are against the reference. `reviews cut`: the share whose prompt is shorter "
+        "than the reference's; on the others the arm renders the reference's own prompt, and where another arm "
+        "had already answered that exact prompt the answer and its measured cost were copied, not run again "
+        "(`copied`: rows with `reused_from` set; greedy and choice decoding are deterministic).",
         "",
-        "| model | mode | arm | n | prompt tokens (sum) | mean | tokens run | prompts/s | prompts per CPU-s "
-        "| x ref. (CPU) | accuracy | Δ acc. vs ref. | share positive | mean load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | arm | n | reviews cut | copied | prompt tokens (sum) | mean | tokens run | prompts/s "
+        "| prompts per CPU-s | x ref. (CPU) | accuracy | Δ acc. vs ref. | share positive | mean load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, g in agg.group_by("grp", maintain_order=True):
         ref = g.filter(pl.col("budget").is_null())
@@ -378,7 +457,8 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
             ratio = f"{r['ppc'] / r0['ppc']:.2f}x" if r0 else "–"
             delta = f"{100 * (r['accuracy'] - r0['accuracy']):+.1f} pt" if r0 else "–"
             lines.append(
-                f"| {r['model']} | {r['mode']} | {r['arm']} | {r['n']} | {r['tokens']:,} | {r['mean_tokens']:.0f} | "
+                f"| {r['model']} | {r['mode']} | {r['arm']} | {r['n']} | {_f(r['cut'], 2)} | {r['copied']} | "
+                f"{r['tokens']:,} | {r['mean_tokens']:.0f} | "
                 f"{r['read']:,} | {_f(r['pps'], 2)} | {_f(r['ppc'], 2)} | {ratio} | {_f(r['accuracy'])} | {delta} | "
                 f"{_f(r['share_positive'])} | {_f(r['load'], 1)} |"
             )

@@ -264,7 +264,7 @@ def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models,
     db, md = tmp_path / "t.duckdb", tmp_path / "t.md"
     tiny = str(tiny_models["teacher"])
     common = ["--n", "4", "--data-dir", str(imdb_dir), "--db", str(db), "--md", str(md), "--threads", "1"]
-    argv = common + ["--models", tiny, "--chunk", "2", "--budgets", "16", "--injection-reviews", "1"]
+    argv = common + ["--models", tiny, "--chunk", "2", "--budgets", "16", "2000", "--injection-reviews", "1"]
     argv += ["--truncation-sweep", "--injection", "--cascade", "--cascade-small", tiny, "--cascade-large", tiny]
     argv += [
         "--quantize-ab",
@@ -278,9 +278,25 @@ def test_bench_experiments_end_to_end_on_the_tiny_teacher(tmp_path, tiny_models,
     assert teacher.main(argv) == 0
     con = duckdb.connect(str(db))
     counts = dict(con.execute("SELECT experiment, count(*) FROM bench.teacher_docs GROUP BY ALL").fetchall())
-    # truncation: reference + head/head_tail at one budget; injection: choice x 3 prompts x (1 clean + 10 attacked
+    # truncation: reference + head/head_tail at two budgets; injection: choice x 3 prompts x (1 clean + 10 attacked
     # + 4 normal); quantize: float and int8
-    assert counts == {"truncation": 3 * 4, "injection": 3 * (11 + 4), "cascade": 2 * 4, "quantize": 2 * 4}
+    assert counts == {"truncation": 5 * 4, "injection": 3 * (11 + 4), "cascade": 2 * 4, "quantize": 2 * 4}
+    # A prompt another arm of the same model already answered is copied, not run: the cascade's two arms are one
+    # tiny model here, so the second copies the first; a budget longer than the review renders the reference's
+    # prompt; at 16 review tokens every prompt is cut, so nothing there is copied.
+    copied = con.execute(
+        "SELECT c.experiment, c.config, c.reused_from, c.label IS NOT DISTINCT FROM s.label AS same_label, "
+        "c.raw_text = s.raw_text AS same_text, c.prompt_tokens = s.prompt_tokens AS same_tokens, c.cpu_s = s.cpu_s "
+        "AS same_cost FROM bench.teacher_docs c JOIN bench.teacher_docs s ON s.experiment = c.experiment AND "
+        "s.config = c.reused_from AND s.doc_key = c.doc_key AND s.reused_from IS NULL WHERE c.reused_from IS NOT NULL"
+    ).pl()
+    n_copied = con.execute("SELECT count(*) FROM bench.teacher_docs WHERE reused_from IS NOT NULL").fetchone()[0]
+    assert copied.height == n_copied  # every copy names a real answer of the same document
+    assert copied.select(pl.all_horizontal("same_label", "same_text", "same_tokens", "same_cost").all()).item()
+    assert copied.filter(pl.col("experiment") == "cascade").height == 4
+    truncation = copied.filter(pl.col("experiment") == "truncation")
+    assert truncation.height >= 1 and truncation["config"].str.ends_with("@2000").all()
+    assert copied.filter(pl.col("experiment").is_in(["injection", "quantize"])).is_empty()
     assert con.execute("SELECT count(*) FROM bench.teacher_docs WHERE wall_s <= 0 OR cpu_s < 0").fetchone()[0] == 0
     tokens = dict(
         con.execute(
