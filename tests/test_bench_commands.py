@@ -65,3 +65,45 @@ def test_reports_end_with_the_prose_kept_in_docs(tmp_path):
     text = student.render_markdown(speed, curve, markdown_table)
     assert text.endswith("\n" + student.DESIGN_NOTES.read_text())
     assert "benchmarks/student.py" in text and "llambert/bench" not in text
+
+
+def test_quality_plot_keeps_the_docs_figures_and_never_passes_random_labels_off_as_uncertainty(tmp_path, monkeypatch):
+    """docs/bench_quality.png: earlier sessions' figures come from the doc's IMDb table; a random-sample row stands
+    in for an uncertainty line only below the budgets where uncertainty sampling ran; a collapsed point is drawn."""
+    from benchmarks import quality_students as q
+
+    doc = tmp_path / "bench_quality.md"
+    doc.write_text(
+        "# x\n\n## imdb\n\n| LLM labels | strategy | test acc. | f1 |\n|---|---|---|---|\n"
+        "| 250 | default (= ensemble) | 81.65% | 81.56% |\n| 250 | paper | 50.00% | 33.33% |\n"
+        "| 500 | linear | 82.70% | 82.67% |\n| 500 | uncertainty:default (= encoder) | 87.45% | 87.45% |\n"
+        "\n## short\n\n| 300 | linear | 63.40% | 63.32% |\n"
+    )
+    monkeypatch.setattr(q, "DOC", doc)
+    monkeypatch.setattr(q, "PLOT", tmp_path / "plot.png")
+    rows = q.doc_rows("imdb").with_columns(pl.col("acc").round(4))
+    assert rows.rows() == [
+        (250, "default", 0.8165),
+        (250, "paper", 0.5),
+        (500, "linear", 0.827),
+        (500, "uncertainty:default", 0.8745),
+    ]
+    assert q.doc_rows("short").with_columns(pl.col("acc").round(4)).rows() == [(300, "linear", 0.634)]
+
+    import matplotlib.axes
+
+    drawn, real_plot = {}, matplotlib.axes.Axes.plot
+
+    def spy(self, xs, ys, *a, **kw):
+        if "label" in kw:
+            drawn[kw["label"]] = list(zip(xs, ys))
+        return real_plot(self, xs, ys, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    q._plot(rows.with_columns(corpus=pl.lit("imdb")))
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    label = dict((s, lab) for s, lab, _ in q.PLOT_SERIES)
+    assert drawn[label["default"]] == [(250, pytest.approx(81.65)), (500, pytest.approx(87.45))]
+    assert drawn[label["linear"]] == [(500, pytest.approx(82.7))]
+    assert label["uncertainty:linear"] not in drawn  # the random floor at 500 is not the uncertainty floor
+    assert drawn[label["paper"]] == [(250, q.FLOOR_Y)]  # 50%: on the axis, annotated
