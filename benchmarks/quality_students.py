@@ -478,6 +478,7 @@ def stage_report(args) -> None:
         # docs/bench_quality.md holds figures of earlier sessions (some measured before the results were exported
         # to benchmarks/data/): a report from a partial table would silently drop them.
         log(f"report: no rows for {', '.join(missing)} in {RESULTS_DB}; not overwriting {DOC} (--force-report does)")
+        stage_plot(args)  # the plot keeps the doc's figures beside the measured rows
         return
     df = con.execute(
         "SELECT corpus, budget, strategy, arg_max(test_accuracy, measured_at) AS acc, "
@@ -607,7 +608,7 @@ def stage_report(args) -> None:
         lines += [NOTES.read_text().rstrip("\n")]
     DOC.write_text("\n".join(lines) + "\n")
     log(f"wrote {DOC}")
-    _plot(df)
+    stage_plot(args)
 
 
 # The frontier plot's lines: (series, label, the strategies that stand for it at a budget, first found wins).
