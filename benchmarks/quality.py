@@ -8,7 +8,10 @@ Stages (each resumable; figures in ``var/bench/quality.duckdb``, schema ``bench`
 - ``students``: for every corpus x budget x strategy, the product's own student code
   (``llambert.student``) trains on the teacher's labels and is scored on the corpus's fixed test slice:
   accuracy, macro-F1, training seconds and labeling docs/s, measured in the same run.
-- ``report``: the markdown table and the plot from the tables.
+- ``teacher``: the teacher alone on a fixed, class-balanced ``--teacher-n`` (1,000) of each corpus's test slice
+  (the first reviews of each class in the slice's seeded order), the same backend and decoding as ``label``;
+  its answers join the same cache (corpus ``<name>-test``), so the figure travels with the repository.
+- ``report``: the markdown table and the plot from the tables (``plot``: the plot alone).
 
 Run with ``nice -n 10`` on a shared machine: one heavy job at a time.
 """
@@ -16,6 +19,8 @@ Run with ``nice -n 10`` on a shared machine: one heavy job at a time.
 from __future__ import annotations
 
 import argparse
+
+import polars as pl
 
 from benchmarks.common import logger
 from benchmarks.quality_data import Teacher, connect, export_answers, load_corpus, save_selection, uncertainty_selection
@@ -30,6 +35,63 @@ UNCERTAINTY_BUDGETS = [500, 1000, 2000]
 
 
 log = logger("bench-quality")
+TEACHER_CORPORA = ("imdb", "short", "short_skew")
+
+
+def teacher_slice(test: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The first reviews of each class in the test slice's seeded order, in the slice's class shares (a
+    balanced slice gives n/2 of each; the skewed one its 20% positive), kept in slice order."""
+    share = test["gold"].mean()
+    n_pos = round(n * share)
+    keys = pl.concat([test.filter(pl.col("gold") == 1).head(n_pos), test.filter(pl.col("gold") == 0).head(n - n_pos)])[
+        "doc_key"
+    ]
+    return test.filter(pl.col("doc_key").is_in(keys.implode()))
+
+
+def teacher_on_test(con, teacher: Teacher, n: int, corpora=TEACHER_CORPORA, ask: bool = False) -> pl.DataFrame:
+    """The teacher alone on ``teacher_slice`` of each corpus: accuracy and macro-F1 (a missing answer counts as
+    wrong), share positive and prompts/s from the answers' own seconds. ``ask``: pay for the missing answers
+    (resumable, exported after each corpus); otherwise only what is cached counts, and ``answered`` says how
+    many that is."""
+    from llambert.metrics import classification_metrics
+
+    rows = []
+    for name in corpora:
+        sub = teacher_slice(load_corpus(name).test, n)
+        if ask:
+            log(f"teacher {teacher.model_name}: {name} test slice, {sub.height} reviews")
+            got = teacher.answers(f"{name}-test", sub)
+            export_answers(con)
+        else:
+            got = teacher.cached(sub)
+        got = sub.join(got, on="doc_key", how="left")
+        answered = got.filter(pl.col("p_pos").is_not_null())
+        pred = [-1 if p is None else int(p > 0.5) for p in got["p_pos"].to_list()]
+        m = classification_metrics(got["gold"].to_list(), pred, [0, 1])
+        secs = teacher.seconds(sub)
+        rows.append(
+            {
+                "corpus": name,
+                "n": sub.height,
+                "answered": answered.height,
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
+                "share_positive": (answered["p_pos"] > 0.5).mean() if answered.height else None,
+                "prompts_per_s": len(secs) / sum(secs) if secs else None,
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def stage_teacher(model: str, n: int, corpora=TEACHER_CORPORA) -> None:
+    con = connect()
+    out = teacher_on_test(con, Teacher(model, con), n, corpora, ask=True)
+    for r in out.iter_rows(named=True):
+        log(
+            f"teacher alone on {r['corpus']} test ({r['answered']}/{r['n']} answered): accuracy {r['accuracy']:.4f}, "
+            f"macro-F1 {r['macro_f1']:.4f}, share positive {r['share_positive']:.3f}, {r['prompts_per_s']:.2f} prompts/s"
+        )
 
 
 def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> None:
@@ -57,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stages", nargs="*", default=["label", "students", "routing", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
+    ap.add_argument("--teacher-n", type=int, default=1000, help="teacher stage: reviews of each test slice")
+    ap.add_argument(
+        "--teacher-corpora", nargs="+", default=list(TEACHER_CORPORA), help="teacher stage: which corpora's slices"
+    )
     ap.add_argument(
         "--max-uncertainty",
         type=int,
@@ -137,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     for stage in args.stages:
         if stage == "label":
             stage_label(args.max_budget, args.teacher, args.max_uncertainty)
+        elif stage == "teacher":
+            stage_teacher(args.teacher, args.teacher_n, args.teacher_corpora)
         else:
             from benchmarks import quality_students
 

@@ -4,6 +4,7 @@ through the project's own parser, and the reports end with the prose kept in doc
 from __future__ import annotations
 
 import importlib
+import json
 
 import duckdb
 import polars as pl
@@ -107,3 +108,42 @@ def test_quality_plot_keeps_the_docs_figures_and_never_passes_random_labels_off_
     assert drawn[label["linear"]] == [(500, pytest.approx(82.7))]
     assert label["uncertainty:linear"] not in drawn  # the random floor at 500 is not the uncertainty floor
     assert drawn[label["paper"]] == [(250, q.FLOOR_Y)]  # 50%: on the axis, annotated
+
+
+def test_teacher_slice_keeps_the_test_slices_class_shares_in_its_order():
+    from benchmarks.quality import teacher_slice
+
+    test = pl.DataFrame({"doc_key": [f"d{i}" for i in range(10)], "gold": [0, 1, 0, 0, 0, 0, 1, 0, 0, 0]})
+    assert teacher_slice(test, 5)["doc_key"].to_list() == ["d0", "d1", "d2", "d3", "d4"]  # 20% positive: 1 of 5
+    balanced = pl.DataFrame({"doc_key": [f"d{i}" for i in range(8)], "gold": [1, 1, 1, 0, 1, 0, 0, 0]})
+    assert teacher_slice(balanced, 4)["doc_key"].to_list() == ["d0", "d1", "d3", "d5"]
+
+
+def test_quality_teacher_stage_answers_the_test_slice_once_and_scores_it(tmp_path, tiny_models, imdb_dir, monkeypatch):
+    """`python -m benchmarks.quality teacher`: the teacher alone on a balanced prefix of the IMDb test slice, its
+    answers in the shared cache under corpus imdb-test (exported), a second run asks nothing."""
+    from benchmarks import quality, quality_data
+
+    monkeypatch.setenv("LLAMBERT_DATA_DIR", str(imdb_dir))
+    monkeypatch.setenv("LLAMBERT_MODEL_CACHE", str(tmp_path / "models"))
+    monkeypatch.setattr(quality_data, "DB", tmp_path / "quality.duckdb")
+    monkeypatch.setattr(quality_data, "ANSWERS", tmp_path / "answers.parquet")
+    tiny = str(tiny_models["teacher"])
+    argv = ["teacher", "--teacher", tiny, "--teacher-n", "4", "--teacher-corpora", "imdb"]
+    quality.main(argv)
+    answers = pl.read_parquet(tmp_path / "answers.parquet")
+    assert answers.height == 4 and answers["corpus"].unique().to_list() == ["imdb-test"]
+    assert answers["doc_key"].str.starts_with("test:").all()
+    sub = quality.teacher_slice(quality_data.load_corpus("imdb").test, 4)
+    assert sorted(answers["doc_key"].to_list()) == sorted(sub["doc_key"].to_list()) and sub["gold"].sum() == 2
+    quality.main(argv)  # cached: nothing new is asked
+    again = pl.read_parquet(tmp_path / "answers.parquet")
+    assert again.height == 4 and again["answered_at"].to_list() == answers["answered_at"].to_list()
+    con = quality_data.connect()
+    out = quality.teacher_on_test(con, quality_data.Teacher(tiny, con), 4, ["imdb"]).row(0, named=True)
+    probs = [json.loads(x) for x in answers.sort("doc_key")["label_probs"].to_list()]
+    gold = dict(zip(sub["doc_key"].to_list(), sub["gold"].to_list()))
+    right = sum(
+        int(p["positive"] > p["negative"]) == gold[k] for p, k in zip(probs, answers.sort("doc_key")["doc_key"])
+    )
+    assert out["answered"] == 4 and out["accuracy"] == right / 4 and out["prompts_per_s"] > 0
