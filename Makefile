@@ -108,7 +108,7 @@ QUALITY_UNCERTAINTY ?= 500
 QUALITY_ARGS ?=
 bench-quality: install
 	@$(MAKE) --no-print-directory models MODELS="qwen2.5-coder-1.5b-instruct all-minilm-l6-v2"
-	nice -n 10 $(PY) -m benchmarks.quality label students routing ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY) $(QUALITY_ARGS)
+	nice -n 10 $(PY) -m benchmarks.quality label teacher students routing ratio report --max-budget $(QUALITY_MAX) --max-uncertainty $(QUALITY_UNCERTAINTY) $(QUALITY_ARGS)
 
 # Scaling benchmark (issue 15): the local engine vs Ray (1x2 and 2x1 CPUs) on the same IMDb unsup reviews,
 # interleaved, and the loader (storage table and parquet) on synthetic staged predictions; an Amdahl projection.
