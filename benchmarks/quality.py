@@ -116,7 +116,7 @@ def stage_label(max_budget: int, teacher: str, max_uncertainty: int = 500) -> No
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="*", default=["label", "students", "routing", "report"])
+    ap.add_argument("stages", nargs="*", default=["label", "teacher", "students", "routing", "report"])
     ap.add_argument("--max-budget", type=int, default=1000, help="largest IMDb LLM budget to label and train on")
     ap.add_argument("--teacher", default=TEACHER)
     ap.add_argument("--teacher-n", type=int, default=1000, help="teacher stage: reviews of each test slice")
