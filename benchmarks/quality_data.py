@@ -223,30 +223,30 @@ class Teacher:
                 last = time.perf_counter()
         return self.cached(docs)
 
-    def _cached(self, docs: pl.DataFrame) -> tuple[list[str], dict[str, tuple]]:
-        """The prompt hashes of ``docs`` and the cached (label_probs, seconds) by prompt hash."""
+    def cached(self, docs: pl.DataFrame) -> pl.DataFrame:
+        """doc_key -> p_pos and the answer's measured seconds (batch 1), for the cached answers only (both null
+        where the teacher was not asked). One prompt rendering and one query, however many columns a caller reads."""
         prompts = self.backend.prepare(docs["text"].to_list())
         sha = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
         got = self.con.execute(
             "SELECT prompt_sha, label_probs, seconds FROM bench.quality_answers WHERE model = ? AND decoding = ?",
             [self.backend.model_identity, self.backend.decoding.key()],
         ).fetchall()
-        return sha, {r[0]: (r[1], r[2]) for r in got}
-
-    def cached(self, docs: pl.DataFrame) -> pl.DataFrame:
-        """doc_key -> p_pos for the cached answers only (null where the teacher was not asked)."""
-        sha, by_sha = self._cached(docs)
+        by_sha = {r[0]: (r[1], r[2]) for r in got}
         pos_name = self.task.label_by_id(1).name
-        p_pos = []
+        p_pos, secs = [], []
         for s in sha:
-            lp = json.loads(by_sha[s][0]) if by_sha.get(s) and by_sha[s][0] else None
+            probs, seconds = by_sha.get(s, (None, None))
+            lp = json.loads(probs) if probs else None
             p_pos.append(None if not lp else float(lp.get(pos_name, 0.0)) / max(sum(lp.values()), 1e-12))
-        return pl.DataFrame({"doc_key": docs["doc_key"], "p_pos": pl.Series(p_pos, dtype=pl.Float64)})
-
-    def seconds(self, docs: pl.DataFrame) -> list[float]:
-        """The measured seconds of the cached answers of ``docs`` (one prompt each, batch 1)."""
-        sha, by_sha = self._cached(docs)
-        return [by_sha[s][1] for s in sha if s in by_sha and by_sha[s][1] is not None]
+            secs.append(seconds if lp else None)
+        return pl.DataFrame(
+            {
+                "doc_key": docs["doc_key"],
+                "p_pos": pl.Series(p_pos, dtype=pl.Float64),
+                "seconds": pl.Series(secs, dtype=pl.Float64),
+            }
+        )
 
     def labels_of(self, docs: pl.DataFrame) -> dict[str, int]:
         """doc_key -> the teacher's label id (argmax; ties go to the first label, as the students stage reads them)."""
