@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
-BENCHMARKS = ("teacher", "student", "quality", "scale", "teacher_prefix", "teacher_gpu")
+BENCHMARKS = ("teacher", "student", "quality", "scale", "teacher_prefix", "teacher_gpu", "teacher_then_now")
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -147,3 +147,32 @@ def test_quality_teacher_stage_answers_the_test_slice_once_and_scores_it(tmp_pat
         int(p["positive"] > p["negative"]) == gold[k] for p, k in zip(probs, answers.sort("doc_key")["doc_key"])
     )
     assert out["answered"] == 4 and out["accuracy"] == right / 4 and out["prompts_per_s"] > 0
+
+
+def test_teacher_then_now_runs_each_arm_from_its_own_code_and_resumes(tmp_path, tiny_models, imdb_dir, monkeypatch):
+    """`python -m benchmarks.teacher_then_now`: the 'then' arm imports the llambert exported from the named commit
+    (not this checkout's), every arm answers every review once (a rerun asks nothing), and the report compares
+    the arms on the same reviews."""
+    from benchmarks import teacher_then_now as tn
+
+    monkeypatch.setenv("LLAMBERT_MODEL_CACHE", str(tmp_path / "models"))
+    monkeypatch.setattr(tn, "BENCH_VAR", tmp_path)
+    db, md = tmp_path / "teacher.duckdb", tmp_path / "then_now.md"
+    tiny = str(tiny_models["teacher"])
+    argv = ["--model", tiny, "--then", "HEAD", "--n", "4", "--chunk", "2", "--arms", "then:generate", "now:choice"]
+    argv += ["--db", str(db), "--md", str(md), "--data-dir", str(imdb_dir)]
+    out = tn.main(argv)
+    exported = list(tmp_path.glob("then-*/llambert/teacher/__init__.py"))
+    assert len(exported) == 1  # the 'then' code is a copy of the commit, outside this checkout
+    assert out["arm"].to_list() == ["then:generate", "now:choice"] and out["n"].to_list() == [4, 4]
+    assert out["x_cpu"][0] == 1.0 and out["prompts_per_cpu_s"].min() > 0
+    con = duckdb.connect(str(db))
+    first = con.execute("SELECT arm, doc_id, measured_at FROM bench.teacher_then_now ORDER BY ALL").fetchall()
+    con.close()
+    assert len(first) == 8
+    tn.main(argv)  # resumed: nothing is asked again
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT arm, doc_id, measured_at FROM bench.teacher_then_now ORDER BY ALL").fetchall() == first
+    choice = con.execute("SELECT label_probs, raw_text FROM bench.teacher_then_now WHERE arm = 'now:choice'").fetchall()
+    assert all(p is not None and raw in json.loads(p) for p, raw in choice)
+    assert "| then:generate |" in md.read_text() and "+0.0 pt" in md.read_text()
