@@ -7,7 +7,9 @@ Stages (each resumable; figures in ``var/bench/quality.duckdb``, schema ``bench`
   budget or a later session asks only what is missing.
 - ``students``: for every corpus x budget x strategy, the product's own student code
   (``llambert.student``) trains on the teacher's labels and is scored on the corpus's fixed test slice:
-  accuracy, macro-F1, training seconds and labeling docs/s, measured in the same run.
+  accuracy, macro-F1, training seconds and labeling docs/s, measured in the same run, and its label for every
+  test review (the default's are paired with the teacher's on the same reviews). Strategies with rows are
+  skipped; ``--rerun`` trains and records them again.
 - ``teacher``: the teacher alone on a fixed, class-balanced ``--teacher-n`` (1,000) of each corpus's test slice
   (the first reviews of each class in the slice's seeded order), the same backend and decoding as ``label``;
   its answers join the same cache (corpus ``<name>-test``), so the figure travels with the repository.
@@ -166,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="students stage: only these encoder recipes at random budgets (paper, encoder, ...); without "
         "encoder, the ensemble and self-distillation are skipped",
+    )
+    ap.add_argument(
+        "--rerun",
+        action="store_true",
+        help="students stage: train and record again the strategies that have rows already (a new run with their "
+        "per-review test predictions, for rows measured before those were kept)",
     )
     ap.add_argument(
         "--force-report",

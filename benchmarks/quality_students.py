@@ -17,7 +17,9 @@ Every strategy is the product's own code (llambert.student.*) on the teacher's c
   champion rule's pick among all five.
 
 Each row: accuracy and macro-F1 on the corpus's fixed test slice, training seconds, labeling docs/s
-on that slice, all measured in the same run (load average recorded beside them).
+on that slice, all measured in the same run (load average recorded beside them). Each row's label for every test
+review is kept too (``bench.quality_test_predictions``), so a student is compared with its teacher review by
+review on the same 1,000 (``paired_vs_teacher``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import BENCH_VAR, DOCS, connect_bench, logger
-from benchmarks.quality_data import ANSWERS, load_corpus
+from benchmarks.quality_data import ANSWERS, Corpus, load_corpus
 from llambert.config import PROJECT_ROOT
 
 DOC = DOCS / "bench_quality.md"
@@ -44,6 +46,9 @@ CREATE TABLE IF NOT EXISTS bench.quality_results (
     run_id VARCHAR, measured_at TIMESTAMP DEFAULT current_timestamp, corpus VARCHAR, budget INTEGER,
     strategy VARCHAR, n_train INTEGER, teacher_label_accuracy DOUBLE, test_n INTEGER, test_accuracy DOUBLE,
     test_f1 DOUBLE, probe_accuracy DOUBLE, train_seconds DOUBLE, docs_per_s DOUBLE, load_1m DOUBLE, details JSON);
+CREATE TABLE IF NOT EXISTS bench.quality_test_predictions (
+    run_id VARCHAR, corpus VARCHAR, budget INTEGER, strategy VARCHAR, doc_key VARCHAR, label INTEGER,
+    measured_at TIMESTAMP DEFAULT current_timestamp);
 """
 PLAN = {"imdb": [250, 500, 1000, 2000], "short": [300], "short_skew": [300]}
 RUN_ID = time.strftime("%Y%m%dT%H%M%S")
@@ -59,6 +64,9 @@ RESULT_COLUMNS = (
     "run_id, measured_at, corpus, budget, strategy, n_train, teacher_label_accuracy, test_n, test_accuracy, "
     "test_f1, probe_accuracy, train_seconds, docs_per_s, load_1m, details"
 )
+# Every row's label for each test review travels the same way (a few KB per row: the keys repeat, zstd).
+PREDICTIONS_EXPORT = PROJECT_ROOT / "benchmarks" / "data" / "quality_test_predictions.parquet"
+PREDICTION_COLUMNS = "run_id, corpus, budget, strategy, doc_key, label, measured_at"
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -68,6 +76,13 @@ def connect() -> duckdb.DuckDBPyConnection:
             f"INSERT INTO bench.quality_results ({RESULT_COLUMNS}) SELECT {RESULT_COLUMNS} "
             f"FROM read_parquet('{RESULTS_EXPORT}') AS p WHERE NOT EXISTS (SELECT 1 FROM bench.quality_results AS q "
             "WHERE q.run_id = p.run_id AND q.measured_at = p.measured_at AND q.corpus = p.corpus "
+            "AND q.budget = p.budget AND q.strategy = p.strategy)"
+        )
+    if PREDICTIONS_EXPORT.exists():
+        con.execute(
+            f"INSERT INTO bench.quality_test_predictions ({PREDICTION_COLUMNS}) SELECT {PREDICTION_COLUMNS} "
+            f"FROM read_parquet('{PREDICTIONS_EXPORT}') AS p WHERE NOT EXISTS (SELECT 1 FROM "
+            "bench.quality_test_predictions AS q WHERE q.run_id = p.run_id AND q.corpus = p.corpus "
             "AND q.budget = p.budget AND q.strategy = p.strategy)"
         )
     if FULLTEST_EXPORT.exists():
@@ -84,6 +99,15 @@ def export_results(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"COPY (SELECT {RESULT_COLUMNS} FROM bench.quality_results ORDER BY measured_at, corpus, budget, strategy) "
         f"TO '{RESULTS_EXPORT}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+
+
+def export_predictions(con: duckdb.DuckDBPyConnection) -> None:
+    PREDICTIONS_EXPORT.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(
+        f"COPY (SELECT {PREDICTION_COLUMNS} FROM bench.quality_test_predictions "
+        f"ORDER BY measured_at, corpus, budget, strategy, doc_key) TO '{PREDICTIONS_EXPORT}' "
+        "(FORMAT parquet, COMPRESSION zstd)"
     )
 
 
@@ -124,7 +148,13 @@ def _evaluate(pred, frame: pl.DataFrame, ids: list[int]) -> dict:
     secs = time.perf_counter() - t0
     m = classification_metrics(frame["gold"].to_list(), labels, ids)
     share = {lid: labels.count(lid) / len(labels) for lid in ids}
-    return {"accuracy": m["accuracy"], "f1": m["macro_f1"], "docs_per_s": len(labels) / secs, "shares": share}
+    return {
+        "accuracy": m["accuracy"],
+        "f1": m["macro_f1"],
+        "docs_per_s": len(labels) / secs,
+        "shares": share,
+        "labels": [int(lab) for lab in labels],  # per document, in ``frame``'s order
+    }
 
 
 def run_budget(
@@ -137,11 +167,14 @@ def run_budget(
     self_distill: int = 0,
     distill_from: str | None = None,
     encoders: list[str] | None = None,
+    rerun: bool = False,
 ) -> None:
     """Train and score every strategy on the teacher's labels of ``budget`` documents.
 
     ``selection`` (with ``prefix`` naming its strategies, e.g. ``uncertainty:``): the documents another
     sample.strategy chose instead of the pool's random prefix; only the product's default family runs then.
+    ``rerun``: strategies with rows already are trained (or loaded from their checkpoint) and recorded again, in
+    a new run: a fresh machine re-produces the per-review predictions of rows measured before they were kept.
     """
     from llambert.config import StudentConfig
     from llambert.models import resolve_model
@@ -170,14 +203,18 @@ def run_budget(
     with_gold = [(lab, gold[k]) for k, lab in zip(phase.doc_ids, phase.labels) if gold.get(k) is not None]
     t_acc = sum(a == b for a, b in with_gold) / len(with_gold) if with_gold else None
     base = resolve_model("all-minilm-l6-v2", PROJECT_ROOT / "var" / "models", role="student").path
-    done = {
-        r[0].removeprefix(prefix)
-        for r in con.execute(
-            "SELECT strategy FROM bench.quality_results WHERE corpus = ? AND budget = ? AND starts_with(strategy, ?)",
-            [corpus.name, budget, prefix],
-        ).fetchall()
-        if prefix or ":" not in r[0]
-    }
+    done = (
+        set()
+        if rerun
+        else {
+            r[0].removeprefix(prefix)
+            for r in con.execute(
+                "SELECT strategy FROM bench.quality_results WHERE corpus = ? AND budget = ? AND starts_with(strategy, ?)",
+                [corpus.name, budget, prefix],
+            ).fetchall()
+            if prefix or ":" not in r[0]
+        }
+    )
 
     paper = StudentConfig(
         truncation="head",
@@ -212,6 +249,7 @@ def run_budget(
             [ev["f1"], pr["accuracy"], tr.seconds, ev["docs_per_s"]],
             {"shares": ev["shares"], "metrics": tr.metrics, **(extra or {})},
         )
+        _insert_predictions(con, RUN_ID, corpus.name, budget, prefix + strategy, corpus.test["doc_key"], ev["labels"])
         log(
             f"{tag} {prefix}{strategy}: test acc {ev['accuracy']:.4f} F1 {ev['f1']:.4f} (probe {pr['accuracy']:.4f}), "
             f"train {tr.seconds:.0f}s, {ev['docs_per_s']:.0f} docs/s, load {os.getloadavg()[0]:.2f}"
@@ -351,15 +389,35 @@ def _insert_result(con, head: list, figures: list, details: dict) -> None:
     export_results(con)
 
 
+def _insert_predictions(con, run_id: str, corpus: str, budget: int, strategy: str, doc_keys, labels: list[int]) -> None:
+    """A row's label for each test review (bench.quality_test_predictions): the paired comparison with the teacher
+    needs which reviews each got right, not only how many. Replaces the rows of the same run and strategy."""
+    con.execute(RESULTS_DDL)
+    key = [run_id, corpus, budget, strategy]
+    con.execute(
+        "DELETE FROM bench.quality_test_predictions WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
+        key,
+    )
+    con.execute(
+        "INSERT INTO bench.quality_test_predictions (run_id, corpus, budget, strategy, doc_key, label) "
+        "SELECT ?, ?, ?, ?, unnest(?::VARCHAR[]), unnest(?::INTEGER[])",
+        [*key, list(doc_keys), [int(lab) for lab in labels]],
+    )
+    export_predictions(con)
+
+
 def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, trained: dict, t_acc, new) -> None:
-    """sql/students/champion.sql's pick among ``kinds`` (its twin, pick_champion), stored as strategy ``name``."""
-    # The product's default champion_metric: macro-F1 on the gold probe.
+    """sql/students/champion.sql's pick among ``kinds`` (its twin, pick_champion), stored as strategy ``name``,
+    with the champion's test predictions (its latest run's) copied under ``name``."""
+    # The product's default champion_metric: macro-F1 on the gold probe. Each candidate's latest row: after a
+    # --rerun a strategy has several.
     row = {
         r[0]: r
         for r in con.execute(
-            "SELECT strategy, test_accuracy, test_f1, "
-            "coalesce(TRY_CAST(details->>'probe_f1' AS DOUBLE), probe_accuracy), train_seconds, docs_per_s "
-            "FROM bench.quality_results WHERE corpus = ? AND budget = ? AND list_contains(?, strategy)",
+            "SELECT DISTINCT ON (strategy) strategy, test_accuracy, test_f1, "
+            "coalesce(TRY_CAST(details->>'probe_f1' AS DOUBLE), probe_accuracy), train_seconds, docs_per_s, run_id "
+            "FROM bench.quality_results WHERE corpus = ? AND budget = ? AND list_contains(?, strategy) "
+            "ORDER BY strategy, measured_at DESC",
             [corpus.name, budget, [prefix + k for k in kinds]],
         ).fetchall()
     }
@@ -378,6 +436,20 @@ def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, train
         [r[2], r[3], seconds, r[5]],
         {"champion": pick, "path": str(trained[pick].path)},
     )
+    # The champion's labels are the default's: copied from the run of the champion's row read above (none when
+    # that row was measured before predictions were kept).
+    key = [RUN_ID, corpus.name, budget, prefix + name]
+    con.execute(
+        "DELETE FROM bench.quality_test_predictions WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
+        key,
+    )
+    con.execute(
+        "INSERT INTO bench.quality_test_predictions (run_id, corpus, budget, strategy, doc_key, label) "
+        "SELECT ?, corpus, budget, ?, doc_key, label FROM bench.quality_test_predictions "
+        "WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
+        [RUN_ID, prefix + name, r[6], corpus.name, budget, prefix + pick],
+    )
+    export_predictions(con)
     log(f"{corpus.name}-{budget} {prefix}{name} = champion rule picks {pick}: test acc {r[1]:.4f}")
 
 
@@ -417,8 +489,10 @@ def stage_students(args) -> None:
     only = set(getattr(args, "only", None) or [])
     dfrom = getattr(args, "distill_from", None)
     encoders = getattr(args, "encoders", None)
+    rerun = getattr(args, "rerun", False)
+    corpora: dict[str, Corpus] = {}
     for name, budgets in PLAN.items():
-        corpus = load_corpus(name)
+        corpus = corpora[name] = load_corpus(name)
         usable = [b for b in budgets if b <= (args.max_budget if name == "imdb" else b)]
         for b in usable:
             if only and f"{name}-{b}" not in only:
@@ -432,12 +506,13 @@ def stage_students(args) -> None:
                 self_distill=sd if name == "imdb" and str(b) in distill_at else 0,
                 distill_from=dfrom,
                 encoders=encoders,
+                rerun=rerun,
             )
     # sample.strategy uncertainty on IMDb, at the budgets the label stage paid for.
     from benchmarks.quality import UNCERTAINTY_BUDGETS
     from benchmarks.quality_data import saved_selection, uncertainty_selection
 
-    imdb = load_corpus("imdb")
+    imdb = corpora["imdb"]
     for b in UNCERTAINTY_BUDGETS:
         if b > getattr(args, "max_uncertainty", 500) or (only and f"imdb-{b}-uncertainty" not in only):
             continue
@@ -463,7 +538,23 @@ def stage_students(args) -> None:
             prefix="uncertainty:",
             self_distill=sd if f"uncertainty:{b}" in distill_at else 0,
             distill_from=dfrom,
+            rerun=rerun,
         )
+    log_paired(con, corpora)
+
+
+def log_paired(con, corpora: dict[str, Corpus]) -> None:
+    """The end of the students stage: each default (champion) row this run wrote, against the teacher on the same
+    reviews (``paired_vs_teacher``)."""
+    rows = con.execute(
+        "SELECT DISTINCT corpus, budget, strategy FROM bench.quality_results WHERE run_id = ? "
+        "AND (details->>'champion') IS NOT NULL ORDER BY ALL",
+        [RUN_ID],
+    ).fetchall()
+    for name, budget, strategy in rows:
+        p = paired_vs_teacher(corpora.get(name, name), budget, strategy, con=con)
+        what = paired_text(p) if p else "no paired figure (its predictions or the teacher's answers are missing)"
+        log(f"{name}-{budget} {strategy}: {what}")
 
 
 def stage_report(args) -> None:
@@ -503,6 +594,9 @@ def stage_report(args) -> None:
         "`bench.quality_answers`). Student: all-MiniLM-L6-v2 on 2 CPU threads. Test: a fixed class-balanced "
         "slice of 2,000 IMDb test reviews (skewed corpus: 20% positive); the gold probe (500 held-out train "
         "documents) picks the champion; nothing is tuned on test.",
+        "Under each table, every `default` row whose test predictions were kept is paired with the teacher on the "
+        "teacher's reviews: Δ is the student's accuracy minus the teacher's on the same reviews, with its paired 95% "
+        "interval; won/lost counts the reviews only the student / only the teacher got right.",
         "",
     ]
     for corpus in df["corpus"].unique(maintain_order=True).to_list():
@@ -522,9 +616,12 @@ def stage_report(args) -> None:
                 f"| {r['budget']} | {strat} | {r['acc']:.2%} | {r['f1']:.2%} | {r['probe']:.2%} | "
                 f"{r['train_s']:.0f} | {r['docs_s']:.0f} | {ta} | {r['load']:.1f} |"
             )
-        if row := teacher_row(corpus):
+        c = load_corpus(corpus) if ANSWERS.exists() else corpus  # once for the teacher row and the paired lines
+        if row := teacher_row(c):
             lines.append(row)
         lines.append("")
+        if paired := paired_lines(con, c):
+            lines += [*paired, ""]
     has_ratio = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bench' AND table_name = 'run_ratio'"
     ).fetchone()[0]
@@ -650,23 +747,23 @@ def doc_rows(corpus: str = "imdb") -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"budget": pl.Int64, "strategy": pl.Utf8, "acc": pl.Float64}, orient="row")
 
 
-def teacher_alone(corpus: str = "imdb", n: int = 1000) -> dict | None:
-    """The teacher alone on ``teacher_slice(n)`` of ``corpus``'s test slice, from the ``teacher`` stage's answers in
-    ANSWERS (no model load): accuracy, macro-F1, share positive and prompts/s of the measured answers; None until
-    all ``n`` are answered (a partial slice is not the fixed one the issue asks for)."""
+def teacher_labeled(corpus: str | Corpus, n: int = 1000) -> pl.DataFrame | None:
+    """``teacher_slice(n)`` of ``corpus``'s test slice (doc_key, text, gold) with the teacher's cached answer to each
+    review, from the ``teacher`` stage's answers in ANSWERS (no model load): ``teacher``, its label id (-1: an
+    answer without a label), and the answer's ``seconds``. None until all ``n`` are answered (a partial slice is
+    not the fixed one the issue asks for)."""
     from benchmarks.quality import TEACHER, teacher_slice
-    from llambert.metrics import classification_metrics
 
     if not ANSWERS.exists():
         return None
-    c = load_corpus(corpus)
+    c = load_corpus(corpus) if isinstance(corpus, str) else corpus
     sub = teacher_slice(c.test, n)
     # Joined by text, not doc_key: an answer is stored once per prompt, under the first document that asked it,
     # and IMDb repeats reviews across splits (test:13166 is unsup:14295, answered when the pool was labeled).
     texts = pl.concat([c.pool, c.probe, c.test]).select("doc_key", "text").unique("doc_key")
     got = (
         pl.read_parquet(ANSWERS)
-        .filter(pl.col("corpus").is_in([corpus, f"{corpus}-test"]) & pl.col("model").str.starts_with(TEACHER))
+        .filter(pl.col("corpus").is_in([c.name, f"{c.name}-test"]) & pl.col("model").str.starts_with(TEACHER))
         .sort("answered_at")
         .unique("doc_key", keep="last")
         .join(texts, on="doc_key")
@@ -678,6 +775,18 @@ def teacher_alone(corpus: str = "imdb", n: int = 1000) -> dict | None:
         return None
     probs = [json.loads(x) if x else {} for x in got["label_probs"].to_list()]
     pred = [int(p.get("positive", 0.0) > p.get("negative", 0.0)) if p else -1 for p in probs]
+    return got.select(*sub.columns, "seconds").with_columns(teacher=pl.Series(pred, dtype=pl.Int64))
+
+
+def teacher_alone(corpus: str | Corpus = "imdb", n: int = 1000) -> dict | None:
+    """The teacher alone on ``teacher_slice(n)`` of ``corpus``'s test slice (``teacher_labeled``): accuracy,
+    macro-F1, share positive and prompts/s of the measured answers; None until all ``n`` are answered."""
+    from llambert.metrics import classification_metrics
+
+    got = teacher_labeled(corpus, n)
+    if got is None:
+        return None
+    pred = got["teacher"].to_list()
     m = classification_metrics(got["gold"].to_list(), pred, [0, 1])
     secs = got["seconds"].drop_nulls()
     return {
@@ -689,6 +798,79 @@ def teacher_alone(corpus: str = "imdb", n: int = 1000) -> dict | None:
     }
 
 
+def paired_vs_teacher(
+    corpus: str | Corpus, budget: int, strategy: str, n: int = 1000, con: duckdb.DuckDBPyConnection | None = None
+) -> dict | None:
+    """The latest run's test predictions of (``corpus``, ``budget``, ``strategy``) against the teacher on the same
+    ``teacher_slice(n)`` reviews: two accuracies on one slice differ by less than their own intervals say, so the
+    difference is measured per review (diff = student right - teacher right, in points, with 1.96 * sqrt(var(diff)
+    / n), sample variance), with the reviews only the student got right (won) or only the teacher (lost) and how
+    often the two agree. None when the predictions or the teacher's answer of any review of the slice is missing."""
+    con = con if con is not None else connect()
+    name = corpus if isinstance(corpus, str) else corpus.name
+    run = con.execute(
+        "SELECT arg_max(run_id, measured_at) FROM bench.quality_test_predictions "
+        "WHERE corpus = ? AND budget = ? AND strategy = ?",
+        [name, budget, strategy],
+    ).fetchone()[0]
+    if run is None:
+        return None
+    sub = teacher_labeled(corpus, n)
+    if sub is None:
+        return None
+    preds = con.execute(
+        "SELECT doc_key, label AS student FROM bench.quality_test_predictions "
+        "WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
+        [run, name, budget, strategy],
+    ).pl()
+    got = sub.join(preds.cast({"student": pl.Int64}), on="doc_key", how="left")
+    if got["student"].null_count():
+        return None
+    s_right = (got["student"] == got["gold"]).cast(pl.Int64).to_numpy()
+    t_right = (got["teacher"] == got["gold"]).cast(pl.Int64).to_numpy()
+    diff = s_right - t_right
+    k = len(diff)
+    half = 1.96 * float(np.sqrt(np.var(diff, ddof=1) / k)) if k > 1 else float("nan")
+    mean = float(diff.mean())
+    return {
+        "run_id": run,
+        "n": k,
+        "student_accuracy": float(s_right.mean()),
+        "teacher_accuracy": float(t_right.mean()),
+        "diff_pt": 100 * mean,
+        "diff_lo_pt": 100 * (mean - half),
+        "diff_hi_pt": 100 * (mean + half),
+        "won": int(((s_right == 1) & (t_right == 0)).sum()),
+        "lost": int(((s_right == 0) & (t_right == 1)).sum()),
+        "agreement": float((got["student"] == got["teacher"]).mean()),
+    }
+
+
+def paired_text(p: dict) -> str:
+    """``paired_vs_teacher``'s figures in one line (the report under each table, the students stage's log)."""
+    return (
+        f"paired on the teacher's {p['n']:,}: student {p['student_accuracy']:.1%} vs teacher "
+        f"{p['teacher_accuracy']:.1%}, Δ {p['diff_pt']:+.1f} pt ({p['diff_lo_pt']:+.1f} to {p['diff_hi_pt']:+.1f}), "
+        f"won/lost {p['won']}/{p['lost']}"
+    )
+
+
+def paired_lines(con, corpus: str | Corpus, n: int = 1000) -> list[str]:
+    """The report's list under a corpus table: every default (champion) row with test predictions, paired with the
+    teacher on its ``n`` reviews."""
+    name = corpus if isinstance(corpus, str) else corpus.name
+    rows = con.execute(
+        "SELECT DISTINCT budget, strategy FROM bench.quality_test_predictions WHERE corpus = ? ORDER BY ALL", [name]
+    ).fetchall()
+    out = []
+    for budget, strategy in rows:
+        if not strategy.rpartition(":")[2].startswith("default"):
+            continue
+        if p := paired_vs_teacher(corpus, budget, strategy, n, con=con):
+            out.append(f"- {budget} `{strategy}`: {paired_text(p)}")
+    return out
+
+
 def teacher_test_accuracy(n: int = 1000) -> tuple[float, int]:
     """The plot's teacher line: ``teacher_alone`` on IMDb, with its count; (0.90, 0) until all ``n`` are
     answered: docs/bench_teacher.md's 500 reviews."""
@@ -696,7 +878,7 @@ def teacher_test_accuracy(n: int = 1000) -> tuple[float, int]:
     return (t["accuracy"], t["n"]) if t else (0.90, 0)
 
 
-def teacher_row(corpus: str, n: int = 1000) -> str | None:
+def teacher_row(corpus: str | Corpus, n: int = 1000) -> str | None:
     """The report tables' teacher-alone row (the issue: the same table shows the teacher on a fixed 1,000)."""
     t = teacher_alone(corpus, n)
     if t is None:

@@ -176,3 +176,120 @@ def test_teacher_then_now_runs_each_arm_from_its_own_code_and_resumes(tmp_path, 
     choice = con.execute("SELECT label_probs, raw_text FROM bench.teacher_then_now WHERE arm = 'now:choice'").fetchall()
     assert all(p is not None and raw in json.loads(p) for p, raw in choice)
     assert "| then:generate |" in md.read_text() and "+0.0 pt" in md.read_text()
+
+
+def test_quality_default_is_paired_with_the_teacher_on_the_same_reviews(tmp_path, monkeypatch, capsys):
+    """bench.quality_test_predictions: the champion row gets its champion's labels from the latest run, and
+    paired_vs_teacher scores them against the teacher review by review on teacher_slice, the teacher's answers
+    joined by text (a review answered under another split's doc_key counts); the stage log and the report say it."""
+    import statistics
+    from types import SimpleNamespace
+
+    from benchmarks import quality_students as q
+    from benchmarks.quality import TEACHER
+    from benchmarks.quality_data import Corpus
+    from llambert.config import StudentConfig
+
+    for name in ("RESULTS_EXPORT", "PREDICTIONS_EXPORT", "FULLTEST_EXPORT", "ANSWERS"):
+        monkeypatch.setattr(q, name, tmp_path / f"{name.lower()}.parquet")
+    monkeypatch.setattr(q, "RESULTS_DB", tmp_path / "results.duckdb")
+    for name, path in (("DOC", "bench_quality.md"), ("PLOT", "bench_quality.png"), ("NOTES", "no_notes.md")):
+        monkeypatch.setattr(q, name, tmp_path / path)
+
+    def frame(keys, texts, gold):
+        return pl.DataFrame({"doc_key": keys, "text": texts, "gold": gold}, schema_overrides={"gold": pl.Int64})
+
+    # teacher_slice(test, 4) is A, B, C, D (the first two of each class, in slice order); C's text is also unsup:9.
+    test = frame(
+        [f"test:{i}" for i in range(1, 7)], ["fine", "dull", "loved it", "a mess", "great", "awful"], [1, 0] * 3
+    )
+    corpus = Corpus("imdb", frame(["unsup:9", "unsup:8"], ["loved it", "meh"], [None, None]), test.head(0), test)
+    monkeypatch.setattr(q, "load_corpus", lambda name: corpus)
+
+    def answers(rows):
+        pl.DataFrame(
+            [
+                {
+                    "model": model,
+                    "decoding": "{}",
+                    "prompt_sha": f"sha{i}",
+                    "corpus": c,
+                    "doc_key": k,
+                    "label_probs": json.dumps({"positive": float(lab), "negative": 1.0 - lab}),
+                    "raw_text": "",
+                    "prompt_tokens": 10,
+                    "seconds": 0.5,
+                    "answered_at": i,
+                }
+                for i, (model, c, k, lab) in enumerate(rows)
+            ]
+        ).with_columns(pl.col("answered_at").cast(pl.Datetime("us"))).write_parquet(q.ANSWERS)
+
+    teacher = f"{TEACHER}@abc"
+    # The teacher: A right, B wrong, C (only under unsup:9) wrong, D right, E right, F right; another model's
+    # answer to B is not the teacher's.
+    rows = [(teacher, "imdb-test", "test:1", 1), (teacher, "imdb-test", "test:2", 1), ("other@x", "imdb", "test:2", 0)]
+    rows += [(teacher, "imdb", "unsup:9", 0), (teacher, "imdb-test", "test:4", 0)]
+    rows += [(teacher, "imdb-test", "test:5", 1), (teacher, "imdb-test", "test:6", 0)]
+    answers(rows)
+    assert q.teacher_alone("imdb", 4) | {"prompts_per_s": None} == {
+        "n": 4,
+        "accuracy": 0.5,
+        "macro_f1": pytest.approx(0.5),
+        "share_positive": 0.5,
+        "prompts_per_s": None,
+    }
+
+    con = q.connect()
+    keys = test["doc_key"].to_list()
+    student = [1, 0, 1, 1, 1, 0]  # A right, B right (won), C right (won), D wrong (lost), E right, F right
+    candidates = {
+        "linear": (0.80, 1000.0, [0] * 6),
+        "encoder": (0.90, 100.0, student),
+        "ensemble": (0.85, 80.0, [1] * 6),
+    }
+    for s, (probe, dps, labels) in candidates.items():
+        q._insert_result(con, [q.RUN_ID, "imdb", 250, s, 250, None, 6, 0.5], [0.5, probe, 1.0, dps], {})
+        q._insert_predictions(con, q.RUN_ID, "imdb", 250, s, keys, labels)
+    con.execute(
+        "INSERT INTO bench.quality_test_predictions VALUES "
+        + ", ".join(f"('20000101T000000', 'imdb', 250, 'default', '{k}', 0, TIMESTAMP '2000-01-01')" for k in keys)
+    )  # an earlier run's default: not the latest
+    trained = {k: SimpleNamespace(seconds=1.0, n_train=250, path=tmp_path / k) for k in candidates}
+    q._champion_row(con, corpus, 250, "", "default", tuple(candidates), trained, None, StudentConfig())
+    copied = con.execute(
+        "SELECT doc_key, label FROM bench.quality_test_predictions WHERE run_id = ? AND strategy = 'default' "
+        "ORDER BY doc_key",
+        [q.RUN_ID],
+    ).fetchall()
+    assert copied == list(zip(keys, student))
+    assert pl.read_parquet(q.PREDICTIONS_EXPORT).height == 4 * 6 + 6
+
+    p = q.paired_vs_teacher("imdb", 250, "default", 4, con=con)
+    half = 1.96 * (statistics.variance([0, 1, 1, -1]) / 4) ** 0.5
+    assert p == {
+        "run_id": q.RUN_ID,
+        "n": 4,
+        "student_accuracy": 0.75,
+        "teacher_accuracy": 0.5,
+        "diff_pt": 25.0,
+        "diff_lo_pt": pytest.approx(25 - 100 * half, abs=1e-9),
+        "diff_hi_pt": pytest.approx(25 + 100 * half, abs=1e-9),
+        "won": 2,
+        "lost": 1,
+        "agreement": 0.25,
+    }
+    assert q.paired_vs_teacher("imdb", 250, "paper", 4, con=con) is None  # no predictions
+    q._insert_predictions(con, q.RUN_ID, "imdb", 250, "encoder_hard", keys[1:], student[1:])
+    assert q.paired_vs_teacher("imdb", 250, "encoder_hard", 4, con=con) is None  # test:1 has no prediction
+
+    q.log_paired(con, {"imdb": corpus})
+    line = "paired on the teacher's 6: student 83.3% vs teacher 66.7%, Δ +16.7 pt"
+    assert f"imdb-250 default: {line}" in capsys.readouterr().err
+    con.close()
+    q.stage_report(SimpleNamespace(force_report=True))
+    assert f"- 250 `default`: {line}" in q.DOC.read_text()
+    assert "won/lost 2/1" in q.DOC.read_text()
+
+    answers([r for r in rows if r[2] != "unsup:9"])  # C unanswered: no paired figure
+    assert q.paired_vs_teacher("imdb", 250, "default", 4) is None
