@@ -64,6 +64,31 @@ def _balanced(df: pl.DataFrame, n: int, seed: int, pos_share: float = 0.5) -> pl
     return pl.concat([pos, neg]).sample(fraction=1.0, shuffle=True, seed=seed)
 
 
+def answer_texts(answers: pl.DataFrame, own: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``answers`` (corpus, doc_key, ...) with the text each answer's prompt was built from: the whole review for
+    the IMDb corpora (``imdb``, ``imdb-test``), its first sentences for the short ones. An answer is stored once per
+    prompt under the first document that asked it, so a review is matched to its answer by text, never by key:
+    IMDb repeats reviews across splits, and a short review is the same text in every corpus. ``own``: a corpus's
+    frames (doc_key, text, short), used as they are (and alone where the IMDb files are absent)."""
+    d = imdb_dir()
+    keys = list(set(answers["doc_key"].to_list()))
+    parts = [own.select("doc_key", "text", "short")] if own is not None else []
+    splits = [split for split in ("train", "test", "unsup") if (d / f"{split}.parquet").exists()]
+    if splits:
+        raw = pl.concat(
+            [
+                pl.read_parquet(d / f"{split}.parquet", columns=["id", "text"]).select(
+                    doc_key=pl.lit(f"{split}:") + pl.col("id").cast(pl.Utf8), text=pl.col("text")
+                )
+                for split in splits
+            ]
+        ).filter(pl.col("doc_key").is_in(keys))
+        short = raw.with_columns(text=pl.col("text").map_elements(shorten, return_dtype=pl.Utf8))
+        parts += [raw.with_columns(short=pl.lit(False)), short.with_columns(short=pl.lit(True))]
+    texts = pl.concat(parts).unique(["short", "doc_key"], keep="first")
+    return answers.with_columns(short=~pl.col("corpus").str.starts_with("imdb")).join(texts, on=["short", "doc_key"])
+
+
 def load_corpus(name: str, test_n: int = 2000, probe_n: int = 500, seed: int = 0) -> Corpus:
     """Build a corpus deterministically from the IMDb parquet files (nothing is copied)."""
     d = imdb_dir()

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import BENCH_VAR, DOCS, connect_bench, logger
-from benchmarks.quality_data import ANSWERS, Corpus, load_corpus
+from benchmarks.quality_data import ANSWERS, Corpus, answer_texts, load_corpus
 from llambert.config import PROJECT_ROOT
 
 DOC = DOCS / "bench_quality.md"
@@ -758,18 +758,12 @@ def teacher_labeled(corpus: str | Corpus, n: int = 1000) -> pl.DataFrame | None:
         return None
     c = load_corpus(corpus) if isinstance(corpus, str) else corpus
     sub = teacher_slice(c.test, n)
-    # Joined by text, not doc_key: an answer is stored once per prompt, under the first document that asked it,
-    # and IMDb repeats reviews across splits (test:13166 is unsup:14295, answered when the pool was labeled).
-    texts = pl.concat([c.pool, c.probe, c.test]).select("doc_key", "text").unique("doc_key")
+    # Joined by text, not doc_key (answer_texts): test:13166 is unsup:14295, answered when the IMDb pool was
+    # labeled, and a short review reads the same in the short corpora and in IMDb.
+    answers = pl.read_parquet(ANSWERS).filter(pl.col("model").str.starts_with(TEACHER))
+    own = pl.concat([c.pool, c.probe, c.test]).select("doc_key", "text").with_columns(short=pl.lit(c.name != "imdb"))
     got = (
-        pl.read_parquet(ANSWERS)
-        .filter(pl.col("corpus").is_in([c.name, f"{c.name}-test"]) & pl.col("model").str.starts_with(TEACHER))
-        .sort("answered_at")
-        .unique("doc_key", keep="last")
-        .join(texts, on="doc_key")
-        .unique("text", keep="last")
-        .drop("doc_key")
-        .join(sub, on="text")
+        answer_texts(answers, own).sort("answered_at").unique("text", keep="last").drop("doc_key").join(sub, on="text")
     )
     if got.height < sub.height:
         return None
