@@ -438,18 +438,15 @@ def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, train
     )
     # The champion's labels are the default's: copied from the run of the champion's row read above (none when
     # that row was measured before predictions were kept).
-    key = [RUN_ID, corpus.name, budget, prefix + name]
-    con.execute(
-        "DELETE FROM bench.quality_test_predictions WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
-        key,
-    )
-    con.execute(
-        "INSERT INTO bench.quality_test_predictions (run_id, corpus, budget, strategy, doc_key, label) "
-        "SELECT ?, corpus, budget, ?, doc_key, label FROM bench.quality_test_predictions "
-        "WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
-        [RUN_ID, prefix + name, r[6], corpus.name, budget, prefix + pick],
-    )
-    export_predictions(con)
+    got = con.execute(
+        "SELECT doc_key, label FROM bench.quality_test_predictions WHERE run_id = ? AND corpus = ? AND budget = ? "
+        "AND strategy = ?",
+        [r[6], corpus.name, budget, prefix + pick],
+    ).fetchall()
+    if got:
+        _insert_predictions(
+            con, RUN_ID, corpus.name, budget, prefix + name, [k for k, _ in got], [lab for _, lab in got]
+        )
     log(f"{corpus.name}-{budget} {prefix}{name} = champion rule picks {pick}: test acc {r[1]:.4f}")
 
 
@@ -551,8 +548,12 @@ def log_paired(con, corpora: dict[str, Corpus]) -> None:
         "AND (details->>'champion') IS NOT NULL ORDER BY ALL",
         [RUN_ID],
     ).fetchall()
+    labeled: dict[str, pl.DataFrame | None] = {}  # the teacher's answers per corpus, read once
     for name, budget, strategy in rows:
-        p = paired_vs_teacher(corpora.get(name, name), budget, strategy, con=con)
+        c = corpora.get(name, name)
+        if name not in labeled:
+            labeled[name] = teacher_labeled(c)
+        p = paired_vs_teacher(c, budget, strategy, con=con, labeled=labeled[name])
         what = paired_text(p) if p else "no paired figure (its predictions or the teacher's answers are missing)"
         log(f"{name}-{budget} {strategy}: {what}")
 
@@ -616,11 +617,11 @@ def stage_report(args) -> None:
                 f"| {r['budget']} | {strat} | {r['acc']:.2%} | {r['f1']:.2%} | {r['probe']:.2%} | "
                 f"{r['train_s']:.0f} | {r['docs_s']:.0f} | {ta} | {r['load']:.1f} |"
             )
-        c = load_corpus(corpus) if ANSWERS.exists() else corpus  # once for the teacher row and the paired lines
-        if row := teacher_row(c):
+        labeled = teacher_labeled(corpus)  # once for the teacher row and the paired lines
+        if row := teacher_row(corpus, labeled=labeled):
             lines.append(row)
         lines.append("")
-        if paired := paired_lines(con, c):
+        if paired := paired_lines(con, corpus, labeled=labeled):
             lines += [*paired, ""]
     has_ratio = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bench' AND table_name = 'run_ratio'"
@@ -772,12 +773,13 @@ def teacher_labeled(corpus: str | Corpus, n: int = 1000) -> pl.DataFrame | None:
     return got.select(*sub.columns, "seconds").with_columns(teacher=pl.Series(pred, dtype=pl.Int64))
 
 
-def teacher_alone(corpus: str | Corpus = "imdb", n: int = 1000) -> dict | None:
-    """The teacher alone on ``teacher_slice(n)`` of ``corpus``'s test slice (``teacher_labeled``): accuracy,
-    macro-F1, share positive and prompts/s of the measured answers; None until all ``n`` are answered."""
+def teacher_alone(corpus: str | Corpus = "imdb", n: int = 1000, labeled: pl.DataFrame | None = None) -> dict | None:
+    """The teacher alone on ``teacher_slice(n)`` of ``corpus``'s test slice (``teacher_labeled``, or ``labeled`` when
+    the caller has it): accuracy, macro-F1, share positive and prompts/s of the measured answers; None until all
+    ``n`` are answered."""
     from llambert.metrics import classification_metrics
 
-    got = teacher_labeled(corpus, n)
+    got = labeled if labeled is not None else teacher_labeled(corpus, n)
     if got is None:
         return None
     pred = got["teacher"].to_list()
@@ -793,7 +795,12 @@ def teacher_alone(corpus: str | Corpus = "imdb", n: int = 1000) -> dict | None:
 
 
 def paired_vs_teacher(
-    corpus: str | Corpus, budget: int, strategy: str, n: int = 1000, con: duckdb.DuckDBPyConnection | None = None
+    corpus: str | Corpus,
+    budget: int,
+    strategy: str,
+    n: int = 1000,
+    con: duckdb.DuckDBPyConnection | None = None,
+    labeled: pl.DataFrame | None = None,
 ) -> dict | None:
     """The latest run's test predictions of (``corpus``, ``budget``, ``strategy``) against the teacher on the same
     ``teacher_slice(n)`` reviews: two accuracies on one slice differ by less than their own intervals say, so the
@@ -809,7 +816,7 @@ def paired_vs_teacher(
     ).fetchone()[0]
     if run is None:
         return None
-    sub = teacher_labeled(corpus, n)
+    sub = labeled if labeled is not None else teacher_labeled(corpus, n)
     if sub is None:
         return None
     preds = con.execute(
@@ -849,18 +856,19 @@ def paired_text(p: dict) -> str:
     )
 
 
-def paired_lines(con, corpus: str | Corpus, n: int = 1000) -> list[str]:
+def paired_lines(con, corpus: str | Corpus, n: int = 1000, labeled: pl.DataFrame | None = None) -> list[str]:
     """The report's list under a corpus table: every default (champion) row with test predictions, paired with the
-    teacher on its ``n`` reviews."""
+    teacher on its ``n`` reviews (``teacher_labeled`` computed once for all of them)."""
     name = corpus if isinstance(corpus, str) else corpus.name
     rows = con.execute(
         "SELECT DISTINCT budget, strategy FROM bench.quality_test_predictions WHERE corpus = ? ORDER BY ALL", [name]
     ).fetchall()
     out = []
-    for budget, strategy in rows:
-        if not strategy.rpartition(":")[2].startswith("default"):
-            continue
-        if p := paired_vs_teacher(corpus, budget, strategy, n, con=con):
+    defaults = [(b, s) for b, s in rows if s.rpartition(":")[2].startswith("default")]
+    if defaults and labeled is None:
+        labeled = teacher_labeled(corpus, n)
+    for budget, strategy in defaults:
+        if p := paired_vs_teacher(corpus, budget, strategy, n, con=con, labeled=labeled):
             out.append(f"- {budget} `{strategy}`: {paired_text(p)}")
     return out
 
@@ -872,9 +880,9 @@ def teacher_test_accuracy(n: int = 1000) -> tuple[float, int]:
     return (t["accuracy"], t["n"]) if t else (0.90, 0)
 
 
-def teacher_row(corpus: str | Corpus, n: int = 1000) -> str | None:
+def teacher_row(corpus: str | Corpus, n: int = 1000, labeled: pl.DataFrame | None = None) -> str | None:
     """The report tables' teacher-alone row (the issue: the same table shows the teacher on a fixed 1,000)."""
-    t = teacher_alone(corpus, n)
+    t = teacher_alone(corpus, n, labeled)
     if t is None:
         return None
     pps = f"{t['prompts_per_s']:.2f} prompts/s" if t["prompts_per_s"] else "–"

@@ -259,8 +259,9 @@ def report(con, arms: list[Arm], then_sha: str, model: str, md: Path = DOC, comm
             f"| {r['share_positive']:.3f} | {r['mean_prompt_tokens']:.0f} | {r['prompts_per_s']:.3f} "
             f"| {r['prompts_per_cpu_s']:.3f} | {r['x_cpu']:.2f}x | {r['x_wall']:.2f}x | {r['mean_load']:.1f} |"
         )
-    cpu = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    flags = "avx512_bf16" if "avx512_bf16" in cpu else "AVX2 only (no avx512_bf16)"
+    from llambert.hardware import cpu_flags
+
+    flags = "avx512_bf16" if "avx512_bf16" in cpu_flags() else "no avx512_bf16"
     lines += [
         "",
         f"Last written on a {os.cpu_count()}-core machine, {flags}." + (f" Command: `{command}`" if command else ""),

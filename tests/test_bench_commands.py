@@ -293,3 +293,14 @@ def test_quality_default_is_paired_with_the_teacher_on_the_same_reviews(tmp_path
 
     answers([r for r in rows if r[2] != "unsup:9"])  # C unanswered: no paired figure
     assert q.paired_vs_teacher("imdb", 250, "default", 4) is None
+
+
+def test_teacher_then_now_refuses_an_unknown_commit_or_arm_before_loading_anything(tmp_path, capsys):
+    """A bad --then names the setting and what to do; a bad --arms spec names the spec; neither starts a worker."""
+    from benchmarks import teacher_then_now as tn
+
+    with pytest.raises(SystemExit, match=r"--then no-such-ref-xyz: not a commit of this checkout"):
+        tn.main(["--then", "no-such-ref-xyz", "--db", str(tmp_path / "t.duckdb"), "--md", str(tmp_path / "t.md")])
+    with pytest.raises(SystemExit, match=r"--arms: 'now:sample' is not then\|now:generate\|choice"):
+        tn.main(["--arms", "then:generate", "now:sample", "--db", str(tmp_path / "t.duckdb")])
+    assert not (tmp_path / "t.duckdb").exists() and not list(tmp_path.glob("then-*"))
