@@ -13,6 +13,9 @@ Stages (each resumable; figures in ``var/bench/quality.duckdb``, schema ``bench`
 - ``teacher``: the teacher alone on a fixed, class-balanced ``--teacher-n`` (1,000) of each corpus's test slice
   (the first reviews of each class in the slice's seeded order), the same backend and decoding as ``label``;
   its answers join the same cache (corpus ``<name>-test``), so the figure travels with the repository.
+- ``fresh``: one students run's checkpoints (``--fresh-tag``) scored on the ~23,000 IMDb test reviews outside the
+  test slice and the pool, nothing retrained (benchmarks/quality_fresh.py): claims drawn from the slice, checked
+  on reviews that did not suggest them.
 - ``report``: the markdown table and the plot from the tables (``plot``: the plot alone).
 
 Run with ``nice -n 10`` on a shared machine: one heavy job at a time.
@@ -180,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="report stage: write docs/bench_quality.md even when some corpus has no rows in the results table",
     )
+    ap.add_argument(
+        "--fresh-tag",
+        default=None,
+        help="fresh stage: the students run (checkpoint folder) to score on the IMDb test reviews outside the "
+        "test slice (default imdb-1000-uncertainty)",
+    )
     ap.add_argument("--full-at", type=int, default=None, help="fulltest stage: the IMDb budget (default 1000)")
     ap.add_argument(
         "--full-strategies",
@@ -213,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             stage_label(args.max_budget, args.teacher, args.max_uncertainty)
         elif stage == "teacher":
             stage_teacher(args.teacher, args.teacher_n, args.teacher_corpora)
+        elif stage == "fresh":
+            from benchmarks.quality_fresh import stage_fresh
+
+            stage_fresh(args)
         else:
             from benchmarks import quality_students
 

@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--cascade", action="store_true", help="small then large teacher, choice mode, threshold sweep")
     x.add_argument("--sweep-mode", choices=["generate", "choice"], default="generate", help="truncation sweep mode")
     x.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384], help="review-token budgets")
+    x.add_argument(
+        "--truncations", nargs="+", choices=["head", "head_tail"], default=None, help="truncation sweep: which cuts"
+    )
     x.add_argument("--chunk", type=int, default=20, help="documents per interleaved chunk")
     x.add_argument("--injection-reviews", type=int, default=24, help="negative reviews of the injection set")
     x.add_argument(

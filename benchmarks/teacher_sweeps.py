@@ -261,7 +261,7 @@ def truncation_sweep(con, args, settings, data_dir: Path, models: list[str]) -> 
         mode = args.sweep_mode
         arms = [Arm(f"{mode}:head@{REFERENCE_TOKENS}p", model, teacher.model_identity, teacher, ref)]
         for budget in args.budgets:
-            for trunc in ("head", "head_tail"):
+            for trunc in getattr(args, "truncations", None) or ("head", "head_tail"):
                 dec = decoding(args.sweep_mode, few_shot, overhead + budget, truncation=trunc)
                 arms.append(Arm(f"{mode}:{trunc}@{budget}", model, teacher.model_identity, teacher, dec))
         log(f"truncation sweep {model} ({args.sweep_mode}): {len(arms)} arms x {docs.height} reviews")

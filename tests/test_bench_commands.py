@@ -304,3 +304,68 @@ def test_teacher_then_now_refuses_an_unknown_commit_or_arm_before_loading_anythi
     with pytest.raises(SystemExit, match=r"--arms: 'now:sample' is not then\|now:generate\|choice"):
         tn.main(["--arms", "then:generate", "now:sample", "--db", str(tmp_path / "t.duckdb")])
     assert not (tmp_path / "t.duckdb").exists() and not list(tmp_path.glob("then-*"))
+
+
+def test_quality_fresh_scores_a_runs_checkpoints_on_unused_reviews_as_the_product_would(
+    tmp_path, tiny_models, monkeypatch, capsys
+):
+    """`python -m benchmarks.quality fresh`: each base checkpoint reads the fresh reviews once, and an ensemble is
+    scored from its members' cached log-probabilities through EnsembleStudent (weights, temperatures, routing):
+    its labels must equal the product's own ensemble loaded from disk; the summary row and the paired table agree."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from benchmarks import quality_fresh as f
+    from benchmarks import quality_students as q
+    from llambert.student.ensemble import EnsembleStudent
+    from llambert.student.linear import LinearStudent
+    from llambert.student.predict import load_predictor
+
+    monkeypatch.setattr(q, "RESULTS_DB", tmp_path / "results.duckdb")
+    for name in ("RESULTS_EXPORT", "PREDICTIONS_EXPORT", "FULLTEST_EXPORT"):
+        monkeypatch.setattr(q, name, tmp_path / f"{name.lower()}.parquet")
+    monkeypatch.setattr(f, "FRESH_EXPORT", tmp_path / "fresh.parquet")
+    monkeypatch.setattr(f, "CKPT", tmp_path / "ckpt")
+    words = ["great", "awful", "loved", "boring", "fine", "mess", "superb", "dull"]
+    texts = [f"{words[i % 8]} {words[(3 * i) % 8]} film number {i}" for i in range(30)]
+    gold = [1 if words[i % 8] in ("great", "loved", "fine", "superb") else 0 for i in range(30)]
+    docs = pl.DataFrame({"doc_key": [f"test:{i}" for i in range(30)], "text": texts, "gold": gold})
+    monkeypatch.setattr(f, "fresh_reviews", lambda name="imdb", seed=0: docs)
+
+    run = tmp_path / "ckpt" / "imdb-1000-uncertainty"
+    enc = run / "encoder"
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_models["student"]), num_labels=2).save_pretrained(enc)
+    AutoTokenizer.from_pretrained(str(tiny_models["student"])).save_pretrained(enc)
+    lin = run / "linear"
+    LinearStudent([0, 1]).fit(texts[:20], np.array(gold[:20])).save(lin)
+    ens = run / "ensemble"
+    EnsembleStudent([0, 1], [str(enc), str(lin)], [1.0, 0.5], [0.4, 0.6], route_member=1, route_threshold=0.6).save(
+        ens
+    )
+
+    f.stage_fresh(SimpleNamespace(fresh_tag="imdb-1000-uncertainty"))
+
+    con = q.connect()
+    got = dict(
+        con.execute("SELECT doc_key, label FROM bench.quality_fresh WHERE candidate = 'ensemble'").fetchall()
+    )
+    want = load_predictor(ens).predict(texts)[0]
+    assert [got[k] for k in docs["doc_key"]] == list(want)
+    summary = dict(con.execute("SELECT candidate, accuracy FROM bench.quality_fresh_summary").fetchall())
+    assert set(summary) == {"encoder", "linear", "ensemble"}
+    assert summary["ensemble"] == pytest.approx(np.mean(np.array(want) == np.array(gold)))
+    assert pl.read_parquet(tmp_path / "fresh.parquet").height == 3
+    out = capsys.readouterr().out
+    assert "| encoder |" in out and "Δ vs encoder" in out
+
+
+def test_quality_fresh_refuses_a_run_without_checkpoints(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks import quality_fresh as f
+
+    monkeypatch.setattr(f, "CKPT", tmp_path)
+    with pytest.raises(SystemExit, match="no checkpoints in .*imdb-250.*run the students stage"):
+        f.stage_fresh(SimpleNamespace(fresh_tag="imdb-250"))
