@@ -190,7 +190,10 @@ class Teacher:
         from llambert.config import Settings
         from llambert.tasks import load_task
 
-        self.settings = Settings(teacher={"model": model, "mode": "choice", "batch_size": 1})
+        # What every cached answer was asked with (the whole review up to a 640-token prompt): pinned, so a later
+        # change of the product's truncation defaults does not turn the cache into a fresh bill.
+        read = {"max_prompt_tokens": 640, "truncation": "head", "max_document_tokens": None}
+        self.settings = Settings(teacher={"model": model, "mode": "choice", "batch_size": 1, **read})
         self.task = load_task(self.settings.task)
         self.model_name = model
         self.con = con

@@ -41,7 +41,7 @@ from benchmarks.teacher import TEACHERS, parse, reviews
 log = logger("bench-teacher")
 
 BUDGETS = (128, 256, 384)  # review tokens (the document's share of the prompt)
-REFERENCE_TOKENS = 640  # today's teacher.max_prompt_tokens: the untruncated reference
+REFERENCE_TOKENS = 640  # teacher.max_prompt_tokens with no document budget (the default before 2026-12-05): the reference
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
 CASCADE_SMALL, CASCADE_LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 
@@ -444,8 +444,8 @@ def truncation_section(con: duckdb.DuckDBPyConnection) -> list[str]:
         "",
         "`python -m benchmarks.teacher --truncation-sweep` (rows: `bench.teacher_docs`, experiment "
         "`truncation`). Budgets count the review's tokens (the prompt is the template plus the budget); "
-        f"`head@{REFERENCE_TOKENS}p` is today's setting, the whole prompt capped at {REFERENCE_TOKENS} tokens "
-        "(the reference). `head_tail` keeps the first quarter and the last three quarters of the budget. "
+        f"`head@{REFERENCE_TOKENS}p` is the whole review, the prompt capped at {REFERENCE_TOKENS} tokens "
+        "(the reference; the default before 2026-12-05, now `head_tail@256`: `teacher.max_document_tokens`). `head_tail` keeps the first quarter and the last three quarters of the budget. "
         "The arms ran interleaved over chunks of reviews, one prompt at a time; only reviews every arm "
         "answered count. Ratios are against the reference. `reviews cut`: the share whose prompt is shorter "
         "than the reference's; on the others the arm renders the reference's own prompt, and where another arm "

@@ -19,6 +19,7 @@ accuracy with the paired 95% interval of the difference, prompts/s, prompts per 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -119,6 +120,20 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
+def now_ref(arm: Arm, model: str) -> str:
+    """The ``ref`` of a ``now`` arm: this checkout's decoding key for the arm (hashed), so that rows answered
+    under an earlier default (another truncation, another budget) are never counted as today's."""
+    from llambert.config import Settings
+    from llambert.teacher import decoding_params
+
+    key = decoding_params(Settings(teacher={"model": model, "mode": arm.mode, "batch_size": 1})).key()
+    return "now@" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def arm_refs(arms: list[Arm], then_sha: str, model: str) -> dict[Arm, str]:
+    return {a: then_sha if a.code == "then" else now_ref(a, model) for a in arms}
+
+
 def _done(con: duckdb.DuckDBPyConnection, arm: Arm, ref: str, model: str) -> set[str]:
     rows = con.execute(
         "SELECT doc_id FROM bench.teacher_then_now WHERE arm = ? AND ref = ? AND model = ?", [arm.name, ref, model]
@@ -126,18 +141,27 @@ def _done(con: duckdb.DuckDBPyConnection, arm: Arm, ref: str, model: str) -> set
     return {r[0] for r in rows}
 
 
-def measure(con, arms: list[Arm], then_sha: str, model: str, docs: pl.DataFrame, chunk: int, threads) -> None:
-    """Ask every arm for the reviews it has not answered, chunk by chunk, rotating the arms' order."""
+def measure(
+    con, arms: list[Arm], then_sha: str, model: str, docs: pl.DataFrame, chunk: int, threads, rerun: bool = False
+) -> None:
+    """Ask every arm for the reviews it has not answered (``rerun``: every review again, replacing its rows, so
+    that all arms are measured in this one run), chunk by chunk, rotating the arms' order."""
     from llambert.tasks import load_task
 
     task = load_task("imdb_sentiment")
-    refs = {"then": then_sha, "now": "now"}
-    todo = {a: set(docs["doc_id"]) - _done(con, a, refs[a.code], model) for a in arms}
+    refs = arm_refs(arms, then_sha, model)
+    todo = {a: set(docs["doc_id"]) - (set() if rerun else _done(con, a, refs[a], model)) for a in arms}
     if not any(todo.values()):
         log("every arm has answered every review; report only")
         return
     src = {"then": export_then(then_sha), "now": ROOT}
     workers = {a: Worker(a, src[a.code], model, threads) for a in arms if todo[a]}
+    for a, w in workers.items():
+        if (
+            a.code == "now"
+            and now_ref(a, model) != "now@" + hashlib.sha256(w.info["decoding"].encode()).hexdigest()[:10]
+        ):
+            raise SystemExit(f"arm {a.name}: the worker reads {w.info['decoding']}, not this checkout's default")
     parser = duckdb.connect()
     parser.execute("CREATE SCHEMA IF NOT EXISTS labeling")
     run_id = uuid.uuid4().hex[:8]
@@ -160,7 +184,7 @@ def measure(con, arms: list[Arm], then_sha: str, model: str, docs: pl.DataFrame,
                     [
                         (
                             arm.name,
-                            refs[arm.code],
+                            refs[arm],
                             arm.mode,
                             model,
                             w["identity"],
@@ -190,13 +214,13 @@ def measure(con, arms: list[Arm], then_sha: str, model: str, docs: pl.DataFrame,
 
 def table(con: duckdb.DuckDBPyConnection, arms: list[Arm], then_sha: str, model: str) -> pl.DataFrame:
     """Each arm on the reviews every arm answered, against the first arm (paired)."""
-    refs = {"then": then_sha, "now": "now"}
+    refs = arm_refs(arms, then_sha, model)
     frames = {}
     for a in arms:
         frames[a] = con.execute(
-            "SELECT doc_id, gold, label, prompt_tokens, wall_s, cpu_s, load_1m FROM bench.teacher_then_now "
+            "SELECT doc_id, gold, label, prompt_tokens, wall_s, cpu_s, load_1m, decoding FROM bench.teacher_then_now "
             "WHERE arm = ? AND ref = ? AND model = ?",
-            [a.name, refs[a.code], model],
+            [a.name, refs[a], model],
         ).pl()
     common = set.intersection(*(set(f["doc_id"]) for f in frames.values())) if frames else set()
     base = frames[arms[0]].filter(pl.col("doc_id").is_in(list(common))).sort("doc_id")
@@ -228,6 +252,7 @@ def table(con: duckdb.DuckDBPyConnection, arms: list[Arm], then_sha: str, model:
                 "x_cpu": base_cpu / f["cpu_s"].sum() if n else None,
                 "x_wall": base_wall / f["wall_s"].sum() if n else None,
                 "mean_load": f["load_1m"].mean(),
+                "decoding": ", ".join(sorted(set(f["decoding"].to_list()))),
             }
         )
     return pl.DataFrame(rows)
@@ -259,6 +284,8 @@ def report(con, arms: list[Arm], then_sha: str, model: str, md: Path = DOC, comm
             f"| {r['share_positive']:.3f} | {r['mean_prompt_tokens']:.0f} | {r['prompts_per_s']:.3f} "
             f"| {r['prompts_per_cpu_s']:.3f} | {r['x_cpu']:.2f}x | {r['x_wall']:.2f}x | {r['mean_load']:.1f} |"
         )
+    lines += ["", "What each arm reads (its teacher's decoding key, the answer cache's):", ""]
+    lines += [f"- `{r['arm']}`: `{r['decoding']}`" for r in t.iter_rows(named=True)]
     from llambert.hardware import cpu_flags
 
     flags = "avx512_bf16" if "avx512_bf16" in cpu_flags() else "no avx512_bf16"
@@ -283,6 +310,9 @@ def main(argv: list[str] | None = None) -> pl.DataFrame:
     ap.add_argument("--db", default=str(BENCH_DB))
     ap.add_argument("--md", default=str(DOC))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--rerun", action="store_true", help="answer every review again in every arm (one run), replacing old rows"
+    )
     args = ap.parse_args(argv)
     arms = [Arm.parse(s) for s in args.arms]
     then_sha = rev_parse(args.then)
@@ -290,7 +320,7 @@ def main(argv: list[str] | None = None) -> pl.DataFrame:
     con.execute(DDL)
     docs = reviews(Path(args.data_dir) if args.data_dir else imdb_dir(), args.n)
     if not args.report_only:
-        measure(con, arms, then_sha, args.model, docs, args.chunk, args.threads)
+        measure(con, arms, then_sha, args.model, docs, args.chunk, args.threads, args.rerun)
     command = "python -m benchmarks.teacher_then_now " + " ".join(argv if argv is not None else sys.argv[1:])
     return report(con, arms, then_sha, args.model, Path(args.md), command)
 

@@ -176,6 +176,17 @@ def test_teacher_then_now_runs_each_arm_from_its_own_code_and_resumes(tmp_path, 
     choice = con.execute("SELECT label_probs, raw_text FROM bench.teacher_then_now WHERE arm = 'now:choice'").fetchall()
     assert all(p is not None and raw in json.loads(p) for p, raw in choice)
     assert "| then:generate |" in md.read_text() and "+0.0 pt" in md.read_text()
+    # the now arm's rows are keyed by this checkout's decoding: a changed default is a new arm, not "done"
+    now = con.execute("SELECT DISTINCT ref, decoding FROM bench.teacher_then_now WHERE arm = 'now:choice'").fetchall()
+    con.close()
+    assert now == [(tn.now_ref(tn.Arm("now", "choice"), tiny), now[0][1])] and now[0][0].startswith("now@")
+    assert f"`now:choice`: `{now[0][1]}`" in md.read_text()
+    assert tn.now_ref(tn.Arm("now", "generate"), tiny) != now[0][0]
+    tn.main(argv + ["--rerun"])  # every arm answers every review again, in one run
+    con = duckdb.connect(str(db))
+    again = con.execute("SELECT arm, doc_id, measured_at FROM bench.teacher_then_now ORDER BY ALL").fetchall()
+    con.close()
+    assert [r[:2] for r in again] == [r[:2] for r in first] and all(a[2] > f[2] for a, f in zip(again, first))
 
 
 def test_quality_default_is_paired_with_the_teacher_on_the_same_reviews(tmp_path, monkeypatch, capsys):
@@ -341,16 +352,12 @@ def test_quality_fresh_scores_a_runs_checkpoints_on_unused_reviews_as_the_produc
     lin = run / "linear"
     LinearStudent([0, 1]).fit(texts[:20], np.array(gold[:20])).save(lin)
     ens = run / "ensemble"
-    EnsembleStudent([0, 1], [str(enc), str(lin)], [1.0, 0.5], [0.4, 0.6], route_member=1, route_threshold=0.6).save(
-        ens
-    )
+    EnsembleStudent([0, 1], [str(enc), str(lin)], [1.0, 0.5], [0.4, 0.6], route_member=1, route_threshold=0.6).save(ens)
 
     f.stage_fresh(SimpleNamespace(fresh_tag="imdb-1000-uncertainty"))
 
     con = q.connect()
-    got = dict(
-        con.execute("SELECT doc_key, label FROM bench.quality_fresh WHERE candidate = 'ensemble'").fetchall()
-    )
+    got = dict(con.execute("SELECT doc_key, label FROM bench.quality_fresh WHERE candidate = 'ensemble'").fetchall())
     want = load_predictor(ens).predict(texts)[0]
     assert [got[k] for k in docs["doc_key"]] == list(want)
     summary = dict(con.execute("SELECT candidate, accuracy FROM bench.quality_fresh_summary").fetchall())

@@ -67,6 +67,31 @@ def test_head_tail_truncation_in_the_prompt_keeps_head_and_tail_within_budget(to
     assert abs(n_tokens["head"] - n_tokens["head_tail"]) <= 2
 
 
+def test_max_document_tokens_is_the_documents_budget_whatever_the_template_adds(tok):
+    """teacher.max_document_tokens: the same cut with or without few-shot turns (max_prompt_tokens alone would
+    give the document fewer tokens as the examples grow the prompt); the smaller of the two budgets wins; the
+    prompt is exactly the one max_prompt_tokens = template + budget gives without examples (the sweep's arms)."""
+    from llambert.teacher.prompts import fit_document, render_for
+
+    task = load_task("imdb_sentiment")
+    text = " ".join(f"w{i}" for i in range(400))
+    over0, over2 = template_overhead(tok, task, 0), template_overhead(tok, task, 2)
+    assert over2 > over0
+    cut = {k: fit_document(tok, task, text, k, 640, "head_tail", max_document_tokens=60) for k in (0, 2)}
+    assert cut[0] == cut[2] and "w399" in cut[0] and "w200 " not in cut[0]
+    assert cut[0] == fit_document(tok, task, text, 0, over0 + 60, "head_tail")
+    # a prompt cap tighter than template + document budget still rules
+    tight = fit_document(tok, task, text, 2, over2 + 30, "head_tail", max_document_tokens=60)
+    assert len(tok(tight, add_special_tokens=False)["input_ids"]) <= 32
+    assert render_for(tok, task, text, _dec(truncation="head_tail", max_document_tokens=60)) == render_chat(
+        tok, task, text, 0, over0 + 60, truncation="head_tail"
+    )
+    with pytest.raises(ValueError, match="max_document_tokens"):
+        from llambert.config import TeacherConfig
+
+        TeacherConfig(max_document_tokens=4)
+
+
 # -- the hardened prompt ---------------------------------------------------------------------------
 
 
@@ -147,6 +172,9 @@ def test_cache_keys_unchanged_for_defaults_and_distinct_otherwise():
         }
         assert len(keys) == 4
     assert json.loads(_dec("choice", truncation="head_tail").key())["truncation"] == "head_tail"
+    for mode in ("generate", "choice"):  # a document budget reads other tokens: its own answers
+        assert json.loads(_dec(mode, max_document_tokens=256).key())["max_document_tokens"] == 256
+        assert "max_document_tokens" not in _dec(mode).key()
 
 
 def test_settings_reach_decoding_and_backend(tiny_settings):
@@ -154,9 +182,10 @@ def test_settings_reach_decoding_and_backend(tiny_settings):
     from llambert.teacher import decoding_params, make_teacher
 
     s = tiny_settings.model_copy(deep=True)
-    assert (s.teacher.truncation, s.teacher.prompt_style) == ("head", "paper")
+    assert (s.teacher.truncation, s.teacher.max_document_tokens, s.teacher.prompt_style) == ("head_tail", 256, "paper")
     default_key = decoding_params(s).key()
-    s.teacher.truncation, s.teacher.prompt_style = "head_tail", "hardened"
+    assert json.loads(default_key)["truncation"] == "head_tail" and json.loads(default_key)["max_document_tokens"] == 256
+    s.teacher.truncation, s.teacher.prompt_style = "head", "hardened"
     assert decoding_params(s).key() != default_key
     teacher = make_teacher(s, load_task("imdb_sentiment"))
     assert DOC_OPEN in teacher.prepare(["a good film"])[0]

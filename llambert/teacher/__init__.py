@@ -20,6 +20,7 @@ def decoding_params(settings: Settings) -> DecodingParams:
         truncation=t.truncation,
         prompt_style=t.prompt_style,
         strip_directives=t.strip_directives,
+        max_document_tokens=t.max_document_tokens,
     )
 
 

@@ -30,6 +30,7 @@ class DecodingParams:
     truncation: str = "head"
     prompt_style: str = "paper"
     strip_directives: bool = False
+    max_document_tokens: int | None = None
 
     def key(self) -> str:
         """Canonical JSON: part of every cache key, so different decoding never shares answers.
@@ -47,7 +48,7 @@ class DecodingParams:
 
 
 # Fields of DecodingParams added after caches existed, with the value every older key meant.
-_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper", "strip_directives": False}
+_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper", "strip_directives": False, "max_document_tokens": None}
 
 
 class TeacherBackend(Protocol):

@@ -246,11 +246,13 @@ class OpenAITeacher:
                     d.truncation,
                     d.prompt_style,
                     d.strip_directives,
+                    d.max_document_tokens,
                 )
             else:  # no local tokenizer: about 4 characters per token
+                tokens = min(d.max_prompt_tokens, d.max_document_tokens or d.max_prompt_tokens)
                 text = truncate_chars(
                     strip_directives(text) if d.strip_directives else text,
-                    max(64, d.max_prompt_tokens * 4),
+                    max(64, tokens * 4),
                     d.truncation,
                 )
             messages = build_messages(self.task, text, d.few_shot, d.prompt_style)

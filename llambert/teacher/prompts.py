@@ -230,9 +230,14 @@ def fit_document(
     truncation: str = "head",
     style: str = "paper",
     strip: bool = False,
+    max_document_tokens: int | None = None,
 ) -> str:
-    """The document cut so that the whole prompt (template, instructions, examples) fits."""
+    """The document cut so that the whole prompt (template, instructions, examples) fits, and to at most
+    ``max_document_tokens`` of its own tokens when set (a budget for the document that does not shrink as
+    few-shot examples or a longer template grow the prompt)."""
     budget = max(16, max_prompt_tokens - template_overhead(tokenizer, task, few_shot, style))
+    if max_document_tokens is not None:
+        budget = min(budget, max(16, max_document_tokens))
     if strip:  # the budget goes to what the model will read, not to the directives it will not
         text = strip_directives(text)
     if style != "spotlight":
@@ -257,13 +262,16 @@ def render_chat(
     truncation: str = "head",
     style: str = "paper",
     strip: bool = False,
+    max_document_tokens: int | None = None,
 ) -> str:
     """The exact string the model reads: the model's own chat template, generation prompt on.
 
     The document (without its directives with ``strip``) is cut so the whole prompt stays within
-    ``max_prompt_tokens``.
+    ``max_prompt_tokens`` and the document within ``max_document_tokens``.
     """
-    fitted = fit_document(tokenizer, task, text, few_shot, max_prompt_tokens, truncation, style, strip)
+    fitted = fit_document(
+        tokenizer, task, text, few_shot, max_prompt_tokens, truncation, style, strip, max_document_tokens
+    )
     return apply_template(tokenizer, build_messages(task, fitted, few_shot, style))
 
 
@@ -271,5 +279,13 @@ def render_for(tokenizer, task: Task, text: str, decoding) -> str:
     """``render_chat`` with the prompt settings of a backend's DecodingParams."""
     d = decoding
     return render_chat(
-        tokenizer, task, text, d.few_shot, d.max_prompt_tokens, d.truncation, d.prompt_style, d.strip_directives
+        tokenizer,
+        task,
+        text,
+        d.few_shot,
+        d.max_prompt_tokens,
+        d.truncation,
+        d.prompt_style,
+        d.strip_directives,
+        d.max_document_tokens,
     )

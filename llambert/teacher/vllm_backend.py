@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=["choice", "generate"], default="choice")
     ap.add_argument("--few-shot", type=int, default=0)
     ap.add_argument("--max-prompt-tokens", type=int, default=640)
+    ap.add_argument("--max-document-tokens", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=4)
     ap.add_argument("--truncation", choices=["head", "head_tail"], default="head")
     ap.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="paper")
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         truncation=args.truncation,
         prompt_style=args.prompt_style,
         strip_directives=args.strip_directives,
+        max_document_tokens=args.max_document_tokens,
     )
     t0 = time.perf_counter()
     teacher = VLLMTeacher(args.model, args.identity or f"vllm:{args.model}", task, decoding, dtype=args.dtype)
