@@ -71,11 +71,12 @@ CHECKPOINTS = ["students", "checkpoints"]
         dg.AssetSpec(
             ["students", "champion"],
             deps=[["students", "candidates"]],
-            code_version="2",
+            code_version="3",
             **_STUDENTS,
             description="The one checkpoint whose predictions are the product, and why (metric, score, reason): "
-            "the best eligible candidate; among those within champion_tolerance of it, the best-scoring of the ones within "
-            "champion_speedup of the fastest. Empty when no "
+            "the best eligible candidate; among those within champion_tolerance of it (ensembles: within "
+            "champion_ensemble_margin), the ones within champion_speedup of the fastest, an ensemble first, then the "
+            "best score. Empty when no "
             "candidate is eligible (the blocking champion contract then stops the run).",
         ),
     ],

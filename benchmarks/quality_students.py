@@ -424,7 +424,7 @@ def _champion_row(con, corpus, budget: int, prefix: str, name: str, kinds, train
     row = {k.removeprefix(prefix): v for k, v in row.items()}
     floor = row["linear"][3]
     eligible = {s: r for s, r in row.items() if s == "linear" or (r[3] >= floor)}
-    pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup)
+    pick = pick_champion(eligible, new.champion_tolerance, new.champion_speedup, new.champion_ensemble_margin)
     r = row[pick]
     # What the pipeline pays is every candidate's training, whichever wins: the first family (the ensemble's
     # seconds include its encoder's) plus, with self-distillation, the distilled ensemble's (which include the
@@ -466,13 +466,22 @@ def _run_training_seconds(rows: dict, strategy: str) -> float:
     return sum(rows[p][0] for p in parts)
 
 
-def pick_champion(rows: dict[str, tuple], tolerance: float, speedup: float) -> str:
-    """sql/students/champion.sql's rule on bench rows (score at [3], docs/s at [5]): among candidates within
-    ``tolerance`` of the best score, those within ``speedup`` of the fastest one's docs/s; of those, the best score."""
+def pick_champion(rows: dict[str, tuple], tolerance: float, speedup: float, ensemble_margin: float = 0.0) -> str:
+    """sql/students/champion.sql's rule on bench rows (score at [3], docs/s at [5]; a strategy named ``*ensemble``
+    is an ensemble): the candidates within ``tolerance`` of the best score, and the ensembles within
+    ``ensemble_margin`` of it, are as good; of those within ``speedup`` of the fastest as-good one's docs/s, an
+    ensemble first (when ``ensemble_margin`` > 0), then the best score."""
     best = max(r[3] for r in rows.values())
-    good = {s: r for s, r in rows.items() if r[3] >= best - tolerance}
+
+    def ensemble(s: str) -> bool:
+        return s.endswith("ensemble")
+
+    good = {
+        s: r for s, r in rows.items() if r[3] >= best - tolerance or (ensemble(s) and r[3] >= best - ensemble_margin)
+    }
     fastest = max(r[5] for r in good.values())
-    return max((s for s, r in good.items() if r[5] * speedup >= fastest), key=lambda s: (good[s][3], good[s][5]))
+    fast = [s for s, r in good.items() if r[5] * speedup >= fastest]
+    return max(fast, key=lambda s: (ensemble_margin > 0 and ensemble(s), good[s][3], good[s][5]))
 
 
 def stage_students(args) -> None:

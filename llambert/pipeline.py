@@ -446,6 +446,7 @@ _NOT_TRAINING = {
     "kind",
     "champion_tolerance",
     "champion_speedup",
+    "champion_ensemble_margin",
 }
 
 
@@ -1044,6 +1045,7 @@ def choose_champion(con: duckdb.DuckDBPyConnection, settings: Settings) -> dict:
             "probe_set": probe_set,
             "champion_tolerance": cfg.champion_tolerance,
             "champion_speedup": cfg.champion_speedup,
+            "champion_ensemble_margin": cfg.champion_ensemble_margin,
             "collapse_ratio": settings.checks.collapse_ratio,
         },
     )

@@ -284,3 +284,87 @@ def test_champion_rule_floor_collapse_and_speed():
     assert champion()[0] == "fast"
     add("ens2", "ensemble", 0.87, 50, 0.9, 7)  # clearly better: accuracy wins over speed
     assert champion()[0] == "ens2"
+
+
+def _champion_con():
+    import duckdb
+
+    from llambert.warehouse import ensure_schemas
+
+    con = duckdb.connect(":memory:")
+    ensure_schemas(con)
+    return con
+
+
+def _add_candidate(con, cid, kind, probe_f1, docs_per_s, minute, share_ratio=0.9):
+    con.execute(
+        "INSERT INTO students.checkpoints (checkpoint_id, task, base_model, recipe, label_source, n_train, n_val, "
+        "training_config, metrics, val_accuracy, val_f1, path, train_seconds, probe_set, probe_n, probe_accuracy, "
+        "probe_f1, kind, docs_per_s, min_share_ratio, created_at) VALUES (?, 't', 'b', 'llambert', 'llm', 10, 2, "
+        "'{}', '{}', 0.5, 0.5, 'x', 1, 'P', 500, ?, ?, ?, ?, ?, TIMESTAMP '2026-01-01 00:00:00' + to_minutes(?))",
+        [cid, probe_f1, probe_f1, kind, docs_per_s, share_ratio, minute],
+    )
+
+
+def _champion(con, margin: float | None, tolerance: float = 0.005, speedup: float = 1.5):
+    from llambert.warehouse import run_model
+
+    variables = {"champion_metric": "probe_f1", "task": "t", "probe_set": "P", "champion_tolerance": tolerance}
+    variables |= {"champion_speedup": speedup, "collapse_ratio": 0.25}
+    if margin is not None:
+        variables["champion_ensemble_margin"] = margin
+    run_model(con, "students.candidates", variables)
+    run_model(con, "students.champion")
+    return con.execute("SELECT checkpoint_id, reason FROM students.champion").fetchone()
+
+
+def test_champion_rule_prefers_an_ensemble_within_the_probes_noise():
+    """champion_ensemble_margin: the run of 2026-12-05 (encoder 0.890, ensembles 0.884/0.888 on the probe) gives
+    the distilled ensemble, the best of the ensembles, with a reason that says why; margin 0 (or unset) keeps the old
+    rule; an ensemble outside the margin, a slow ensemble, a below-floor one and a faster as-good floor still lose."""
+    con = _champion_con()
+    _add_candidate(con, "floor", "linear", 0.833, 2800, 0)
+    _add_candidate(con, "enc", "encoder", 0.890, 39, 1)
+    _add_candidate(con, "ens", "ensemble", 0.884, 35, 2)
+    _add_candidate(con, "dist", "distilled", 0.888, 40, 3)
+    _add_candidate(con, "dist_ens", "distilled_ensemble", 0.888, 49, 4)
+    cid, reason = _champion(con, 0.015)
+    assert cid == "dist_ens" and "an ensemble within 0.015 of the best (enc [encoder]: 0.8900): preferred" in reason
+    assert _champion(con, 0.0)[0] == "enc" and _champion(con, None)[0] == "enc"  # the rule before the margin
+    con.execute("UPDATE students.checkpoints SET probe_f1 = 0.884 WHERE checkpoint_id = 'dist_ens'")
+    assert _champion(con, 0.003)[0] == "enc"  # both ensembles 0.006 below: outside the tolerance and this margin
+    assert _champion(con, 0.015)[0] == "dist_ens"  # inside the default one; a tie in score, the faster ensemble
+    con.execute("UPDATE students.checkpoints SET docs_per_s = 20 WHERE kind LIKE '%ensemble'")
+    assert _champion(con, 0.015)[0] == "enc"  # an ensemble 2x slower than the encoder is not fast: speed rules
+    con.execute("UPDATE students.checkpoints SET docs_per_s = 49, probe_f1 = 0.83 WHERE checkpoint_id = 'dist_ens'")
+    con.execute("UPDATE students.checkpoints SET docs_per_s = 35 WHERE checkpoint_id = 'ens'")
+    assert _champion(con, 0.015)[0] == "ens"  # below the floor: never champion, whatever the margin
+    con.execute("UPDATE students.checkpoints SET probe_f1 = 0.888 WHERE checkpoint_id = 'floor'")
+    assert _champion(con, 0.015)[0] == "floor"  # an as-good floor 60x faster still wins on speed
+
+
+def test_bench_twin_of_the_champion_rule_agrees_with_the_sql():
+    """benchmarks.quality_students.pick_champion mirrors sql/students/champion.sql (the bench picks its `default`
+    row with it): the same pick on 120 random candidate sets, with and without the ensemble margin."""
+    import random
+
+    from benchmarks.quality_students import pick_champion
+
+    rng = random.Random(0)
+    kinds = ["encoder", "ensemble", "distilled", "distilled_ensemble"]
+    con = _champion_con()
+    for trial in range(120):
+        con.execute("DELETE FROM students.checkpoints")
+        rows = {"linear": (None, None, None, 0.80, None, rng.choice([40.0, 2000.0]))}
+        _add_candidate(con, "linear", "linear", 0.80, rows["linear"][5], 0)
+        for i, kind in enumerate(rng.sample(kinds, rng.randint(1, 4))):
+            score, speed = round(0.80 + rng.random() * 0.1, 3), rng.choice([20.0, 39.0, 45.0, 80.0])
+            rows[kind] = (None, None, None, score, None, speed)
+            _add_candidate(con, kind, kind, score, speed, i + 1)
+        margin = rng.choice([0.0, 0.015, 0.03])
+        eligible = {s: r for s, r in rows.items() if s == "linear" or r[3] >= 0.80}
+        want = pick_champion(eligible, 0.005, 1.5, margin)
+        got = _champion(con, margin)[0]
+        if got != want:  # ties in score and speed are broken by age in SQL, arbitrarily in the twin
+            same = rows[got][3] == rows[want][3] and rows[got][5] == rows[want][5]
+            assert same, (trial, margin, rows, got, want)

@@ -226,3 +226,27 @@ def test_int8_setting_gets_its_own_answer_cache_and_refuses_other_paths(tiny_set
     for bad in ({"backend": "vllm"}, {"device": "cuda"}, {"dtype": "bfloat16"}):
         with pytest.raises(ValidationError, match="teacher.quantize int8"):
             TeacherConfig(quantize="int8", **bad)
+
+
+def test_stop_at_label_skips_the_end_of_turn_step_and_keeps_every_answer(tiny_models, reviews):
+    """teacher.stop_at_label: the same raw answers as decoding to the end of turn, at batch 1 and in padded
+    batches, with one forward pass fewer for every prompt whose first answer token is a label spelling; an answer
+    that is not a label (here: the tiny model's free text after a nudge) is decoded as before."""
+    import dataclasses
+
+    off = _teacher(tiny_models, "generate")
+    on = _teacher(tiny_models, "generate")
+    on.decoding = dataclasses.replace(on.decoding, stop_at_label=True)
+    assert on.decoding.key() != off.decoding.key()  # the raw answer may be shorter: its own cache entries
+    calls = {"on": 0, "off": 0}
+    for name, t in (("on", on), ("off", off)):  # a hook, not a wrapper: generate reads forward's signature
+        t.model.register_forward_pre_hook(lambda *_a, _name=name: calls.__setitem__(_name, calls[_name] + 1))
+    prompts = off.prepare(reviews)
+    want = [off.answer([p])[0] for p in prompts]
+    got = [on.answer([p])[0] for p in prompts]
+    assert [a.raw_text for a in got] == [a.raw_text for a in want]
+    labelled = sum(a.raw_text.strip().lower() in ("positive", "negative") for a in want)
+    assert labelled >= len(prompts) // 2  # the tiny teacher was taught the format
+    assert calls["off"] - calls["on"] >= labelled
+    batched = [a for batch in _batches(prompts, 4) for a in on.answer(batch)]
+    assert [a.raw_text for a in batched] == [a.raw_text for a in want]

@@ -184,7 +184,9 @@ def test_settings_reach_decoding_and_backend(tiny_settings):
     s = tiny_settings.model_copy(deep=True)
     assert (s.teacher.truncation, s.teacher.max_document_tokens, s.teacher.prompt_style) == ("head_tail", 256, "paper")
     default_key = decoding_params(s).key()
-    assert json.loads(default_key)["truncation"] == "head_tail" and json.loads(default_key)["max_document_tokens"] == 256
+    assert (
+        json.loads(default_key)["truncation"] == "head_tail" and json.loads(default_key)["max_document_tokens"] == 256
+    )
     s.teacher.truncation, s.teacher.prompt_style = "head", "hardened"
     assert decoding_params(s).key() != default_key
     teacher = make_teacher(s, load_task("imdb_sentiment"))

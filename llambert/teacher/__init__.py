@@ -21,6 +21,7 @@ def decoding_params(settings: Settings) -> DecodingParams:
         prompt_style=t.prompt_style,
         strip_directives=t.strip_directives,
         max_document_tokens=t.max_document_tokens,
+        stop_at_label=t.stop_at_label,
     )
 
 

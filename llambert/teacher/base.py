@@ -31,6 +31,8 @@ class DecodingParams:
     prompt_style: str = "paper"
     strip_directives: bool = False
     max_document_tokens: int | None = None
+    # generate mode, transformers backend: stop as soon as the answer is exactly a label spelling
+    stop_at_label: bool = False
 
     def key(self) -> str:
         """Canonical JSON: part of every cache key, so different decoding never shares answers.
@@ -42,13 +44,20 @@ class DecodingParams:
         d |= {k: getattr(self, k) for k, default in _READ_DEFAULTS.items() if getattr(self, k) != default}
         d |= self.extra
         if self.mode == "choice":  # scoring ignores sampling parameters
-            kept = ("mode", "few_shot", "max_prompt_tokens", "engine", "choice_constraint", *_READ_DEFAULTS)
+            reads = [k for k in _READ_DEFAULTS if k != "stop_at_label"]  # nothing is generated
+            kept = ("mode", "few_shot", "max_prompt_tokens", "engine", "choice_constraint", *reads)
             d = {k: d[k] for k in kept if k in d}
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 # Fields of DecodingParams added after caches existed, with the value every older key meant.
-_READ_DEFAULTS = {"truncation": "head", "prompt_style": "paper", "strip_directives": False, "max_document_tokens": None}
+_READ_DEFAULTS = {
+    "truncation": "head",
+    "prompt_style": "paper",
+    "strip_directives": False,
+    "max_document_tokens": None,
+    "stop_at_label": False,
+}
 
 
 class TeacherBackend(Protocol):

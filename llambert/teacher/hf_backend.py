@@ -223,6 +223,8 @@ class TransformersTeacher:
         if prefix:  # generate reads only what the cache does not hold; positions follow the mask
             kwargs["past_key_values"] = self._prefix_cache_for(prefix, ids.shape[0])
             ids = torch.cat([torch.tensor([prefix], device=self.device).expand(ids.shape[0], -1), ids], dim=1)
+        if d.stop_at_label:
+            kwargs["stopping_criteria"] = [_StopAtLabel(self.label_variants(), ids.shape[1])]
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new = out[:, ids.shape[1] :]
         answers = []
@@ -358,6 +360,25 @@ class TransformersTeacher:
             best = max(labels, key=lambda l: (probs[l], -labels.index(l)))
             probs_out.append(Answer(raw_text=best, label_probs=probs, completion_tokens=0))
         return probs_out
+
+
+class _StopAtLabel:
+    """``teacher.stop_at_label``: a row is done as soon as what it generated is exactly one spelling of a label
+    (``label_variants``): the answer is then decided, and on a CPU each further decoding step costs about a
+    tenth of a prompt's prefill (Qwen2.5-Coder-1.5B, bf16: 0.15 s against 1.45 s for 275 tokens) only to read the
+    end-of-turn token. Rows done early are padded by ``generate`` and cut at the pad like an end of turn."""
+
+    def __init__(self, variants: list[_Variant], prompt_len: int) -> None:
+        self.spellings = {v.ids for v in variants}
+        self.longest = max((len(s) for s in self.spellings), default=0)
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.prompt_len :]
+        if new.shape[1] > self.longest:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = [tuple(row) in self.spellings for row in new.tolist()]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _prefix_cache_supported(model) -> bool:
