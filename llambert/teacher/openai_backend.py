@@ -51,7 +51,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from llambert.tasks import Task
 from llambert.teacher.base import Answer, DecodingParams
-from llambert.teacher.prompts import build_messages, fit_document, strip_directives, truncate_chars
+from llambert.teacher.prompts import build_messages, fit_for, strip_directives, truncate_chars
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_ERROR_BODY = 64 * 1024  # read (and redact) this much of an error body before cutting it short
@@ -237,17 +237,7 @@ class OpenAITeacher:
         out = []
         for text in texts:
             if self.tokenizer is not None:
-                text = fit_document(
-                    self.tokenizer,
-                    self.task,
-                    text,
-                    d.few_shot,
-                    d.max_prompt_tokens,
-                    d.truncation,
-                    d.prompt_style,
-                    d.strip_directives,
-                    d.max_document_tokens,
-                )
+                text = fit_for(self.tokenizer, self.task, text, d)
             else:  # no local tokenizer: about 4 characters per token
                 tokens = min(d.max_prompt_tokens, d.max_document_tokens or d.max_prompt_tokens)
                 text = truncate_chars(

@@ -275,10 +275,10 @@ def render_chat(
     return apply_template(tokenizer, build_messages(task, fitted, few_shot, style))
 
 
-def render_for(tokenizer, task: Task, text: str, decoding) -> str:
-    """``render_chat`` with the prompt settings of a backend's DecodingParams."""
+def fit_for(tokenizer, task: Task, text: str, decoding) -> str:
+    """``fit_document`` with the prompt settings of a backend's DecodingParams."""
     d = decoding
-    return render_chat(
+    return fit_document(
         tokenizer,
         task,
         text,
@@ -289,3 +289,9 @@ def render_for(tokenizer, task: Task, text: str, decoding) -> str:
         d.strip_directives,
         d.max_document_tokens,
     )
+
+
+def render_for(tokenizer, task: Task, text: str, decoding) -> str:
+    """``render_chat`` with the prompt settings of a backend's DecodingParams."""
+    fitted = fit_for(tokenizer, task, text, decoding)
+    return apply_template(tokenizer, build_messages(task, fitted, decoding.few_shot, decoding.prompt_style))
