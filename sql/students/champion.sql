@@ -56,6 +56,13 @@ ranked AS (
     FROM timed
 ),
 
+top_scored AS (
+    SELECT *
+    FROM ranked
+    ORDER BY score DESC, created_at ASC, checkpoint_id ASC
+    LIMIT 1
+),
+
 rejected AS (
     SELECT
         count(*) AS n,
@@ -131,6 +138,6 @@ SELECT
     current_timestamp AS chosen_at
 FROM ranked AS c
 LEFT JOIN ranked AS r ON r.rnk = 2
-LEFT JOIN (SELECT * FROM ranked ORDER BY score DESC, created_at ASC, checkpoint_id ASC LIMIT 1) AS t ON TRUE
+LEFT JOIN top_scored AS t ON TRUE
 CROSS JOIN rejected AS x
 WHERE c.rnk = 1;
