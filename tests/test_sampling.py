@@ -203,6 +203,9 @@ def test_llambert_run_grows_the_sample_round_by_round(tmp_path, small_corpus, ti
                     "batch_size": 4,
                     "concurrency": 4,
                     "api_key_env": "LLAMBERT_TEST_NO_KEY",
+                    # the oracle knows a review by its first 200 characters: keep them together in the prompt
+                    "truncation": "head",
+                    "max_document_tokens": None,
                 },
                 student={"kind": "linear"},
             )

@@ -187,6 +187,10 @@ def test_settings_reach_decoding_and_backend(tiny_settings):
     assert (
         json.loads(default_key)["truncation"] == "head_tail" and json.loads(default_key)["max_document_tokens"] == 256
     )
+    assert json.loads(default_key)["stop_at_label"] is True  # generate, transformers: stops at the label
+    other = s.model_copy(deep=True)
+    other.teacher.backend = "openai"  # a server decodes to its own end: its key must not claim the early stop
+    assert not decoding_params(other).stop_at_label and "stop_at_label" not in decoding_params(other).key()
     s.teacher.truncation, s.teacher.prompt_style = "head", "hardened"
     assert decoding_params(s).key() != default_key
     teacher = make_teacher(s, load_task("imdb_sentiment"))
@@ -506,7 +510,10 @@ def test_strip_directives_in_the_pipeline_reaches_the_teacher_and_loses_nothing(
     tokens, asked = {}, {}
     for strip in (False, True):
         # a prompt budget that cuts nothing, so that token counts compare what the model was given
-        over = {"sample": {"size": 24}, "teacher": {"strip_directives": strip, "max_prompt_tokens": 1024}}
+        over = {
+            "sample": {"size": 24},
+            "teacher": {"strip_directives": strip, "max_prompt_tokens": 1024, "max_document_tokens": None},
+        }
         s = load_settings(overrides=tiny_settings_dict(tmp_path / "home", data, tiny_models, **over))
         with open_warehouse(s.warehouse_path) as con:
             if not strip:

@@ -21,7 +21,8 @@ def decoding_params(settings: Settings) -> DecodingParams:
         prompt_style=t.prompt_style,
         strip_directives=t.strip_directives,
         max_document_tokens=t.max_document_tokens,
-        stop_at_label=t.stop_at_label,
+        # only the transformers backend stops early; the others' answers must not claim it in their cache key
+        stop_at_label=t.stop_at_label and t.backend == "transformers",
     )
 
 
