@@ -216,6 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.57,
         help="ratio stage: the teacher stage's rate, the same in both runs (docs/bench_teacher.md)",
     )
+    ap.add_argument(
+        "--teacher-from-then-now",
+        action="store_true",
+        help="ratio stage: each side's own teacher rate, the issue's path vs today's default, from "
+        "`python -m benchmarks.teacher_then_now` on this machine (instead of --teacher-prompts-per-s for both)",
+    )
     args = ap.parse_args(argv)
     for stage in args.stages:
         if stage == "label":

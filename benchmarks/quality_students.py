@@ -1128,6 +1128,26 @@ def stage_fulltest(args) -> None:
         )
 
 
+def teacher_rates_then_now(model: str = "qwen2.5-coder-1.5b-instruct") -> tuple[float, float]:
+    """Prompts per second (wall) of the issue's teacher path (then:generate) and this checkout's default
+    (now:generate) on the reviews both answered, from `python -m benchmarks.teacher_then_now`'s table."""
+    from benchmarks.teacher import BENCH_DB, open_bench
+    from benchmarks.teacher_then_now import THEN_REF, Arm, rev_parse, table
+
+    arms = [Arm("then", "generate"), Arm("now", "generate")]
+    con = open_bench(BENCH_DB)
+    try:
+        t = table(con, arms, rev_parse(THEN_REF), model)
+    finally:
+        con.close()
+    if t.is_empty() or not t["n"][0]:
+        raise SystemExit(
+            "ratio --teacher-from-then-now: no then:generate / now:generate rows for this checkout's default; run "
+            "`python -m benchmarks.teacher_then_now --arms then:generate now:generate` first"
+        )
+    return float(t["prompts_per_s"][0]), float(t["prompts_per_s"][1])
+
+
 def stage_ratio(args) -> None:
     """`make run`'s wall time, new default vs the paper's recipe, from costs measured in this run.
 
@@ -1190,10 +1210,14 @@ def stage_ratio(args) -> None:
             loads.append(os.getloadavg()[0])
     dps = {k: len(texts) / min(v) for k, v in secs.items()}
     train = {"paper": row["paper"][0], "default": _run_training_seconds(row, strategy)}
-    # The same teacher stage in both: the default teacher (1.5B, generate, batch 1) on 2 quiet cores,
-    # docs/bench_teacher.md (`make bench-teacher`): 0.57 prompts/s.
+    # The teacher stage: by default the same rate in both (the 1.5B, generate, batch 1 on 2 quiet cores,
+    # docs/bench_teacher.md: 0.57 prompts/s); with --teacher-from-then-now each side's own teacher path, measured
+    # in one run on this machine (benchmarks/teacher_then_now.py: the issue's code vs this checkout's default).
     rate = getattr(args, "teacher_prompts_per_s", 0.57)
-    teacher = {"paper": paper_budget / rate, "default": budget / rate}
+    rates = teacher_rates_then_now() if getattr(args, "teacher_from_then_now", False) else None
+    if rates:
+        log(f"ratio: teacher prompts/s from teacher_then_now: old default {rates[0]:.3f}, today's {rates[1]:.3f}")
+    teacher = {"paper": paper_budget / (rates[0] if rates else rate), "default": budget / (rates[1] if rates else rate)}
     n_docs = 100_000  # make run labels every IMDb document (train + test + unsup)
     total = {k: teacher[k] + train[k] + n_docs / dps[k] for k in dps}
     out = {
@@ -1204,6 +1228,7 @@ def stage_ratio(args) -> None:
         "docs_per_s": dps,
         "train_seconds": train,
         "teacher_seconds_assumed": teacher,
+        "teacher_prompts_per_s": {"paper": rates[0], "default": rates[1]} if rates else rate,
         "corpus_docs": n_docs,
         "projected_run_seconds": total,
         "ratio_default_over_paper": total["default"] / total["paper"],
