@@ -80,11 +80,10 @@ def stage_fresh(args) -> None:
     texts, gold = docs["text"].to_list(), np.array(docs["gold"].to_list())
     log(f"fresh: {len(texts):,} IMDb test reviews outside the test slice and the pool; checkpoints of {tag}")
     cfg = StudentConfig()
-    cache: dict[str, dict[str, np.ndarray]] = {}
-    label_ids: dict[str, list[int]] = {}
+    cache: dict[str, _Cached] = {}
     speed: dict[str, float] = {}
 
-    def score(path: str | Path) -> dict[str, np.ndarray]:
+    def score(path: str | Path) -> _Cached:
         """The folder's log-probabilities for every fresh review (computed once), by text."""
         key = str(Path(path).resolve())
         if key not in cache:
@@ -94,8 +93,7 @@ def stage_fresh(args) -> None:
                 out.append(pred.log_probs(texts[start : start + 2500]))
                 log(f"fresh {Path(path).name}: {start + len(out[-1]):,}/{len(texts):,}")
             speed[key] = len(texts) / (time.perf_counter() - t0)
-            cache[key] = dict(zip(texts, np.concatenate(out)))
-            label_ids[key] = [int(i) for i in pred.label_ids]
+            cache[key] = _Cached([int(i) for i in pred.label_ids], dict(zip(texts, np.concatenate(out))))
         return cache[key]
 
     con = connect()
@@ -105,19 +103,14 @@ def stage_fresh(args) -> None:
     for name in sorted(kinds, key=lambda n: kinds[n] == "ensemble"):  # members first
         path = folder / name
         if kinds[name] == "ensemble":
-
-            def member(p, *_a):
-                rows = score(p)
-                return _Cached(label_ids[str(Path(p).resolve())], rows)
-
-            ens = EnsembleStudent.load(path, load_member=member)
+            ens = EnsembleStudent.load(path, load_member=lambda p, *_a: score(p))
             lp = ens.log_probs(texts)
             ids = np.array(ens.label_ids)
             secs = sum(len(texts) / speed[str(Path(p).resolve())] for p in ens.member_paths)
             rate = len(texts) / secs  # every member on every review: routing's saving is not counted here
         else:
-            rows = score(path)
-            lp, ids = np.stack([rows[t] for t in texts]), np.array(label_ids[str(path.resolve())])
+            member = score(path)
+            lp, ids = member.log_probs(texts), np.array(member.label_ids)
             rate = speed[str(path.resolve())]
         labels = ids[lp.argmax(axis=1)]
         results[name] = labels == gold

@@ -41,9 +41,8 @@ from benchmarks.teacher import TEACHERS, parse, reviews
 log = logger("bench-teacher")
 
 BUDGETS = (128, 256, 384)  # review tokens (the document's share of the prompt)
-REFERENCE_TOKENS = (
-    640  # teacher.max_prompt_tokens with no document budget (the default before 2026-12-05): the reference
-)
+# teacher.max_prompt_tokens with no document budget (the default before 2026-12-05): the untruncated reference
+REFERENCE_TOKENS = 640
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
 CASCADE_SMALL, CASCADE_LARGE = "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"
 

@@ -120,14 +120,17 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
+def _ref_of(decoding_key: str) -> str:
+    return "now@" + hashlib.sha256(decoding_key.encode()).hexdigest()[:10]
+
+
 def now_ref(arm: Arm, model: str) -> str:
     """The ``ref`` of a ``now`` arm: this checkout's decoding key for the arm (hashed), so that rows answered
     under an earlier default (another truncation, another budget) are never counted as today's."""
     from llambert.config import Settings
     from llambert.teacher import decoding_params
 
-    key = decoding_params(Settings(teacher={"model": model, "mode": arm.mode, "batch_size": 1})).key()
-    return "now@" + hashlib.sha256(key.encode()).hexdigest()[:10]
+    return _ref_of(decoding_params(Settings(teacher={"model": model, "mode": arm.mode, "batch_size": 1})).key())
 
 
 def arm_refs(arms: list[Arm], then_sha: str, model: str) -> dict[Arm, str]:
@@ -157,10 +160,7 @@ def measure(
     src = {"then": export_then(then_sha), "now": ROOT}
     workers = {a: Worker(a, src[a.code], model, threads) for a in arms if todo[a]}
     for a, w in workers.items():
-        if (
-            a.code == "now"
-            and now_ref(a, model) != "now@" + hashlib.sha256(w.info["decoding"].encode()).hexdigest()[:10]
-        ):
+        if a.code == "now" and refs[a] != _ref_of(w.info["decoding"]):
             raise SystemExit(f"arm {a.name}: the worker reads {w.info['decoding']}, not this checkout's default")
     parser = duckdb.connect()
     parser.execute("CREATE SCHEMA IF NOT EXISTS labeling")

@@ -376,3 +376,53 @@ def test_quality_fresh_refuses_a_run_without_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(f, "CKPT", tmp_path)
     with pytest.raises(SystemExit, match="no checkpoints in .*imdb-250.*run the students stage"):
         f.stage_fresh(SimpleNamespace(fresh_tag="imdb-250"))
+
+
+def test_quality_fresh_reviews_are_outside_the_test_slice_the_pool_and_the_probe(imdb_dir):
+    """The fresh set is what makes the stage's figures independent of the slice: no key of the 2,000-review test
+    slice, no text the pool or the probe holds (IMDb repeats some test reviews in its unlabeled split)."""
+    from benchmarks.quality_data import load_corpus
+    from benchmarks.quality_fresh import fresh_reviews
+
+    corpus = load_corpus("imdb")
+    fresh = fresh_reviews("imdb")
+    assert not set(fresh["doc_key"]) & set(corpus.test["doc_key"])
+    used = set(corpus.pool["text"]) | set(corpus.probe["text"])
+    assert not set(fresh["text"]) & used
+    assert 20_000 < fresh.height < 25_000 - corpus.test.height  # some test texts are in the pool: dropped
+    assert fresh["gold"].null_count() == 0 and 0.45 < fresh["gold"].mean() < 0.55
+
+
+def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_what_to_run(tmp_path, monkeypatch):
+    """ratio --teacher-from-then-now: prompts/s (wall) of then:generate and of this checkout's now:generate, on the
+    reviews both answered; a now arm answered under another decoding does not count, and with none the stage
+    stops with the command to run."""
+    from benchmarks import teacher as bt
+    from benchmarks import teacher_then_now as tn
+    from benchmarks.quality_students import teacher_rates_then_now
+
+    monkeypatch.setattr(bt, "BENCH_DB", tmp_path / "teacher.duckdb")
+    con = bt.open_bench(tmp_path / "teacher.duckdb")
+    con.execute(tn.DDL)
+    model = "qwen2.5-coder-1.5b-instruct"
+    then_sha = tn.rev_parse(tn.THEN_REF)
+    now = tn.now_ref(tn.Arm("now", "generate"), model)
+
+    def add(arm, ref, doc, wall):
+        con.execute(
+            "INSERT INTO bench.teacher_then_now (arm, ref, mode, model, model_identity, decoding, doc_id, gold, label, "
+            "prompt_tokens, wall_s, cpu_s, load_1m) VALUES (?, ?, 'generate', ?, 'm', '{}', ?, 1, 1, 100, ?, ?, 2.0)",
+            [arm, ref, model, doc, wall, wall],
+        )
+
+    add("now:generate", "now@olddefault", "a", 9.0)  # an earlier default's row: never today's
+    con.close()
+    with pytest.raises(SystemExit, match="run `python -m benchmarks.teacher_then_now --arms then:generate"):
+        teacher_rates_then_now(model)
+    con = bt.open_bench(tmp_path / "teacher.duckdb")
+    for doc, then_s, now_s in (("a", 2.0, 1.0), ("b", 2.0, 1.0), ("c", 2.0, 1.0)):
+        add("then:generate", then_sha, doc, then_s)
+        if doc != "c":  # c: answered by the old path only, so left out of both rates
+            add("now:generate", now, doc, now_s)
+    con.close()
+    assert teacher_rates_then_now(model) == pytest.approx((2 / 4.0, 2 / 2.0))

@@ -250,3 +250,33 @@ def test_stop_at_label_skips_the_end_of_turn_step_and_keeps_every_answer(tiny_mo
     assert calls["off"] - calls["on"] >= labelled
     batched = [a for batch in _batches(prompts, 4) for a in on.answer(batch)]
     assert [a.raw_text for a in batched] == [a.raw_text for a in want]
+
+
+def test_choice_skips_only_spellings_whose_loss_is_bounded(tiny_models, reviews, monkeypatch):
+    """SKIP_LOGPROB: a label spelling of several tokens is never likelier than its first token, so skipping the
+    ones whose first token is s nats below the best one-token spelling moves a label's probability by at most
+    (spellings) x e^-s. Checked against scoring every spelling, at the default and at thresholds tight enough
+    that the tiny teacher's spellings are really skipped; the labels stay the same at the default."""
+    import math
+
+    import llambert.teacher.hf_backend as hb
+
+    t = _teacher(tiny_models, "choice")
+    prompts = t.prepare(reviews)
+    k = len(t.label_variants())
+    assert any(len(v.ids) > 1 for v in t.label_variants())  # there is something to skip
+
+    def probs(skip: float) -> list[dict]:
+        monkeypatch.setattr(hb, "SKIP_LOGPROB", skip)
+        return [a.label_probs for a in t.answer(prompts)]
+
+    default = hb.SKIP_LOGPROB
+    exact = probs(1e9)
+    moved = {}
+    for skip in (default, 2.0, 0.5):
+        got = probs(skip)
+        moved[skip] = max(abs(g[name] - e[name]) for g, e in zip(got, exact) for name in e)
+        assert moved[skip] <= k * math.exp(-skip) + 1e-6, (skip, moved[skip])
+        if skip == default:
+            assert [max(g, key=g.get) for g in got] == [max(e, key=e.get) for e in exact]
+    assert moved[0.5] > 0  # the tight threshold did skip: the bound was tested, not just satisfied

@@ -30,10 +30,9 @@ from llambert.teacher.prompts import render_for
 
 # A spelling of several tokens is scored only if its first token is within this many nats of
 # the best one-token spelling in some row. A spelling is never likelier than its first token, so skipping
-# moves a label's probability by at most (spellings) x e^-10 ~ 5e-4. Continuing costs one decoding step per
-# prompt (a tenth of a prefill on a CPU), which at 20 nats ran on nearly every prompt ("POS" of "POSITIVE"):
-# Qwen2.5-Coder-1.5B, 40 IMDb reviews, bf16: 20 -> 10 nats took choice from 95 to 79 CPU-s, the largest
-# label-probability change 8e-6, the same label on all 40.
+# moves a label's probability by at most (spellings) x e^-10 ~ 5e-4 (tests/test_teacher_prefix.py checks the
+# bound). Continuing costs one decoding step, which at 20 nats ran on nearly every prompt ("POS" of "POSITIVE");
+# at 10, choice costs what generate does (`python -m benchmarks.teacher_then_now --arms now:generate now:choice`).
 SKIP_LOGPROB = 10.0
 
 # Dummy documents whose renderings bound the shared prefix: different first characters (a letter,
@@ -368,9 +367,8 @@ class TransformersTeacher:
 
 class _StopAtLabel:
     """``teacher.stop_at_label``: a row is done as soon as what it generated is exactly one spelling of a label
-    (``label_variants``): the answer is then decided, and on a CPU each further decoding step costs about a
-    tenth of a prompt's prefill (Qwen2.5-Coder-1.5B, bf16: 0.15 s against 1.45 s for 275 tokens) only to read the
-    end-of-turn token. Rows done early are padded by ``generate`` and cut at the pad like an end of turn."""
+    (``label_variants``): the answer is then decided, and the next decoding step would only read the end-of-turn
+    token (with this, 1.40x -> 1.63x the issue's prompts per CPU-second, README "Teacher"). Rows done early are padded by ``generate`` and cut at the pad like an end of turn."""
 
     def __init__(self, variants: list[_Variant], prompt_len: int) -> None:
         self.spellings = {v.ids for v in variants}
