@@ -57,7 +57,8 @@ CHECKPOINTS = ["students", "checkpoints"]
             code_version="1",
             **_STUDENTS,
             description="Self-distillation (student.self_distill): the soft labels the first generation's ensemble "
-            "gave pool documents the teacher never saw, and which `distilled` checkpoint trained on them. Empty "
+            "gave pool documents the teacher never saw, and which checkpoint trained on them (`distilled`, the encoder; "
+            "`distilled_linear`, the TF-IDF model of the distilled ensemble). Empty "
             "while self_distill is 0.",
         ),
         dg.AssetSpec(

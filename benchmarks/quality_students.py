@@ -314,6 +314,14 @@ def run_budget(
         # student.self_distill: the ensemble labels the first N pool documents the teacher never saw.
         out = CKPT / tag / (f"distilled_{self_distill}" + (f"_cont{new.distill_epochs}" if dsfx else ""))
         tr_ph, va = split_phases([phase], new)
+        # The ensemble labels the first N pool documents (the distilled encoder's and the distilled linear model's
+        # pseudo-labels); a kept distilled checkpoint is loaded, but its linear twin needs the labels again.
+        extra = unlabeled.head(self_distill)
+        teacher = load_predictor(ens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2)
+        t0 = time.perf_counter()
+        pseudo = pseudo_phase(teacher, extra["doc_key"].to_list(), extra["text"].to_list(), ids)
+        label_s = time.perf_counter() - t0
+        log(f"{tag} distilled: the ensemble labeled {len(pseudo.texts)} pool documents in {label_s:.0f} s")
         if (out / "config.json").exists() and (out / "llambert_training.json").exists():
             meta = json.loads((out / "llambert_training.json").read_text())
             trained[D] = Trained(
@@ -325,20 +333,17 @@ def run_budget(
                 meta.get("seconds", float("nan")),
             )
         else:
-            extra = unlabeled.head(self_distill)
-            teacher = load_predictor(ens.path, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2)
-            t0 = time.perf_counter()
-            pseudo = pseudo_phase(teacher, extra["doc_key"].to_list(), extra["text"].to_list(), ids)
-            label_s = time.perf_counter() - t0
-            log(
-                f"{tag} distilled: the ensemble labeled {len(pseudo.texts)} pool documents in {label_s:.0f} s; training"
-            )
             start, train_cfg = distill_start(new, str(base), trained["encoder"].path)
             r = train_student(start, names, ids, with_pseudo(tr_ph, pseudo), train_cfg, out, val=va, threads=2)
             meta = json.loads((out / "llambert_training.json").read_text())
             secs = r.seconds + label_s
             (out / "llambert_training.json").write_text(json.dumps(meta | {"seconds": secs}, default=str))
             trained[D] = Trained(D, out, r.n_train, r.n_val, dict(r.metrics), secs, r.history)
+        # student.kind: ensemble's second linear member (kind distilled_linear): the floor's model on the same
+        # teacher labels + pseudo-labels, seconds to train.
+        trained[D + "_linear"] = train_linear(
+            with_pseudo(tr_ph, pseudo), va, ids, new, CKPT / tag / (D + "_linear"), "distilled_linear"
+        )
         if D not in done:
             record(
                 D,
@@ -347,8 +352,16 @@ def run_budget(
                 load_predictor(out, new.infer_max_length, new.infer_batch_size, new.truncation, threads=2),
                 {"best_epoch": trained[D].metrics.get("best_epoch"), "pool": self_distill},
             )
+        if D + "_linear" not in done:
+            record(
+                D + "_linear",
+                new,
+                trained[D + "_linear"],
+                load_predictor(trained[D + "_linear"].path),
+                {"pool": self_distill},
+            )
         dens = build_ensemble(
-            [trained[D], trained["linear"]],
+            [trained[D], trained[D + "_linear"]],
             val,
             ids,
             new,
@@ -356,7 +369,7 @@ def run_budget(
             threads=2,
             route_texts=route_texts,
         )
-        dens.seconds += trained[D].seconds
+        dens.seconds += trained[D].seconds + trained[D + "_linear"].seconds
         trained[D + "_ensemble"] = dens
         if D + "_ensemble" not in done:
             record(
@@ -369,7 +382,17 @@ def run_budget(
     # The champion rule (sql/students/champion.sql) among the product's default candidates, on the probe.
     for kinds, name in (
         (("linear", "encoder", "ensemble"), "default"),
-        (("linear", "encoder", "ensemble", f"distilled{dsfx}", f"distilled{dsfx}_ensemble"), f"default+distill{dsfx}"),
+        (
+            (
+                "linear",
+                "encoder",
+                "ensemble",
+                f"distilled{dsfx}",
+                f"distilled{dsfx}_linear",
+                f"distilled{dsfx}_ensemble",
+            ),
+            f"default+distill{dsfx}",
+        ),
     ):
         if name in done or (name != "default" and not self_distill):
             continue

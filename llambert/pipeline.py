@@ -447,6 +447,7 @@ _NOT_TRAINING = {
     "champion_tolerance",
     "champion_speedup",
     "champion_ensemble_margin",
+    "ensemble_weights",  # fitted into an ensemble: its fingerprint has it (training_fingerprint)
 }
 
 
@@ -560,6 +561,8 @@ def training_fingerprint(base_identity: str, task: Task, settings: Settings, pha
         h.update(f"\x1dkind={kind}".encode())
     if kind.endswith("ensemble") and settings.student.route_max_changed:  # the routing is saved in the ensemble
         h.update(f"\x1droute={settings.student.route_max_changed}/{settings.student.route_docs}".encode())
+    if kind.endswith("ensemble") and settings.student.ensemble_weights != "fitted":  # (fitted: the old weights)
+        h.update(f"\x1dweights={settings.student.ensemble_weights}".encode())
     for p in phases:
         h.update(f"\x1e{p.name}\x1f".encode())
         for d, y in zip(p.doc_ids, p.labels):
@@ -634,6 +637,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     candidate under ``candidates`` and the champion's id and reason.
     """
     from llambert.student.family import (
+        LINEAR_KINDS,
         Trained,
         build_ensemble,
         distill_source,
@@ -663,7 +667,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
     members: dict[str, Trained] = {}
     rows: dict[str, dict] = {}
     fingerprints: dict[str, str] = {}
-    distill_pool = route_texts = None
+    distill_pool = route_texts = distilled_pseudo = None
     for kind in kinds:
         fingerprint = training_fingerprint(base_identity, task, settings, phases, kind)
         if kind.startswith("distilled"):  # taught by a first-generation member on these pool documents
@@ -676,9 +680,9 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     )
             if distill_pool.is_empty():
                 continue
-            start = (
+            start = (  # where the distilled encoder starts (the linear model always starts from nothing)
                 [cfg.distill_from, str(cfg.distill_epochs), fingerprints["encoder"]]
-                if cfg.distill_from == "encoder"
+                if cfg.distill_from == "encoder" and kind != "distilled_linear"
                 else []
             )
             fingerprint = _distill_fingerprint(
@@ -714,6 +718,11 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         pseudo = None
         if kind == "linear":
             trained = train_linear(train_phases, val, task.label_ids, cfg, out)
+        elif kind == "distilled_linear":  # the floor's model on the distilled encoder's examples
+            pseudo = distilled_pseudo
+            if pseudo is None:  # the distilled encoder was reused: what it learned from is in the warehouse
+                pseudo = _load_distill_labels(con, task, rows["distilled"]["checkpoint_id"], distill_pool)
+            trained = train_linear(with_pseudo(train_phases, pseudo), val, task.label_ids, cfg, out, kind)
         elif kind in ("encoder", "distilled"):
             fit_on = train_phases
             if kind == "distilled":
@@ -728,6 +737,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                     task.label_ids,
                 )
                 fit_on = with_pseudo(train_phases, pseudo)
+                distilled_pseudo = pseudo
             start_path, train_cfg = (
                 distill_start(cfg, str(base_path), members["encoder"].path)
                 if kind == "distilled"
@@ -781,8 +791,9 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
                 # to fit the routing on, after self-distillation's: the distilled encoder trained on those
                 skip = cfg.self_distill if "distilled" in kinds else 0
                 route_texts = distill_pool_docs(con, skip + cfg.route_docs)["text"].to_list()[skip:]
+            linear = "distilled_linear" if kind == "distilled_ensemble" and "distilled_linear" in members else "linear"
             trained = build_ensemble(
-                [members[encoder], members["linear"]],
+                [members[encoder], members[linear]],
                 val,
                 task.label_ids,
                 cfg,
@@ -814,7 +825,7 @@ def train_checkpoint(con: duckdb.DuckDBPyConnection, settings: Settings) -> Trai
         row = {
             "checkpoint_id": checkpoint_id,
             "task": task.name,
-            "base_model": base_identity if kind != "linear" else "tfidf-logreg",
+            "base_model": "tfidf-logreg" if kind in LINEAR_KINDS else base_identity,
             "recipe": cfg.recipe,
             "label_source": label_source,
             "n_train": trained.n_train,
@@ -962,6 +973,33 @@ def _store_distill_labels(
     run_model(con, "students.distill_labels", frames={"staged_distill_labels": frame}, atomic=False)
 
 
+def _load_distill_labels(con: duckdb.DuckDBPyConnection, task: Task, checkpoint_id: str, pool: pl.DataFrame):
+    """The pseudo-labels a reused distilled checkpoint trained on (students.distill_labels), as a Phase in
+    ``pool``'s order, so a new member can learn from them without labeling the pool again."""
+    from llambert.student.train import Phase
+
+    rows = con.execute(
+        "SELECT doc_id, label, label_probs FROM students.distill_labels WHERE checkpoint_id = ?", [checkpoint_id]
+    ).fetchall()
+    by_doc = {d: (int(lab), probs) for d, lab, probs in rows}
+    missing = [d for d in pool["doc_id"].to_list() if d not in by_doc]
+    if missing:
+        raise RuntimeError(
+            f"students.distill_labels has no pseudo-label of checkpoint {checkpoint_id} for {len(missing)} of the "
+            f"{pool.height} pool documents (first: {missing[0]}): delete that checkpoint's row from "
+            "students.checkpoints (or its folder) and run again, so self-distillation labels the pool anew"
+        )
+    ids = {lab.name: lab.id for lab in task.labels}
+    docs, texts = pool["doc_id"].to_list(), pool["text"].to_list()
+    return Phase(
+        "distilled",
+        texts,
+        [by_doc[d][0] for d in docs],
+        docs,
+        probs=[{ids[k]: float(v) for k, v in dict(by_doc[d][1]).items()} for d in docs],
+    )
+
+
 def _store_probe_score(con: duckdb.DuckDBPyConnection, checkpoint_id: str, probe: dict, scored: dict | None) -> None:
     if scored:
         frame = pl.DataFrame(
@@ -1004,8 +1042,8 @@ def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         "CASE WHEN k.probe_n IS NOT NULL THEN format('the gold probe ({} documents)', k.probe_n) "
         "ELSE 'held-out teacher labels (no gold probe)' END AS judge "
         "FROM newest n JOIN students.checkpoints k USING (checkpoint_id) "
-        "ORDER BY CASE n.kind WHEN 'distilled_ensemble' THEN 1 WHEN 'distilled' THEN 2 WHEN 'ensemble' THEN 3 "
-        "WHEN 'encoder' THEN 4 ELSE 5 END"
+        "ORDER BY CASE n.kind WHEN 'distilled_ensemble' THEN 1 WHEN 'distilled' THEN 2 WHEN 'distilled_linear' THEN 3 "
+        "WHEN 'ensemble' THEN 4 WHEN 'encoder' THEN 5 ELSE 6 END"
     ).pl()
 
 

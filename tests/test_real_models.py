@@ -120,7 +120,7 @@ def test_real_student_on_a_small_skewed_set_does_not_collapse(imdb_dir, tmp_path
         stats = pipeline.train_checkpoint(con, settings)
         # The default family, self-distillation included (the real MiniLM learns from its ensemble's labels too).
         kinds = {c["kind"] for c in stats["candidates"]}
-        assert kinds == {"linear", "encoder", "ensemble", "distilled", "distilled_ensemble"}, kinds
+        assert kinds == {"linear", "encoder", "ensemble", "distilled", "distilled_linear", "distilled_ensemble"}, kinds
         assert con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] > 0
         assert stats["champion"], stats["champion_reason"]
         pipeline.predict_batch(con, settings)

@@ -96,6 +96,9 @@ def test_ensemble_calibrates_and_leans_on_the_better_member(tmp_path):
     assert weights[0] >= 0.85 and sum(weights) == pytest.approx(1.0)  # 2,000 documents outweigh the prior
     few = fit_ensemble([good[:20], noise[:20]], y[:20])[1]
     assert 0.5 <= few[0] <= 0.6  # 20 documents barely move it from equal weights
+    # student.ensemble_weights: equal (the default) calibrates the members the same way, then averages them.
+    eq_temps, eq = fit_ensemble([good, noise], y, fit_weights=False)
+    assert eq == [0.5, 0.5] and eq_temps == temps
     assert nll(mix([good, noise], temps, weights), y) <= nll(mix([good, noise], [1, 1], [0.5, 0.5]), y)
 
     # Saved and loaded from its folder, it predicts exactly the weighted mix of its members.
@@ -220,11 +223,11 @@ def test_a_teacher_that_says_one_label_never_reaches_predictions(tmp_path, small
 
 
 def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_judges(
-    tmp_path, small_corpus, tiny_models
+    tmp_path, small_corpus, tiny_models, monkeypatch
 ):
     """student.self_distill: the ensemble soft-labels unsampled pool documents (never the probe, never
     test), the encoder (continued, the default distill_from) trains on the teacher's labels plus those, and both
-    it and its ensemble with the floor compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
+    it, a TF-IDF model on the same examples and their ensemble compete; a second run with the same labels reuses every checkpoint and labels nothing again."""
     import json
 
     from llambert import pipeline
@@ -242,14 +245,28 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
         pipeline.parse_labels(con, settings)
         stats = pipeline.train_checkpoint(con, settings)
         by_kind = {c["kind"]: c for c in stats["candidates"]}
-        assert set(by_kind) == {"linear", "encoder", "ensemble", "distilled", "distilled_ensemble"}
+        assert set(by_kind) == {"linear", "encoder", "ensemble", "distilled", "distilled_linear", "distilled_ensemble"}
         assert by_kind["distilled"]["n_train"] == by_kind["encoder"]["n_train"] + 30
+        assert by_kind["distilled_linear"]["n_train"] == by_kind["distilled"]["n_train"]
         rows = con.execute(
             "SELECT d.doc_id, d.source_checkpoint_id, k.kind, d.label, d.label_probs "
             "FROM students.distill_labels d JOIN students.checkpoints k USING (checkpoint_id)"
         ).fetchall()
-        assert len(rows) == 30 and {r[2] for r in rows} == {"distilled"}
+        # Both second-generation members learned from the same 30 pseudo-labels.
+        assert len(rows) == 60 and {r[2] for r in rows} == {"distilled", "distilled_linear"}
         assert {r[1] for r in rows} == {by_kind["ensemble"]["checkpoint_id"]}
+        per_doc = {}
+        for doc, _, _, label, _ in rows:
+            per_doc.setdefault(doc, set()).add(label)
+        assert len(per_doc) == 30 and all(len(v) == 1 for v in per_doc.values())
+        # The distilled ensemble averages the two second-generation members, with equal weights (the default).
+        paths = dict(con.execute("SELECT kind, path FROM students.checkpoints").fetchall())
+        manifest = json.loads((Path(paths["distilled_ensemble"]) / "ensemble.json").read_text())
+        assert manifest["members"] == [paths["distilled"], paths["distilled_linear"]]
+        assert manifest["weights"] == [0.5, 0.5]
+        assert con.execute(
+            "SELECT base_model FROM students.checkpoints WHERE kind = 'distilled_linear'"
+        ).fetchone() == ("tfidf-logreg",)
         for _, _, _, label, probs in rows:
             assert sum(probs.values()) == pytest.approx(1.0)
             assert label == (1 if probs["positive"] > probs["negative"] else 0)
@@ -259,7 +276,7 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
             "OR doc_id IN (SELECT doc_id FROM raw.occurrences WHERE split = 'test')"
         ).fetchone()[0]
         assert leaked == 0
-        assert con.execute("SELECT count(*) FROM students.candidates WHERE kind LIKE 'distilled%'").fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM students.candidates WHERE kind LIKE 'distilled%'").fetchone()[0] == 3
         # Routing is fitted on the unlabeled pool documents after the 30 the distilled encoder trained on.
         after = pipeline.distill_pool_docs(con, 30 + settings.student.route_docs).height - 30
         assert after > 0
@@ -269,7 +286,33 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
             ).fetchone()[0]
             assert json.loads(metrics)["route_n"] == after, kind
         again = pipeline.train_checkpoint(con, settings)
-        assert again["reused"] and con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] == 30
+        assert again["reused"] and con.execute("SELECT count(*) FROM students.distill_labels").fetchone()[0] == 60
+
+        # A warehouse whose distilled encoder predates the distilled linear model (or lost that checkpoint): the
+        # linear one trains on the pseudo-labels the warehouse kept, without labeling the pool again.
+        con.execute("DELETE FROM students.checkpoints WHERE kind IN ('distilled_linear', 'distilled_ensemble')")
+        con.execute(
+            "DELETE FROM students.distill_labels WHERE checkpoint_id = ?",
+            [by_kind["distilled_linear"]["checkpoint_id"]],
+        )
+        calls = []
+        import llambert.student.family as family
+
+        real = family.pseudo_phase
+        monkeypatch.setattr(family, "pseudo_phase", lambda *a, **k: calls.append(a) or real(*a, **k))
+        third = {c["kind"]: c for c in pipeline.train_checkpoint(con, settings)["candidates"]}
+        assert calls == []  # nobody labeled the pool again
+        assert third["distilled"]["reused"] and not third["distilled_linear"]["reused"]
+        relabeled = con.execute(
+            "SELECT doc_id, label FROM students.distill_labels WHERE checkpoint_id = ? ORDER BY doc_id",
+            [third["distilled_linear"]["checkpoint_id"]],
+        ).fetchall()
+        assert relabeled == sorted((d, next(iter(v))) for d, v in per_doc.items())
+        # ... and when those labels are gone too, it says which checkpoint to delete rather than guessing.
+        con.execute("DELETE FROM students.checkpoints WHERE kind IN ('distilled_linear', 'distilled_ensemble')")
+        con.execute("DELETE FROM students.distill_labels")
+        with pytest.raises(RuntimeError, match=f"checkpoint {third['distilled']['checkpoint_id']}.*delete"):
+            pipeline.train_checkpoint(con, settings)
     linear = load_settings(overrides=over | {"student": over["student"] | {"kind": "linear"}})
     assert kinds_for(linear.student) == ["linear"]  # nothing to distill into: the setting is moot, not an error
 
@@ -277,7 +320,7 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
 def test_distill_from_encoder_continues_the_first_encoder_for_distill_epochs(tmp_path, small_corpus, tiny_models):
     """student.distill_from: encoder (the default): the distilled encoder starts from the first generation's
     fine-tuned weights and trains ``distill_epochs`` epochs (no step floor); switching from base retrains only the
-    distilled pair."""
+    distilled encoder and its ensemble."""
     from llambert import pipeline
     from llambert.config import StudentConfig, load_settings
     from llambert.student.family import distill_start
@@ -309,6 +352,8 @@ def test_distill_from_encoder_continues_the_first_encoder_for_distill_epochs(tmp
             assert cont[kind]["checkpoint_id"] == fresh[kind]["checkpoint_id"], kind
         for kind in ("distilled", "distilled_ensemble"):
             assert cont[kind]["checkpoint_id"] != fresh[kind]["checkpoint_id"], kind
+        # the linear one learns the same pseudo-labels from nothing either way: kept
+        assert cont["distilled_linear"]["checkpoint_id"] == fresh["distilled_linear"]["checkpoint_id"]
 
         def epochs(cid: str) -> int:
             return con.execute("SELECT count(*) FROM students.training_log WHERE checkpoint_id = ?", [cid]).fetchone()[

@@ -17,8 +17,17 @@ from llambert.metrics import classification_metrics
 from llambert.student.train import Phase, split_validation
 
 KINDS_FOR = {"linear": ["linear"], "encoder": ["linear", "encoder"], "ensemble": ["linear", "encoder", "ensemble"]}
-# student.self_distill: the second generation, trained after (and taught by) the first.
-DISTILLED_FOR = {"linear": [], "encoder": ["distilled"], "ensemble": ["distilled", "distilled_ensemble"]}
+# student.self_distill: the second generation, trained after (and taught by) the first. Under kind: ensemble
+# both members learn again: the distilled encoder and a floor-like linear model on the same teacher labels +
+# pseudo-labels (seconds of training; the distilled ensemble averages the two).
+DISTILLED_FOR = {
+    "linear": [],
+    "encoder": ["distilled"],
+    "ensemble": ["distilled", "distilled_linear", "distilled_ensemble"],
+}
+# Linear (TF-IDF) kinds: the floor is only `linear` (the teacher's labels alone), but an ensemble routes
+# through whichever linear member it has.
+LINEAR_KINDS = ("linear", "distilled_linear")
 
 
 def kinds_for(cfg: StudentConfig) -> list[str]:
@@ -98,8 +107,11 @@ def _targets(phases: list[Phase], label_ids: list[int], cfg: StudentConfig):
     return texts, np.array(y, dtype=int), np.array(probs), np.array(weights)
 
 
-def train_linear(phases: list[Phase], val: Phase, label_ids: list[int], cfg: StudentConfig, out: Path) -> Trained:
-    """The floor: TF-IDF + logistic regression on the same examples (soft targets as per-class weights)."""
+def train_linear(
+    phases: list[Phase], val: Phase, label_ids: list[int], cfg: StudentConfig, out: Path, kind: str = "linear"
+) -> Trained:
+    """The floor: TF-IDF + logistic regression on the same examples (soft targets as per-class weights).
+    ``kind='distilled_linear'``: the same model on the phases :func:`with_pseudo` made (teacher + pseudo-labels)."""
     from llambert.student.linear import LinearParams, LinearStudent
 
     t0 = time.perf_counter()
@@ -114,7 +126,7 @@ def train_linear(phases: list[Phase], val: Phase, label_ids: list[int], cfg: Stu
     seconds = time.perf_counter() - t0
     metrics = val_metrics(model, val, label_ids) | {"cv_accuracy": model.cv_accuracy, "C": model.C}
     return Trained(
-        "linear",
+        kind,
         out,
         len(texts),
         len(val.texts),
@@ -154,8 +166,8 @@ def build_ensemble(
     to_index = {lid: i for i, lid in enumerate(label_ids)}
     y = np.array([to_index[v] for v in val.labels], dtype=int)
     val_lp = [p.log_probs(val.texts) for p in preds]
-    temps, weights = fit_ensemble(val_lp, y)
-    floor = next((i for i, m in enumerate(members) if m.kind == "linear"), None)
+    temps, weights = fit_ensemble(val_lp, y, fit_weights=cfg.ensemble_weights == "fitted")
+    floor = next((i for i, m in enumerate(members) if m.kind in LINEAR_KINDS), None)
     threshold, route = 0.0, {}
     if floor is not None and cfg.route_max_changed and route_texts:
         lps = [p.log_probs(route_texts) for p in preds]

@@ -1,6 +1,7 @@
 -- students.distill_labels: the soft labels a trained student gave pool documents the teacher never saw,
--- for self-distillation (student.self_distill; README "Students"): the `distilled` checkpoint trained on
--- the teacher's labels plus these. One row per (distilled checkpoint, document); a reused checkpoint
+-- for self-distillation (student.self_distill; README "Students"): the `distilled` checkpoint (an encoder)
+-- and the `distilled_linear` one (TF-IDF, the distilled ensemble's other member) trained on the teacher's
+-- labels plus these. One row per (checkpoint that trained on them, document); a reused checkpoint
 -- adds none. Reads the staged frame `staged_distill_labels` (checkpoint_id, source_checkpoint_id,
 -- doc_id, pool_rank, label, label_probs_json).
 INSERT INTO students.distill_labels BY NAME
