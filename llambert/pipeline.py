@@ -174,6 +174,18 @@ def _uncertainty_round(
     ).pl()
     if candidates.is_empty():
         return None
+    if labeled.is_empty():
+        run_model(con, "labeling.discarded")
+        n, reasons = con.execute(
+            "SELECT count(*), string_agg(DISTINCT reason, ', ') FROM labeling.discarded"
+        ).fetchone()
+        raise NothingParsed(
+            f"uncertainty sampling, round {round_no}: none of the {n} teacher answers so far names a label of task "
+            f"'{task.name}' (every one is in labeling.discarded: {reasons or 'no answers'}), so there is nothing to "
+            "pick the next round by, and more calls would be discarded too. Look at what the teacher said: "
+            'llambert sql "SELECT reason, raw_text FROM labeling.discarded LIMIT 20"; then fix the task\'s answer '
+            "words, the prompt or the teacher (teacher.model / teacher.mode) and run again: the paid answers are cached."
+        )
     if labeled["label"].n_unique() < 2:  # one class so far: nothing to be unsure between; keep to the pool order
         plan = type(plan)(plan.round, 0, plan.size, 0, plan.size)
     t0 = time.perf_counter()
@@ -1045,6 +1057,10 @@ def candidate_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         "ORDER BY CASE n.kind WHEN 'distilled_ensemble' THEN 1 WHEN 'distilled' THEN 2 WHEN 'distilled_linear' THEN 3 "
         "WHEN 'ensemble' THEN 4 WHEN 'encoder' THEN 5 ELSE 6 END"
     ).pl()
+
+
+class NothingParsed(RuntimeError):
+    """Every teacher answer so far was discarded: asking for more would waste the calls."""
 
 
 class NoEligibleStudent(LookupError):

@@ -232,3 +232,26 @@ def test_llambert_run_grows_the_sample_round_by_round(tmp_path, small_corpus, ti
     answered = con.execute("SELECT count(*) FROM labeling.llm_responses").fetchone()[0]
     con.close()
     assert rounds == [(0, 12), (1, 12), (2, 12), (3, 4)] and answered == 40 and len(oracle.asked) == 40
+
+
+def test_uncertainty_stops_with_what_to_do_when_every_seed_answer_is_discarded(tmp_path, small_corpus, tiny_models):
+    """A teacher whose every seed-round answer names no label (here: 'unsure' to everything) must not go on paying
+    for rounds, nor fail inside scikit-learn: the run stops at round 1 saying where the answers are and what to fix,
+    and the paid answers are kept (a second try asks nothing again)."""
+    server = _Oracle({})  # knows no review: answers "unsure"
+    try:
+        s = _settings(tmp_path, small_corpus, tiny_models, size=40)
+        with open_warehouse(s.warehouse_path) as con:
+            pipeline.ingest_batch(con, s, "initial")
+            pipeline.build_sample(con, s)
+            with pytest.raises(
+                pipeline.NothingParsed, match=r"round 1: none of the 12 teacher answers.*labeling\.discarded"
+            ):
+                pipeline.label_sample(con, s, backend=server.teacher())
+            kept = con.execute("SELECT count(*) FROM labeling.llm_responses").fetchone()[0]
+            assert kept == 12 and len(server.asked) == 12
+            with pytest.raises(pipeline.NothingParsed):
+                pipeline.label_sample(con, s, backend=server.teacher())
+        assert len(server.asked) == 12  # the retry read the cache
+    finally:
+        server.close()
