@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         help="fresh stage: the students run (checkpoint folder) to score on the IMDb test reviews outside the "
         "test slice (default imdb-1000-uncertainty)",
     )
+    ap.add_argument(
+        "--fresh-from-table",
+        action="store_true",
+        help="fresh stage: print the table (with its two fixed halves) from bench.quality_fresh, running no model",
+    )
     ap.add_argument("--full-at", type=int, default=None, help="fulltest stage: the IMDb budget (default 1000)")
     ap.add_argument(
         "--full-strategies",

@@ -73,6 +73,9 @@ def stage_fresh(args) -> None:
 
     torch.set_num_threads(2)
     tag = getattr(args, "fresh_tag", None) or "imdb-1000-uncertainty"
+    if getattr(args, "fresh_from_table", False):
+        print("\n".join(table_lines(connect(), tag)))
+        return
     folder = CKPT / tag
     if not folder.is_dir():
         raise SystemExit(f"fresh: no checkpoints in {folder}; run the students stage for {tag} first")
@@ -151,14 +154,43 @@ def stage_fresh(args) -> None:
         f"COPY (SELECT * FROM bench.quality_fresh_summary ORDER BY measured_at) TO '{FRESH_EXPORT}' "
         "(FORMAT parquet, COMPRESSION zstd)"
     )
-    print("\n".join(fresh_lines(results, len(texts))))
+    print("\n".join(fresh_lines(results, len(texts), half_of(docs["doc_key"].to_list()))))
 
 
-def fresh_lines(results: dict[str, np.ndarray], n: int) -> list[str]:
-    """Accuracy per candidate and each candidate paired against the encoder on the same fresh reviews."""
+def half_of(doc_keys: list[str]) -> np.ndarray:
+    """0 or 1 per review, from the md5 of its key: two fixed halves of the fresh set, so a choice made looking at
+    one half (half 0) can be checked on reviews that did not suggest it (half 1)."""
+    import hashlib
+
+    return np.array([int(hashlib.md5(k.encode()).hexdigest(), 16) % 2 for k in doc_keys])
+
+
+def table_lines(con, tag: str) -> list[str]:
+    """``fresh_lines`` from the rows a fresh run stored (``--fresh-from-table``: no model is run)."""
+    rows = con.execute(
+        "SELECT candidate, doc_key, (label = gold)::INTEGER FROM bench.quality_fresh WHERE tag = ? "
+        "ORDER BY candidate, doc_key",
+        [tag],
+    ).pl()
+    if rows.is_empty():
+        raise SystemExit(f"fresh: no rows for {tag} in bench.quality_fresh; run the fresh stage first")
+    results = {
+        name: part.get_column(part.columns[2]).to_numpy()
+        for (name,), part in rows.partition_by("candidate", as_dict=True).items()
+    }
+    keys = rows.filter(pl.col("candidate") == rows["candidate"][0])["doc_key"].to_list()
+    return fresh_lines(results, len(keys), half_of(keys))
+
+
+def fresh_lines(results: dict[str, np.ndarray], n: int, halves: np.ndarray | None = None) -> list[str]:
+    """Accuracy per candidate (and per fixed half, ``half_of``) and each candidate paired against the encoder on
+    the same fresh reviews."""
+    split = halves is not None
     lines = [
-        f"| candidate | accuracy on {n:,} fresh reviews | Δ vs encoder (95%) |",
-        "|---|---|---|",
+        f"| candidate | accuracy on {n:,} fresh reviews |"
+        + (" half 0 | half 1 |" if split else "")
+        + " Δ vs encoder (95%) |",
+        "|---|---|" + ("---|---|" if split else "") + "---|",
     ]
     base = results.get("encoder")
     for name, right in sorted(results.items(), key=lambda kv: -kv[1].mean()):
@@ -166,5 +198,6 @@ def fresh_lines(results: dict[str, np.ndarray], n: int) -> list[str]:
         if base is not None and name != "encoder":
             d, lo, hi = paired(right, base)
             diff = f"{100 * d:+.2f} pt ({100 * lo:+.2f} to {100 * hi:+.2f})"
-        lines.append(f"| {name} | {100 * right.mean():.2f}% | {diff} |")
+        cells = "".join(f" {100 * right[halves == h].mean():.2f}% |" for h in (0, 1)) if split else ""
+        lines.append(f"| {name} | {100 * right.mean():.2f}% |{cells} {diff} |")
     return lines

@@ -366,6 +366,19 @@ def test_quality_fresh_scores_a_runs_checkpoints_on_unused_reviews_as_the_produc
     assert pl.read_parquet(tmp_path / "fresh.parquet").height == 3
     out = capsys.readouterr().out
     assert "| encoder |" in out and "Δ vs encoder" in out
+    # --fresh-from-table prints the same table from the stored rows (no model runs), with the two fixed halves.
+    f.stage_fresh(SimpleNamespace(fresh_tag="imdb-1000-uncertainty", fresh_from_table=True))
+    again = capsys.readouterr().out
+    assert "half 0 | half 1" in again
+    halves = f.half_of(docs["doc_key"].to_list())
+    assert set(halves) == {0, 1}
+    right = np.array(want) == np.array(gold)
+    line = next(x for x in again.splitlines() if x.startswith("| ensemble |"))
+    assert (
+        f"| {100 * right.mean():.2f}% | {100 * right[halves == 0].mean():.2f}% | {100 * right[halves == 1].mean():.2f}% |"
+        in line
+    )
+    assert [x.split("|")[1] for x in again.splitlines()[2:]] == [x.split("|")[1] for x in out.strip().splitlines()[-3:]]
 
 
 def test_quality_fresh_refuses_a_run_without_checkpoints(tmp_path, monkeypatch):
