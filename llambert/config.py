@@ -340,7 +340,8 @@ class StudentConfig(_Strict):
         description="Ensembles: each member's temperature is fitted on the validation split either way; equal "
         "(default) then averages the calibrated members, fitted also fits the mixing weight there (shrunk toward "
         "equal by the split's size). The split is a tenth of the LLM labels (100 at 1,000): the fitted weight "
-        'over-trusted the encoder (0.67) and scored lower on unseen IMDb test reviews (README "Students").',
+        "over-trusted the encoder (0.67): on 22,642 unseen IMDb test reviews the first ensemble went from 89.24% "
+        '(fitted) to 89.66% (equal), README "Students".',
     )
     route_max_changed: float = Field(
         0.003,
@@ -362,8 +363,10 @@ class StudentConfig(_Strict):
         ge=0,
         description="Self-distillation (0: off): after the family is trained, the ensemble (the encoder for kind: "
         "encoder) labels this many pool documents the teacher never saw, with soft labels (students.distill_labels); "
-        "a fresh encoder trains on the teacher's labels plus those and enters, with its own ensemble with the floor, "
-        "as candidates `distilled` and `distilled_ensemble`. IMDb at 1,000 LLM labels picked by uncertainty, two runs of "
+        "an encoder trains on the teacher's labels plus those (`distilled`), under kind: ensemble so does the floor's "
+        "TF-IDF model (`distilled_linear`, seconds), and the two are ensembled (`distilled_ensemble`); all compete. "
+        "At the defaults (IMDb, 1,000 uncertainty labels) the distilled ensemble scored 90.14% on 22,642 unseen test "
+        'reviews against the teacher\'s 90.7% (README "Students"). Earlier, with the floor as its second member: IMDb at 1,000 LLM labels picked by uncertainty, two runs of '
         "a fresh second encoder: the best candidate goes from 88.4/88.9% to 89.6/89.25% on test (the teacher: 90.0%) "
         "for a second training of 15-19 min on 2 cores; continued (distill_from: encoder) 89.05% for 7 min "
         "(docs/bench_quality.md). Skipped when no unsampled pool document is left, and under kind: linear.",

@@ -2,8 +2,9 @@
 
 A fine-tuned encoder and the TF-IDF floor make different mistakes (the encoder reads word order,
 the linear model counts every word of a long review), so their average beats both (IMDb, 1,000
-labels: docs/bench_quality.md). Temperatures and weights are fitted on the validation split (the
-held-out teacher labels), never on test or on the gold probe, which stays the judge.
+labels: docs/bench_quality.md). Temperatures (and, with ``student.ensemble_weights: fitted``, the weight) are
+fitted on the validation split (the held-out teacher labels), never on test or on the gold probe, which stays the
+judge; by default the calibrated members are averaged with equal weights.
 The folder holds only ``ensemble.json``: its members are the sibling checkpoint folders.
 
 **Routing** (``student.route_max_changed``): the floor is thousands of times cheaper than the encoder and,
