@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="fresh stage: print the table (with its two fixed halves) from bench.quality_fresh, running no model",
     )
+    ap.add_argument(
+        "--run-warehouse",
+        default=None,
+        help="product stage: a finished `make run` warehouse whose champion labels are paired with the teacher "
+        "(default var/warehouse.duckdb)",
+    )
     ap.add_argument("--full-at", type=int, default=None, help="fulltest stage: the IMDb budget (default 1000)")
     ap.add_argument(
         "--full-strategies",
@@ -233,6 +239,10 @@ def main(argv: list[str] | None = None) -> None:
             stage_label(args.max_budget, args.teacher, args.max_uncertainty)
         elif stage == "teacher":
             stage_teacher(args.teacher, args.teacher_n, args.teacher_corpora)
+        elif stage == "product":
+            from benchmarks.quality_product import stage_product
+
+            stage_product(args)
         elif stage == "fresh":
             from benchmarks.quality_fresh import stage_fresh
 

@@ -856,6 +856,13 @@ def paired_vs_teacher(
         "WHERE run_id = ? AND corpus = ? AND budget = ? AND strategy = ?",
         [run, name, budget, strategy],
     ).pl()
+    got = paired_frame(sub, preds)
+    return None if got is None else {"run_id": run} | got
+
+
+def paired_frame(sub: pl.DataFrame, preds: pl.DataFrame) -> dict | None:
+    """``paired_vs_teacher``'s figures from ``teacher_labeled``'s frame and the student's labels (doc_key, student);
+    None when a review of the slice has no student label."""
     got = sub.join(preds.cast({"student": pl.Int64}), on="doc_key", how="left")
     if got["student"].null_count():
         return None
@@ -866,7 +873,6 @@ def paired_vs_teacher(
     half = 1.96 * float(np.sqrt(np.var(diff, ddof=1) / k)) if k > 1 else float("nan")
     mean = float(diff.mean())
     return {
-        "run_id": run,
         "n": k,
         "student_accuracy": float(s_right.mean()),
         "teacher_accuracy": float(t_right.mean()),

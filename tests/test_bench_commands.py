@@ -442,3 +442,54 @@ def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_wha
             add("now:generate", now, doc, now_s)
     con.close()
     assert teacher_rates_then_now(model) == pytest.approx((2 / 4.0, 2 / 2.0))
+
+
+def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks.quality product`: the champion's labels of the warehouse's IMDb test reviews (each
+    test occurrence once, duplicates of one text included), their accuracy, and the paired difference to the teacher
+    on the teacher's reviews; a warehouse without a champion is refused with what to do."""
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from benchmarks import quality_product as qp
+
+    wh = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA students; CREATE SCHEMA predictions; CREATE SCHEMA raw; CREATE SCHEMA labeling")
+    con.execute("CREATE TABLE students.champion (checkpoint_id VARCHAR, kind VARCHAR)")
+    con.execute("CREATE TABLE predictions.labels (doc_id VARCHAR, checkpoint_id VARCHAR, label BIGINT)")
+    con.execute(
+        "CREATE TABLE raw.occurrences (source VARCHAR, source_id VARCHAR, split VARCHAR, doc_id VARCHAR, gold_label BIGINT)"
+    )
+    con.execute(
+        "CREATE TABLE labeling.llm_responses (model_identity VARCHAR, mode VARCHAR, decoding JSON, doc_id VARCHAR)"
+    )
+    con.execute("INSERT INTO labeling.llm_responses VALUES ('qwen@x', 'choice', '{\"mode\": \"choice\"}', 'd9')")
+    # d0..d3 are test reviews (d3 twice: the same text under two test ids), d9 a train review; ck2 is not the champion.
+    con.execute(
+        "INSERT INTO raw.occurrences VALUES ('imdb','0','test','d0',1), ('imdb','1','test','d1',0), "
+        "('imdb','2','test','d2',1), ('imdb','3','test','d3',0), ('imdb','4','test','d3',0), ('imdb','0','train','d9',1)"
+    )
+    con.execute(
+        "INSERT INTO predictions.labels VALUES ('d0','ck',1), ('d1','ck',1), ('d2','ck',1), ('d3','ck',0), "
+        "('d9','ck',1), ('d0','ck2',0)"
+    )
+    con.close()
+    with pytest.raises(SystemExit, match="no champion"):
+        qp.stage_product(SimpleNamespace(run_warehouse=str(wh)))
+    con = duckdb.connect(str(wh))
+    con.execute("INSERT INTO students.champion VALUES ('ck', 'distilled_ensemble')")
+    con.close()
+    frame, meta = qp.product_labels(wh)
+    assert sorted(frame["doc_key"].to_list()) == ["test:0", "test:1", "test:2", "test:3", "test:4"]
+    assert meta["kind"] == "distilled_ensemble" and meta["mode"] == "choice" and meta["answers"] == 1
+    # The teacher's reviews: right on test:0 and test:1, wrong on test:2 (the student wrong on test:1 only).
+    teacher = pl.DataFrame({"doc_key": ["test:0", "test:1", "test:2"], "gold": [1, 0, 1], "teacher": [1, 0, 0]})
+    monkeypatch.setattr(qp, "teacher_labeled", lambda corpus: teacher)
+    qp.stage_product(SimpleNamespace(run_warehouse=str(wh)))
+    out = capsys.readouterr().out
+    assert "all 5 IMDb test reviews: student accuracy 80.00%" in out
+    assert "student 66.7% vs teacher 66.7%" in out and "won/lost 1/1" in out
+    with pytest.raises(SystemExit, match="no warehouse"):
+        qp.stage_product(SimpleNamespace(run_warehouse=str(tmp_path / "missing.duckdb")))
