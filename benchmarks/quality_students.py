@@ -1159,11 +1159,13 @@ def stage_fulltest(args) -> None:
 
 def teacher_rates_then_now(model: str = "qwen2.5-coder-1.5b-instruct") -> tuple[float, float]:
     """Prompts per second (wall) of the issue's teacher path (then:generate) and this checkout's default
-    (now:generate) on the reviews both answered, from `python -m benchmarks.teacher_then_now`'s table."""
+    (now:<its default mode>) on the reviews both answered, from `python -m benchmarks.teacher_then_now`'s table."""
     from benchmarks.teacher import BENCH_DB, open_bench
     from benchmarks.teacher_then_now import THEN_REF, Arm, rev_parse, table
+    from llambert.config import TeacherConfig
 
-    arms = [Arm("then", "generate"), Arm("now", "generate")]
+    now_mode = TeacherConfig().mode  # today's default mode (choice since 2026-12-05)
+    arms = [Arm("then", "generate"), Arm("now", now_mode)]
     con = open_bench(BENCH_DB)
     try:
         t = table(con, arms, rev_parse(THEN_REF), model)
@@ -1171,8 +1173,8 @@ def teacher_rates_then_now(model: str = "qwen2.5-coder-1.5b-instruct") -> tuple[
         con.close()
     if t.is_empty() or not t["n"][0]:
         raise SystemExit(
-            "ratio --teacher-from-then-now: no then:generate / now:generate rows for this checkout's default; run "
-            "`python -m benchmarks.teacher_then_now --arms then:generate now:generate` first"
+            f"ratio --teacher-from-then-now: no then:generate / now:{now_mode} rows for this checkout's default; run "
+            f"`python -m benchmarks.teacher_then_now --arms then:generate now:{now_mode}` first"
         )
     return float(t["prompts_per_s"][0]), float(t["prompts_per_s"][1])
 

@@ -45,8 +45,9 @@ class LlambertResource(dg.ConfigurableResource):
     )
     teacher_mode: str | None = Field(
         None,
-        description="teacher.mode: 'generate' (free answer, parsed by the task's parser, as in the paper) or "
-        "'choice' (score each label's words, never off-format).",
+        description="teacher.mode: 'choice' (default except for the openai backend: score each label's words, a "
+        "probability per label for the students' soft labels, never off-format) or 'generate' (free answer, parsed "
+        "by the task's parser, as in the paper).",
     )
     student_model: str | None = Field(
         None, description="The encoder to fine-tune (student.model), e.g. all-minilm-l6-v2, a directory or a hub id."

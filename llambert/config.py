@@ -97,7 +97,13 @@ class TeacherConfig(_Strict):
     model: str = Field("qwen2.5-coder-1.5b-instruct", description="Registry name, local directory or hub id.")
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     mode: Literal["generate", "choice"] = Field(
-        "generate", description="generate: free text + the task's parser (the paper); choice: score each label."
+        "choice",
+        description="choice: score each label, a probability per label (the students' soft labels); generate: free "
+        "text + the task's parser (the paper). Default: choice, except generate for backend openai (hosted APIs may "
+        'not constrain choices). `make run` on IMDb, one run each (2026-12-05, README "Students"): the student '
+        "scored 89.23% on the 25,000 test reviews from choice-mode labels against 88.43% from generate-mode ones, "
+        "the teacher stage taking 16m03s against 15m41s (the same labels on 100 reviews, at 0.528 vs 0.530 prompts per "
+        "CPU-second).",
     )
     batch_size: int | None = Field(
         None,
@@ -197,6 +203,15 @@ class TeacherConfig(_Strict):
         description="Optional: a small model answers first (choice mode) and only documents it is unsure of go "
         "to `model`; labeling.llm_responses.answered_by says which one answered. None (default): off.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_for_backend(cls, data: Any) -> Any:
+        """teacher.mode left unset: choice, except for the openai backend (a hosted API may not constrain the
+        answer to the labels or return log-probabilities), which keeps the paper's generate + parser."""
+        if isinstance(data, dict) and data.get("mode") is None:
+            data = {**data, "mode": "generate" if data.get("backend") == "openai" else "choice"}
+        return data
 
     @model_validator(mode="after")
     def _quantize_on_cpu(self) -> TeacherConfig:

@@ -70,7 +70,14 @@ def tiny_settings_dict(home: Path, data_dir: Path, tiny_models: dict[str, Path],
         "model_cache": str(home / "models"),
         "data_dir": str(data_dir),
         "sample": {"size": 40},
-        "teacher": {"model": str(tiny_models["teacher"]), "batch_size": 8, "max_prompt_tokens": 256},
+        # generate: the tiny random teacher writes gibberish, which these tests parse and discard (choice, the
+        # default, never discards on this backend); tests of choice mode set it themselves.
+        "teacher": {
+            "model": str(tiny_models["teacher"]),
+            "batch_size": 8,
+            "max_prompt_tokens": 256,
+            "mode": "generate",
+        },
         # min_train_steps 0: the tiny suite trains the epochs it asks for (the small-set rule has its own test)
         "student": {
             "model": str(tiny_models["student"]),

@@ -410,7 +410,8 @@ def test_quality_fresh_reviews_are_outside_the_test_slice_the_pool_and_the_probe
 
 
 def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_what_to_run(tmp_path, monkeypatch):
-    """ratio --teacher-from-then-now: prompts/s (wall) of then:generate and of this checkout's now:generate, on the
+    """ratio --teacher-from-then-now: prompts/s (wall) of then:generate and of this checkout's default (now:choice),
+    on the
     reviews both answered; a now arm answered under another decoding does not count, and with none the stage
     stops with the command to run."""
     from benchmarks import teacher as bt
@@ -422,16 +423,20 @@ def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_wha
     con.execute(tn.DDL)
     model = "qwen2.5-coder-1.5b-instruct"
     then_sha = tn.rev_parse(tn.THEN_REF)
-    now = tn.now_ref(tn.Arm("now", "generate"), model)
+    from llambert.config import TeacherConfig
+
+    assert TeacherConfig().mode == "choice"  # today's default mode
+    now = tn.now_ref(tn.Arm("now", "choice"), model)
 
     def add(arm, ref, doc, wall):
         con.execute(
             "INSERT INTO bench.teacher_then_now (arm, ref, mode, model, model_identity, decoding, doc_id, gold, label, "
-            "prompt_tokens, wall_s, cpu_s, load_1m) VALUES (?, ?, 'generate', ?, 'm', '{}', ?, 1, 1, 100, ?, ?, 2.0)",
-            [arm, ref, model, doc, wall, wall],
+            "prompt_tokens, wall_s, cpu_s, load_1m) VALUES (?, ?, ?, ?, 'm', '{}', ?, 1, 1, 100, ?, ?, 2.0)",
+            [arm, ref, arm.split(":")[1], model, doc, wall, wall],
         )
 
-    add("now:generate", "now@olddefault", "a", 9.0)  # an earlier default's row: never today's
+    add("now:choice", "now@olddefault", "a", 9.0)  # an earlier default's row: never today's
+    add("now:generate", tn.now_ref(tn.Arm("now", "generate"), model), "a", 0.1)  # not today's default mode
     con.close()
     with pytest.raises(SystemExit, match="run `python -m benchmarks.teacher_then_now --arms then:generate"):
         teacher_rates_then_now(model)
@@ -439,7 +444,7 @@ def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_wha
     for doc, then_s, now_s in (("a", 2.0, 1.0), ("b", 2.0, 1.0), ("c", 2.0, 1.0)):
         add("then:generate", then_sha, doc, then_s)
         if doc != "c":  # c: answered by the old path only, so left out of both rates
-            add("now:generate", now, doc, now_s)
+            add("now:choice", now, doc, now_s)
     con.close()
     assert teacher_rates_then_now(model) == pytest.approx((2 / 4.0, 2 / 2.0))
 
