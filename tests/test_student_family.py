@@ -313,6 +313,16 @@ def test_self_distillation_trains_a_second_generation_on_pool_documents_nobody_j
         con.execute("DELETE FROM students.distill_labels")
         with pytest.raises(RuntimeError, match=f"checkpoint {third['distilled']['checkpoint_id']}.*delete"):
             pipeline.train_checkpoint(con, settings)
+        # Doing what the message says labels the pool again (and shows the spy above sees the labeling it counts).
+        con.execute("DELETE FROM students.checkpoints WHERE kind = 'distilled'")
+        fourth = {c["kind"]: c for c in pipeline.train_checkpoint(con, settings)["candidates"]}
+        assert len(calls) == 1 and not fourth["distilled"]["reused"] and not fourth["distilled_linear"]["reused"]
+        assert con.execute(
+            "SELECT count(DISTINCT checkpoint_id), count(*) FROM students.distill_labels"
+        ).fetchone() == (
+            2,
+            60,
+        )
     linear = load_settings(overrides=over | {"student": over["student"] | {"kind": "linear"}})
     assert kinds_for(linear.student) == ["linear"]  # nothing to distill into: the setting is moot, not an error
 
