@@ -200,6 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         help="product stage: a finished `make run` warehouse whose champion labels are paired with the teacher "
         "(default var/warehouse.duckdb)",
     )
+    ap.add_argument(
+        "--product-candidates",
+        action="store_true",
+        help="product stage: also re-read every candidate of the run on the teacher's test reviews (loads models)",
+    )
     ap.add_argument("--full-at", type=int, default=None, help="fulltest stage: the IMDb budget (default 1000)")
     ap.add_argument(
         "--full-strategies",

@@ -56,6 +56,47 @@ class _Cached:
         return np.stack([self.rows[t] for t in texts])
 
 
+class FolderScorer:
+    """Checkpoint folders scored on one fixed list of texts, each base model reading every text once: an
+    ensemble is scored from its members' cached log-probabilities through the product's own ``EnsembleStudent``
+    (weights, temperatures and routing exactly as saved)."""
+
+    def __init__(self, texts: list[str], what: str = "fresh") -> None:
+        from llambert.config import StudentConfig
+
+        self.texts, self.what, self.cfg = texts, what, StudentConfig()
+        self.cache: dict[str, _Cached] = {}
+        self.speed: dict[str, float] = {}
+
+    def _member(self, path: str | Path) -> _Cached:
+        from llambert.student.predict import load_predictor
+
+        key, texts, cfg = str(Path(path).resolve()), self.texts, self.cfg
+        if key not in self.cache:
+            pred = load_predictor(path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
+            t0, out = time.perf_counter(), []
+            for start in range(0, len(texts), 2500):
+                out.append(pred.log_probs(texts[start : start + 2500]))
+                log(f"{self.what} {Path(path).name}: {start + len(out[-1]):,}/{len(texts):,}")
+            self.speed[key] = len(texts) / (time.perf_counter() - t0)
+            self.cache[key] = _Cached([int(i) for i in pred.label_ids], dict(zip(texts, np.concatenate(out))))
+        return self.cache[key]
+
+    def log_probs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
+        """(log-probabilities per text, label ids, docs/s): an ensemble's rate counts every member on every text
+        (routing's saving is not counted here)."""
+        from llambert.student.ensemble import EnsembleStudent
+        from llambert.student.predict import student_kind
+
+        n = len(self.texts)
+        if student_kind(Path(path)) == "ensemble":
+            ens = EnsembleStudent.load(Path(path), load_member=lambda p, *_a: self._member(p))
+            secs = sum(n / self.speed[str(Path(p).resolve())] for p in ens.member_paths)
+            return ens.log_probs(self.texts), np.array(ens.label_ids), n / secs
+        member = self._member(path)
+        return member.log_probs(self.texts), np.array(member.label_ids), self.speed[str(Path(path).resolve())]
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """Mean of a - b over reviews (1 = right) and its 95% interval."""
     d = a.astype(float) - b.astype(float)
@@ -66,10 +107,8 @@ def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 def stage_fresh(args) -> None:
     import torch
 
-    from llambert.config import StudentConfig
     from llambert.metrics import classification_metrics
-    from llambert.student.ensemble import EnsembleStudent
-    from llambert.student.predict import load_predictor, student_kind
+    from llambert.student.predict import student_kind
 
     torch.set_num_threads(2)
     tag = getattr(args, "fresh_tag", None) or "imdb-1000-uncertainty"
@@ -82,39 +121,13 @@ def stage_fresh(args) -> None:
     docs = fresh_reviews(tag.split("-")[0])
     texts, gold = docs["text"].to_list(), np.array(docs["gold"].to_list())
     log(f"fresh: {len(texts):,} IMDb test reviews outside the test slice and the pool; checkpoints of {tag}")
-    cfg = StudentConfig()
-    cache: dict[str, _Cached] = {}
-    speed: dict[str, float] = {}
-
-    def score(path: str | Path) -> _Cached:
-        """The folder's log-probabilities for every fresh review (computed once), by text."""
-        key = str(Path(path).resolve())
-        if key not in cache:
-            pred = load_predictor(path, cfg.infer_max_length, cfg.infer_batch_size, cfg.truncation, threads=2)
-            t0, out = time.perf_counter(), []
-            for start in range(0, len(texts), 2500):
-                out.append(pred.log_probs(texts[start : start + 2500]))
-                log(f"fresh {Path(path).name}: {start + len(out[-1]):,}/{len(texts):,}")
-            speed[key] = len(texts) / (time.perf_counter() - t0)
-            cache[key] = _Cached([int(i) for i in pred.label_ids], dict(zip(texts, np.concatenate(out))))
-        return cache[key]
-
+    scorer = FolderScorer(texts, "fresh")
     con = connect()
     con.execute(FRESH_DDL)
     results: dict[str, np.ndarray] = {}
     kinds = {p.name: student_kind(p) for p in sorted(folder.iterdir()) if p.is_dir()}
     for name in sorted(kinds, key=lambda n: kinds[n] == "ensemble"):  # members first
-        path = folder / name
-        if kinds[name] == "ensemble":
-            ens = EnsembleStudent.load(path, load_member=lambda p, *_a: score(p))
-            lp = ens.log_probs(texts)
-            ids = np.array(ens.label_ids)
-            secs = sum(len(texts) / speed[str(Path(p).resolve())] for p in ens.member_paths)
-            rate = len(texts) / secs  # every member on every review: routing's saving is not counted here
-        else:
-            member = score(path)
-            lp, ids = member.log_probs(texts), np.array(member.label_ids)
-            rate = speed[str(path.resolve())]
+        lp, ids, rate = scorer.log_probs(folder / name)
         labels = ids[lp.argmax(axis=1)]
         results[name] = labels == gold
         m = classification_metrics(gold.tolist(), labels.tolist(), sorted(set(ids.tolist())))

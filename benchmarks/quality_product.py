@@ -73,4 +73,46 @@ def stage_product(args) -> None:
         lines.append("- some of the teacher's 1,000 test reviews have no product label: no paired comparison")
     else:
         lines.append(f"- {paired_text(p)} (the teacher: the `teacher` stage's answers, choice mode, the whole review)")
+        if getattr(args, "product_candidates", False):
+            lines += candidate_lines(warehouse, sub)
     print("\n".join(lines))
+
+
+def candidate_lines(warehouse: Path, sub: pl.DataFrame) -> list[str]:
+    """Every candidate of the run (``students.candidates``, folders still on disk) re-read on the teacher's test
+    reviews and paired with the teacher there: what the champion rule's choice cost or saved on reviews that no
+    score used. Loads each base model once (``FolderScorer``)."""
+    from benchmarks.quality_fresh import FolderScorer
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        cands = con.execute(
+            "SELECT c.checkpoint_id, c.kind, c.path, c.score, c.docs_per_s, c.verdict, "
+            "c.checkpoint_id = h.checkpoint_id AS champion "
+            "FROM students.candidates c CROSS JOIN students.champion h ORDER BY c.score DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    scorer = FolderScorer(sub["text"].to_list(), "product candidates")
+    out = [
+        "",
+        f"| candidate | probe score | docs/s (run) | verdict | on the teacher's {sub.height:,} | Δ vs teacher (95%) "
+        "| won/lost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(cands, key=lambda r: "ensemble" in r[1])  # members first: ensembles reuse their log-probs
+    rows = {}
+    for cid, kind, path, score, rate, verdict, champ in order:
+        if not Path(path).is_dir():
+            rows[cid] = f"| {kind} | {score:.4f} | {rate:.0f} | {verdict} | folder gone | | |"
+            continue
+        lp, ids, _ = scorer.log_probs(path)
+        pred = sub.select("doc_key").with_columns(student=pl.Series(ids[lp.argmax(axis=1)].tolist(), dtype=pl.Int64))
+        p = paired_frame(sub, pred)
+        name = f"**{kind}** (champion)" if champ else kind
+        rows[cid] = (
+            f"| {name} | {score:.4f} | {rate:.0f} | {verdict} | {p['student_accuracy']:.2%} | "
+            f"{p['diff_pt']:+.1f} pt ({p['diff_lo_pt']:+.1f} to {p['diff_hi_pt']:+.1f}) | {p['won']}/{p['lost']} |"
+        )
+        log(f"product candidate {kind}: {p['student_accuracy']:.2%} on the teacher's reviews")
+    return out + [rows[c[0]] for c in cands]

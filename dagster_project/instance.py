@@ -26,8 +26,10 @@ run_coordinator:
 
 
 def ensure_dagster_home(home: Path) -> Path:
-    """Create ``home`` with a dagster.yaml and point DAGSTER_HOME at it (unless already set)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or home)
+    """Create ``home`` with a dagster.yaml and point DAGSTER_HOME at it (unless already set).
+
+    Made absolute first: Dagster refuses a relative DAGSTER_HOME, and ``--set home=var/x`` is relative."""
+    home = Path(os.environ.get("DAGSTER_HOME") or home).absolute()
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():

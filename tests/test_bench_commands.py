@@ -498,3 +498,59 @@ def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, m
     assert "student 66.7% vs teacher 66.7%" in out and "won/lost 1/1" in out
     with pytest.raises(SystemExit, match="no warehouse"):
         qp.stage_product(SimpleNamespace(run_warehouse=str(tmp_path / "missing.duckdb")))
+
+
+def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_reviews(tmp_path, monkeypatch, capsys):
+    """--product-candidates: each candidate folder of the run labels the teacher's reviews through the product's own
+    loader and is paired with the teacher there; the champion is marked, a folder that is gone is said so."""
+    from types import SimpleNamespace
+
+    import duckdb
+    import numpy as np
+
+    from benchmarks import quality_product as qp
+    from llambert.student.linear import LinearStudent
+    from llambert.student.predict import load_predictor
+
+    words = ["great", "awful", "loved", "boring", "superb", "dull"]
+    texts = [f"{words[i % 6]} film {i}" for i in range(24)]
+    gold = [int(words[i % 6] in ("great", "loved", "superb")) for i in range(24)]
+    lin = tmp_path / "ck-linear"
+    LinearStudent([0, 1]).fit(texts[:18], np.array(gold[:18])).save(lin)
+    wh = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA students; CREATE SCHEMA predictions; CREATE SCHEMA raw; CREATE SCHEMA labeling")
+    con.execute("CREATE TABLE students.champion (checkpoint_id VARCHAR, kind VARCHAR)")
+    con.execute("INSERT INTO students.champion VALUES ('ck-linear', 'linear')")
+    con.execute(
+        "CREATE TABLE students.candidates (checkpoint_id VARCHAR, kind VARCHAR, path VARCHAR, score DOUBLE, "
+        "docs_per_s DOUBLE, verdict VARCHAR)"
+    )
+    con.execute(
+        "INSERT INTO students.candidates VALUES (?, 'linear', ?, 0.8, 5000, 'eligible'), "
+        "('ck-gone', 'encoder', ?, 0.9, 80, 'eligible')",
+        ["ck-linear", str(lin), str(tmp_path / "gone")],
+    )
+    con.execute("CREATE TABLE predictions.labels (doc_id VARCHAR, checkpoint_id VARCHAR, label BIGINT)")
+    con.execute(
+        "CREATE TABLE raw.occurrences (source VARCHAR, source_id VARCHAR, split VARCHAR, doc_id VARCHAR, gold_label BIGINT)"
+    )
+    con.execute(
+        "CREATE TABLE labeling.llm_responses (model_identity VARCHAR, mode VARCHAR, decoding JSON, doc_id VARCHAR)"
+    )
+    want = load_predictor(lin).predict(texts[18:])[0]
+    for i in range(18, 24):
+        con.execute("INSERT INTO raw.occurrences VALUES ('imdb', ?, 'test', ?, ?)", [str(i), f"d{i}", gold[i]])
+        con.execute("INSERT INTO predictions.labels VALUES (?, 'ck-linear', ?)", [f"d{i}", int(want[i - 18])])
+    con.close()
+    teacher = pl.DataFrame(
+        {"doc_key": [f"test:{i}" for i in range(18, 24)], "text": texts[18:], "gold": gold[18:], "teacher": gold[18:]}
+    )
+    monkeypatch.setattr(qp, "teacher_labeled", lambda corpus: teacher)
+    qp.stage_product(SimpleNamespace(run_warehouse=str(wh), product_candidates=True))
+    out = capsys.readouterr().out
+    acc = float(np.mean(np.array(want) == np.array(gold[18:])))
+    row = next(x for x in out.splitlines() if x.startswith("| **linear** (champion)"))
+    assert f"| {acc:.2%} |" in row and f"{100 * (acc - 1):+.1f} pt" in row
+    assert "| encoder | 0.9000 | 80 | eligible | folder gone |" in out
+    assert out.index("| encoder |") < out.index("| **linear**")  # by probe score, best first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -182,3 +183,16 @@ def test_a_setting_error_mid_run_exits_2(tmp_path, small_corpus, tiny_models, mo
     assert main(["--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "llambert: setting 'sample.pool_splits'" in err
+
+
+def test_relative_home_gives_dagster_an_absolute_home(tmp_path, monkeypatch):
+    """`--set home=var/x` is relative; Dagster refuses a relative DAGSTER_HOME ("must be an absolute path")."""
+    import os
+
+    from dagster_project.instance import ensure_dagster_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = ensure_dagster_home(Path("var/x/dagster_home"))
+    assert home.is_absolute() and home == tmp_path / "var" / "x" / "dagster_home"
+    assert os.environ["DAGSTER_HOME"] == str(home) and (home / "dagster.yaml").exists()
