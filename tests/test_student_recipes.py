@@ -343,6 +343,21 @@ def test_champion_rule_prefers_an_ensemble_within_the_probes_noise():
     assert _champion(con, 0.015)[0] == "floor"  # an as-good floor 60x faster still wins on speed
 
 
+def test_champion_reason_names_the_margin_that_let_a_faster_ensemble_win():
+    """The make run of 2026-12-05: the ensemble 0.904 at 86 docs/s, the distilled ensemble 0.892 at 154. The distilled
+    ensemble is as good only by the ensemble margin (1.2 points is outside the 0.005 tolerance): the reason says so."""
+    con = _champion_con()
+    _add_candidate(con, "floor", "linear", 0.826, 6116, 0)
+    _add_candidate(con, "ens", "ensemble", 0.904, 86, 1)
+    _add_candidate(con, "dist_ens", "distilled_ensemble", 0.892, 154, 2)
+    cid, reason = _champion(con, 0.015)
+    assert cid == "dist_ens" and "within 0.005" not in reason
+    assert "an ensemble within 0.015 of the best (champion_ensemble_margin) and over 1.5x faster: 154 vs 86" in reason
+    con.execute("UPDATE students.checkpoints SET probe_f1 = 0.902 WHERE checkpoint_id = 'dist_ens'")
+    cid, reason = _champion(con, 0.015)  # now inside the tolerance itself
+    assert cid == "dist_ens" and "within 0.005 of the best and over 1.5x faster: 154 vs 86" in reason
+
+
 def test_bench_twin_of_the_champion_rule_agrees_with_the_sql():
     """benchmarks.quality_students.pick_champion mirrors sql/students/champion.sql (the bench picks its `default`
     row with it): the same pick on 120 random candidate sets, with and without the ensemble margin."""

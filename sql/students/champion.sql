@@ -110,10 +110,17 @@ SELECT
             CASE
                 WHEN r.score = c.score AND r.as_good THEN ', a tie: the older one stays'
                 WHEN r.as_good AND c.score < r.score AND c.ensemble_first AND NOT r.ensemble_first THEN ''
-                WHEN r.as_good AND c.score < r.score
+                WHEN r.as_good AND c.score < r.score AND c.score >= c.best_score - getvariable('champion_tolerance')
                     THEN format(
                         ', within {} of the best and over {}x faster: {:.0f} vs {:.0f} docs/s',
                         getvariable('champion_tolerance'), getvariable('champion_speedup'), c.docs_per_s, r.docs_per_s
+                    )
+                WHEN r.as_good AND c.score < r.score
+                    THEN format(
+                        ', an ensemble within {} of the best (champion_ensemble_margin) and over {}x faster: '
+                        || '{:.0f} vs {:.0f} docs/s',
+                        getvariable('champion_ensemble_margin'), getvariable('champion_speedup'), c.docs_per_s,
+                        r.docs_per_s
                     )
                 WHEN r.as_good AND c.score > r.score AND r.docs_per_s > c.docs_per_s
                     THEN format(
