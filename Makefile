@@ -33,7 +33,7 @@ help:
 	@echo "make test-browser  headless Chromium (apt) drives the Dagster UI: graph, launch a job, metadata"
 	@echo "make screenshots   the browser test, saving docs/asset_graph.png and docs/materialization_metadata.png"
 	@echo "make bench-student  student speed vs transformers.pipeline + learning curve -> docs/bench_student.md"
-	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500 QUALITY_ARGS=\"--self-distill 2000\"]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
+	@echo "make bench-quality [QUALITY_MAX=1000 QUALITY_UNCERTAINTY=500 QUALITY_ARGS=\"--self-distill 6000\"]  students vs teacher vs linear floor per LLM budget -> docs/bench_quality.md"
 	@echo "make bench-scale [SCALE_ARGS=\"--docs 20000 --loader-rows 10000000\"]  local engine vs Ray workers + the loader, Amdahl projection -> docs/bench_scale.md"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
