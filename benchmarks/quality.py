@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         "--distill-at",
         nargs="+",
         default=["1000", "uncertainty:1000"],
-        help="IMDb budgets where --self-distill runs (uncertainty:N for sample.strategy uncertainty)",
+        help="budgets where --self-distill runs: IMDb by number (1000), uncertainty:N for sample.strategy "
+        "uncertainty, short:300 or short_skew:300 for the reshaped corpora",
     )
     ap.add_argument(
         "--distill-from",

@@ -532,7 +532,8 @@ def stage_students(args) -> None:
                 corpus,
                 b,
                 largest=(name == "imdb" and b == at),
-                self_distill=sd if name == "imdb" and str(b) in distill_at else 0,
+                # IMDb budgets by number (1000), the reshaped corpora by name (short:300, short_skew:300)
+                self_distill=sd if (str(b) if name == "imdb" else f"{name}:{b}") in distill_at else 0,
                 distill_from=dfrom,
                 encoders=encoders,
                 rerun=rerun,
