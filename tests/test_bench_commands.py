@@ -449,15 +449,9 @@ def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_wha
     assert teacher_rates_then_now(model) == pytest.approx((2 / 4.0, 2 / 2.0))
 
 
-def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, monkeypatch, capsys):
-    """`python -m benchmarks.quality product`: the champion's labels of the warehouse's IMDb test reviews (each
-    test occurrence once, duplicates of one text included), their accuracy, and the paired difference to the teacher
-    on the teacher's reviews; a warehouse without a champion is refused with what to do."""
-    from types import SimpleNamespace
-
+def _product_warehouse(tmp_path):
+    """The part of a `make run` warehouse the product stage reads (empty tables): its path and an open connection."""
     import duckdb
-
-    from benchmarks import quality_product as qp
 
     wh = tmp_path / "warehouse.duckdb"
     con = duckdb.connect(str(wh))
@@ -470,6 +464,20 @@ def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, m
     con.execute(
         "CREATE TABLE labeling.llm_responses (model_identity VARCHAR, mode VARCHAR, decoding JSON, doc_id VARCHAR)"
     )
+    return wh, con
+
+
+def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks.quality product`: the champion's labels of the warehouse's IMDb test reviews (each
+    test occurrence once, duplicates of one text included), their accuracy, and the paired difference to the teacher
+    on the teacher's reviews; a warehouse without a champion is refused with what to do."""
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from benchmarks import quality_product as qp
+
+    wh, con = _product_warehouse(tmp_path)
     con.execute("INSERT INTO labeling.llm_responses VALUES ('qwen@x', 'choice', '{\"mode\": \"choice\"}', 'd9')")
     # d0..d3 are test reviews (d3 twice: the same text under two test ids), d9 a train review; ck2 is not the champion.
     con.execute(
@@ -505,7 +513,6 @@ def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_revi
     loader and is paired with the teacher there; the champion is marked, a folder that is gone is said so."""
     from types import SimpleNamespace
 
-    import duckdb
     import numpy as np
 
     from benchmarks import quality_product as qp
@@ -517,10 +524,7 @@ def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_revi
     gold = [int(words[i % 6] in ("great", "loved", "superb")) for i in range(24)]
     lin = tmp_path / "ck-linear"
     LinearStudent([0, 1]).fit(texts[:18], np.array(gold[:18])).save(lin)
-    wh = tmp_path / "warehouse.duckdb"
-    con = duckdb.connect(str(wh))
-    con.execute("CREATE SCHEMA students; CREATE SCHEMA predictions; CREATE SCHEMA raw; CREATE SCHEMA labeling")
-    con.execute("CREATE TABLE students.champion (checkpoint_id VARCHAR, kind VARCHAR)")
+    wh, con = _product_warehouse(tmp_path)
     con.execute("INSERT INTO students.champion VALUES ('ck-linear', 'linear')")
     con.execute(
         "CREATE TABLE students.candidates (checkpoint_id VARCHAR, kind VARCHAR, path VARCHAR, score DOUBLE, "
@@ -530,13 +534,6 @@ def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_revi
         "INSERT INTO students.candidates VALUES (?, 'linear', ?, 0.8, 5000, 'eligible'), "
         "('ck-gone', 'encoder', ?, 0.9, 80, 'eligible')",
         ["ck-linear", str(lin), str(tmp_path / "gone")],
-    )
-    con.execute("CREATE TABLE predictions.labels (doc_id VARCHAR, checkpoint_id VARCHAR, label BIGINT)")
-    con.execute(
-        "CREATE TABLE raw.occurrences (source VARCHAR, source_id VARCHAR, split VARCHAR, doc_id VARCHAR, gold_label BIGINT)"
-    )
-    con.execute(
-        "CREATE TABLE labeling.llm_responses (model_identity VARCHAR, mode VARCHAR, decoding JSON, doc_id VARCHAR)"
     )
     want = load_predictor(lin).predict(texts[18:])[0]
     for i in range(18, 24):
