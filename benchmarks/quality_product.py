@@ -89,7 +89,7 @@ def candidate_lines(warehouse: Path, sub: pl.DataFrame) -> list[str]:
         cands = con.execute(
             "SELECT c.checkpoint_id, c.kind, c.path, c.score, c.docs_per_s, c.verdict, "
             "c.checkpoint_id = h.checkpoint_id AS champion "
-            "FROM students.candidates c CROSS JOIN students.champion h ORDER BY c.score DESC"
+            "FROM students.candidates c CROSS JOIN students.champion h ORDER BY c.score DESC NULLS LAST"
         ).fetchall()
     finally:
         con.close()
@@ -103,15 +103,17 @@ def candidate_lines(warehouse: Path, sub: pl.DataFrame) -> list[str]:
     order = sorted(cands, key=lambda r: "ensemble" in r[1])  # members first: ensembles reuse their log-probs
     rows = {}
     for cid, kind, path, score, rate, verdict, champ in order:
+        score = "–" if score is None else f"{score:.4f}"  # a candidate not scored on the current probe
+        rate = "–" if rate is None else f"{rate:.0f}"
         if not Path(path).is_dir():
-            rows[cid] = f"| {kind} | {score:.4f} | {rate:.0f} | {verdict} | folder gone | | |"
+            rows[cid] = f"| {kind} | {score} | {rate} | {verdict} | folder gone | | |"
             continue
         lp, ids, _ = scorer.log_probs(path)
         pred = sub.select("doc_key").with_columns(student=pl.Series(ids[lp.argmax(axis=1)].tolist(), dtype=pl.Int64))
         p = paired_frame(sub, pred)
         name = f"**{kind}** (champion)" if champ else kind
         rows[cid] = (
-            f"| {name} | {score:.4f} | {rate:.0f} | {verdict} | {p['student_accuracy']:.2%} | "
+            f"| {name} | {score} | {rate} | {verdict} | {p['student_accuracy']:.2%} | "
             f"{p['diff_pt']:+.1f} pt ({p['diff_lo_pt']:+.1f} to {p['diff_hi_pt']:+.1f}) | {p['won']}/{p['lost']} |"
         )
         log(f"product candidate {kind}: {p['student_accuracy']:.2%} on the teacher's reviews")
