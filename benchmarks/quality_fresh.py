@@ -61,10 +61,12 @@ class FolderScorer:
     ensemble is scored from its members' cached log-probabilities through the product's own ``EnsembleStudent``
     (weights, temperatures and routing exactly as saved)."""
 
-    def __init__(self, texts: list[str], what: str = "fresh") -> None:
+    def __init__(self, texts: list[str], what: str = "fresh", cfg=None) -> None:
+        """``cfg``: the StudentConfig whose infer_max_length, infer_batch_size and truncation the folders are read
+        with (default: today's defaults, what the bench trains with)."""
         from llambert.config import StudentConfig
 
-        self.texts, self.what, self.cfg = texts, what, StudentConfig()
+        self.texts, self.what, self.cfg = texts, what, cfg or StudentConfig()
         self.cache: dict[str, _Cached] = {}
         self.speed: dict[str, float] = {}
 

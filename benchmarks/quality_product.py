@@ -10,6 +10,7 @@ finished run's warehouse (read-only, no model is loaded): the champion's labels 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -69,6 +70,8 @@ def stage_product(args) -> None:
     sub = teacher_labeled("imdb")
     if sub is None:
         lines.append("- the teacher stage's 1,000 test reviews are not all answered: no paired comparison")
+        if getattr(args, "product_candidates", False):
+            lines.append("  (--product-candidates reads the candidates on those reviews: run the teacher stage first)")
     elif (p := paired_frame(sub, frame.select("doc_key", "student"))) is None:
         lines.append("- some of the teacher's 1,000 test reviews have no product label: no paired comparison")
     else:
@@ -83,9 +86,14 @@ def candidate_lines(warehouse: Path, sub: pl.DataFrame) -> list[str]:
     reviews and paired with the teacher there: what the champion rule's choice cost or saved on reviews that no
     score used. Loads each base model once (``FolderScorer``)."""
     from benchmarks.quality_fresh import FolderScorer
+    from llambert.config import StudentConfig
 
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
+        # Read as the run labeled its corpus: the student settings of its newest checkpoint (a run's settings).
+        stored = con.execute(
+            "SELECT training_config FROM students.checkpoints ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
         cands = con.execute(
             "SELECT c.checkpoint_id, c.kind, c.path, c.score, c.docs_per_s, c.verdict, "
             "c.checkpoint_id = h.checkpoint_id AS champion "
@@ -93,7 +101,11 @@ def candidate_lines(warehouse: Path, sub: pl.DataFrame) -> list[str]:
         ).fetchall()
     finally:
         con.close()
-    scorer = FolderScorer(sub["text"].to_list(), "product candidates")
+    # only what reading needs: a stored config may hold settings of an older version
+    keys = ("infer_max_length", "infer_batch_size", "truncation")
+    run_cfg = json.loads(stored[0]) if stored and stored[0] else {}
+    cfg = StudentConfig(**{k: run_cfg[k] for k in keys if k in run_cfg})
+    scorer = FolderScorer(sub["text"].to_list(), "product candidates", cfg)
     out = [
         "",
         f"| candidate | probe score | docs/s (run) | verdict | on the teacher's {sub.height:,} | Δ vs teacher (95%) "

@@ -411,8 +411,7 @@ def test_quality_fresh_reviews_are_outside_the_test_slice_the_pool_and_the_probe
 
 def test_ratio_takes_each_sides_teacher_rate_from_the_then_now_table_or_says_what_to_run(tmp_path, monkeypatch):
     """ratio --teacher-from-then-now: prompts/s (wall) of then:generate and of this checkout's default (now:choice),
-    on the
-    reviews both answered; a now arm answered under another decoding does not count, and with none the stage
+    on the reviews both answered; a now arm answered under another decoding does not count, and with none the stage
     stops with the command to run."""
     from benchmarks import teacher as bt
     from benchmarks import teacher_then_now as tn
@@ -504,6 +503,9 @@ def test_quality_product_pairs_a_make_run_warehouse_with_the_teacher(tmp_path, m
     out = capsys.readouterr().out
     assert "all 5 IMDb test reviews: student accuracy 80.00%" in out
     assert "student 66.7% vs teacher 66.7%" in out and "won/lost 1/1" in out
+    monkeypatch.setattr(qp, "teacher_labeled", lambda corpus: None)  # the teacher stage has not answered them all
+    qp.stage_product(SimpleNamespace(run_warehouse=str(wh), product_candidates=True))
+    assert "no paired comparison" in (out := capsys.readouterr().out) and "run the teacher stage first" in out
     with pytest.raises(SystemExit, match="no warehouse"):
         qp.stage_product(SimpleNamespace(run_warehouse=str(tmp_path / "missing.duckdb")))
 
@@ -530,6 +532,9 @@ def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_revi
         "CREATE TABLE students.candidates (checkpoint_id VARCHAR, kind VARCHAR, path VARCHAR, score DOUBLE, "
         "docs_per_s DOUBLE, verdict VARCHAR)"
     )
+    # the run's reading settings come from its checkpoints (an old key the config no longer has is ignored)
+    con.execute("CREATE TABLE students.checkpoints (training_config VARCHAR, created_at TIMESTAMP)")
+    con.execute("""INSERT INTO students.checkpoints VALUES ('{"infer_max_length": 64, "gone_key": 1}', now())""")
     con.execute(
         "INSERT INTO students.candidates VALUES (?, 'linear', ?, 0.8, 5000, 'eligible'), "
         "('ck-gone', 'encoder', ?, 0.9, 80, 'eligible')",
@@ -544,7 +549,17 @@ def test_quality_product_candidates_rereads_every_candidate_on_the_teachers_revi
         {"doc_key": [f"test:{i}" for i in range(18, 24)], "text": texts[18:], "gold": gold[18:], "teacher": gold[18:]}
     )
     monkeypatch.setattr(qp, "teacher_labeled", lambda corpus: teacher)
+    from benchmarks import quality_fresh
+
+    seen = []
+    real_init = quality_fresh.FolderScorer.__init__
+    monkeypatch.setattr(
+        quality_fresh.FolderScorer,
+        "__init__",
+        lambda self, texts, what="fresh", cfg=None: seen.append(cfg) or real_init(self, texts, what, cfg),
+    )
     qp.stage_product(SimpleNamespace(run_warehouse=str(wh), product_candidates=True))
+    assert seen[0].infer_max_length == 64  # read as the run reads, not at today's default (256)
     out = capsys.readouterr().out
     acc = float(np.mean(np.array(want) == np.array(gold[18:])))
     row = next(x for x in out.splitlines() if x.startswith("| **linear** (champion)"))

@@ -196,3 +196,14 @@ def test_relative_home_gives_dagster_an_absolute_home(tmp_path, monkeypatch):
     home = ensure_dagster_home(Path("var/x/dagster_home"))
     assert home.is_absolute() and home == tmp_path / "var" / "x" / "dagster_home"
     assert os.environ["DAGSTER_HOME"] == str(home) and (home / "dagster.yaml").exists()
+
+
+def test_teacher_mode_defaults_to_choice_except_for_a_hosted_api():
+    """choice by default (its probabilities are the students' soft labels); the openai backend keeps generate (a
+    hosted API may not constrain answers or return log-probabilities); a mode that is set is kept either way."""
+    from llambert.config import TeacherConfig
+
+    assert TeacherConfig().mode == "choice" and TeacherConfig(backend="vllm").mode == "choice"
+    assert TeacherConfig(backend="openai").mode == "generate"
+    assert TeacherConfig(backend="openai", mode="choice").mode == "choice"
+    assert TeacherConfig(mode="generate").mode == "generate"
